@@ -1,0 +1,14 @@
+"""Typed keys of what the aiohttp application holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ztdp.catalog import Catalog
+from ztdp.settings import Settings
+
+CATALOG = web.AppKey("catalog", Catalog)
+SETTINGS = web.AppKey("settings", Settings)
+GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])

@@ -1,0 +1,122 @@
+"""Errors as RFC 9457 `application/problem+json`, in one middleware.
+
+Every error leaves here with a status, a title and a `detail` that names the object and the
+broken rule; validation errors also list each failing field. Nothing else reaches the client:
+an unexpected exception is logged and answered with a 500 problem without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ztdp.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PolicyDenied,
+    ZtdpError,
+)
+
+log = logging.getLogger("ztdp.api")
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: list[tuple[type[ZtdpError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (AlreadyExists, 409),
+    (Conflict, 409),
+    (PolicyDenied, 403),
+    (BackendUnavailable, 503),
+]
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="dotted path of the field, e.g. 'spec.port' or 'body[1]'")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; extensions carry what the caller needs to act."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class BadRequest(ZtdpError):
+    """The request could not be read at all (bad JSON, bad header)."""
+
+    title = "Bad request"
+
+
+def problem(status: int, title: str, detail: str, **extensions: Any) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+
+
+def _loc(parts: tuple[int | str, ...], prefix: str) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validation_problem(exc: ValidationError, *, prefix: str = "") -> web.Response:
+    errors = []
+    for err in exc.errors(include_url=False):
+        if err["type"] == "json_invalid":
+            return problem(400, "Bad request", f"request body is not valid JSON: {err['msg']}")
+        errors.append({"loc": _loc(err["loc"], prefix), "msg": err["msg"], "type": err["type"]})
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return problem(422, "Invalid input", f"{first['loc']}: {first['msg']}{more}", errors=errors)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        return validation_problem(exc)
+    except BadRequest as exc:
+        return problem(400, exc.title, exc.detail, **exc.extensions)
+    except ZtdpError as exc:
+        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+        if status == 500:
+            log.error("unmapped error on %s %s: %s", request.method, request.path, exc.detail)
+        return problem(status, exc.title, exc.detail, **exc.extensions)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            detail = f"no route {request.method} {request.path}"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            detail = f"request body larger than {request.app['settings'].max_body_bytes} bytes"
+        response = problem(exc.status, exc.reason, detail)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return problem(500, "Internal error", "ZTDP failed to handle the request; the failure is logged")

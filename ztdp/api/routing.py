@@ -1,0 +1,176 @@
+"""A small route table that both serves aiohttp and writes the OpenAPI 3.1 document.
+
+Each endpoint declares its body type and its responses once; the same pydantic types then
+validate requests and describe them in `/openapi.json`, so the document cannot drift from
+the code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
+from ztdp.contracts import DNS_LABEL_PATTERN
+
+Reply = tuple[int, Any]
+HandlerFn = Callable[[web.Request, Any], Awaitable[Reply]]
+
+_PARAM = re.compile(r"{(\w+)}")
+_REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    required: bool = False
+    pattern: str | None = DNS_LABEL_PATTERN
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: HandlerFn
+    summary: str
+    tag: str
+    responses: Mapping[int, Any]
+    body: Any = None
+    query: tuple[Query, ...] = ()
+    if_match: bool = False
+    _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.body is not None:
+            self._adapter = TypeAdapter(self.body)
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        body = None
+        if self._adapter is not None:
+            raw = await request.read()
+            if not raw.strip():
+                raise BadRequest("request body is required and must be JSON")
+            try:
+                body = self._adapter.validate_json(raw)
+            except ValidationError as exc:
+                return validation_problem(exc)
+        for q in self.query:
+            value = request.query.get(q.name)
+            if value is None and q.required:
+                raise _query_error(q, "is required")
+            if value is not None and q.pattern and not re.match(q.pattern, value):
+                raise _query_error(q, f"must match {q.pattern}")
+        status, payload = await self.handler(request, body)
+        return json_response(status, payload)
+
+
+def _query_error(q: Query, problem: str) -> Exception:
+    from ztdp.errors import InvalidInput
+
+    return InvalidInput(f"query parameter {q.name} {problem}", field=f"query.{q.name}")
+
+
+def json_response(status: int, payload: Any) -> web.Response:
+    if isinstance(payload, BaseModel):
+        text = payload.model_dump_json(by_alias=True)
+    elif isinstance(payload, str | bytes):
+        return web.Response(status=status, body=payload, content_type="application/json")
+    else:
+        text = json.dumps(payload, default=_encode)
+    return web.Response(status=status, text=text, content_type="application/json")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+class Router:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def add(self, method: str, path: str, summary: str, *, tag: str, responses: Mapping[int, Any],
+            body: Any = None, query: tuple[Query, ...] = (), if_match: bool = False,
+            ) -> Callable[[HandlerFn], HandlerFn]:
+        def register(fn: HandlerFn) -> HandlerFn:
+            self.endpoints.append(Endpoint(method, path, fn, summary, tag, responses, body, query, if_match))
+            return fn
+
+        return register
+
+    def install(self, app: web.Application) -> None:
+        for ep in self.endpoints:
+            app.router.add_route(ep.method, ep.path, ep)
+
+    def openapi(self, *, title: str, version: str, description: str) -> dict[str, Any]:
+        components: dict[str, Any] = {}
+
+        def schema(tp: Any) -> dict[str, Any]:
+            js = TypeAdapter(tp).json_schema(ref_template=_REF)
+            components.update(js.pop("$defs", {}))
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                components[tp.__name__] = js
+                return {"$ref": _REF.format(model=tp.__name__)}
+            return js
+
+        problem_ref = schema(Problem)
+        paths: dict[str, dict[str, Any]] = {}
+        for ep in self.endpoints:
+            params: list[dict[str, Any]] = [
+                {"name": name, "in": "path", "required": True,
+                 "schema": {"type": "string"} if name == "version"
+                 else {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}}
+                for name in _PARAM.findall(ep.path)
+            ]
+            params += [
+                {"name": q.name, "in": "query", "required": q.required, "description": q.description,
+                 "schema": {"type": "string", **({"pattern": q.pattern} if q.pattern else {})}}
+                for q in ep.query
+            ]
+            if ep.if_match:
+                params.append({"name": "If-Match", "in": "header", "required": False,
+                               "description": "the revision the update is based on, e.g. \"12\"; "
+                               "a different current revision is refused with 409",
+                               "schema": {"type": "string", "pattern": r'^(W/)?"?[0-9]+"?$'}})
+            responses: dict[str, Any] = {}
+            for status, tp in sorted(ep.responses.items()):
+                if tp is Problem:
+                    responses[str(status)] = {"description": _REASONS.get(status, "error"),
+                                              "content": {PROBLEM_JSON: {"schema": problem_ref}}}
+                else:
+                    responses[str(status)] = {"description": _REASONS.get(status, "success"),
+                                              "content": {"application/json": {"schema": schema(tp)}}}
+            responses["default"] = {"description": "any other error",
+                                    "content": {PROBLEM_JSON: {"schema": problem_ref}}}
+            op: dict[str, Any] = {"operationId": ep.operation_id, "summary": ep.summary,
+                                  "tags": [ep.tag], "parameters": params, "responses": responses}
+            if ep.body is not None:
+                op["requestBody"] = {"required": True,
+                                     "content": {"application/json": {"schema": schema(ep.body)}}}
+            paths.setdefault(ep.path, {})[ep.method.lower()] = op
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": title, "version": version, "description": description},
+            "paths": paths,
+            "components": {"schemas": dict(sorted(components.items()))},
+        }
+
+
+_REASONS = {
+    200: "OK", 201: "Created", 202: "Accepted", 400: "The body is not JSON",
+    403: "Denied by policy", 404: "Not found", 409: "Conflict (exists, or stale revision)",
+    413: "Body too large", 422: "Invalid input: the problem names the field",
+    503: "A backing store is unavailable",
+}

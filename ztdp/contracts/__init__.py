@@ -1,0 +1,46 @@
+"""Contracts: the pydantic v2 models of everything ZTDP accepts and returns."""
+
+from ztdp.contracts.base import API_VERSION, DNS_LABEL_PATTERN, DnsLabel, Envelope, Metadata, SemVer
+from ztdp.contracts.models import (
+    AllowedEnvironments,
+    Application,
+    Approval,
+    Check,
+    DependencyRequest,
+    DeployRequest,
+    Environment,
+    Policy,
+    Resource,
+    ResourceLinkRequest,
+    ResourceType,
+    Service,
+    ServiceVersion,
+    ServiceVersionIn,
+    TransitionRequest,
+    VersionRef,
+)
+
+__all__ = [
+    "API_VERSION",
+    "DNS_LABEL_PATTERN",
+    "AllowedEnvironments",
+    "Application",
+    "Approval",
+    "Check",
+    "DependencyRequest",
+    "DeployRequest",
+    "DnsLabel",
+    "Envelope",
+    "Environment",
+    "Metadata",
+    "Policy",
+    "Resource",
+    "ResourceLinkRequest",
+    "ResourceType",
+    "SemVer",
+    "Service",
+    "ServiceVersion",
+    "ServiceVersionIn",
+    "TransitionRequest",
+    "VersionRef",
+]

@@ -1,0 +1,95 @@
+"""The envelope every ZTDP object shares, and the constrained scalar types it is built from."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar
+
+import semver
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+API_VERSION = "ztdp/v1"
+
+DnsLabel = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN),
+    Field(
+        description="a DNS-1123 label: lower-case letters, digits and '-', at most 63 "
+        "characters, starting and ending with a letter or digit",
+        examples=["checkout"],
+    ),
+]
+
+Owner = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"),
+    Field(description="the team or person that owns the object", examples=["team-x"]),
+]
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if len(key) > 253 or not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise ValueError(f"label value {value!r} of {key!r} is not a valid Kubernetes label value")
+    return labels
+
+
+def _check_semver(value: str) -> str:
+    try:
+        semver.Version.parse(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a semantic version (MAJOR.MINOR.PATCH)") from None
+    return value
+
+
+SemVer = Annotated[
+    str,
+    StringConstraints(min_length=5, max_length=128),
+    AfterValidator(_check_semver),
+    Field(description="a semantic version, MAJOR.MINOR.PATCH[-pre][+build]", examples=["1.0.0"]),
+]
+
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+
+ShortText = Annotated[str, StringConstraints(max_length=2048)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not be silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(Strict):
+    name: DnsLabel
+    owner: Owner
+    labels: Labels = Field(default_factory=dict)
+    revision: int | None = Field(
+        default=None,
+        ge=0,
+        description="graph revision of the last change to this object; set by ZTDP. "
+        "Send it back on an update to refuse the update if someone changed the object since.",
+    )
+
+
+def kind_field(kind: str) -> Any:
+    """The `kind` of an enveloped contract: optional on input, always set on output."""
+    return Field(default=kind, description=f"always {kind!r}; may be omitted on input")
+
+
+class Envelope(Strict):
+    """`{"apiVersion", "kind", "metadata", "spec"}`: the shape of every enveloped object."""
+
+    KIND: ClassVar[str]
+    api_version: str = Field(
+        default=API_VERSION, alias="apiVersion", pattern=r"^ztdp/v1$", description="ztdp/v1"
+    )
+    kind: str
+    metadata: Metadata

@@ -1,0 +1,301 @@
+"""The contracts application teams and the platform team declare.
+
+Request bodies keep the shape the original ZTDP clients send (DESIGN.md, "The v1 REST API");
+responses are the same models with the fields ZTDP fills in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from ztdp.contracts.base import (
+    DnsLabel,
+    Envelope,
+    Owner,
+    SemVer,
+    ShortText,
+    Strict,
+    Tag,
+)
+
+# A container image reference: [registry[:port]/]path[:tag][@digest], as the Docker
+# reference grammar allows (lower-case path components, tag of at most 128 characters).
+_IMAGE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?)/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def _check_image(value: str) -> str:
+    if not _IMAGE.match(value):
+        raise ValueError(f"{value!r} is not a valid container image reference")
+    return value
+
+
+ImageRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512),
+    Field(description="container image reference", examples=["ghcr.io/acme/checkout-api:1.0.0"]),
+]
+
+
+def _canonical_kind(value: Any, kind: str) -> Any:
+    # The original clients send lower-case kinds ("resource"); store the canonical spelling.
+    if isinstance(value, str) and value.replace("_", "").lower() == kind.lower():
+        return kind
+    return value
+
+
+# --- Application ---------------------------------------------------------------------------
+
+
+class ApplicationSpec(Strict):
+    description: ShortText = ""
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    lifecycle: dict[str, Any] = Field(
+        default_factory=dict, description="free-form lifecycle hints, kept as given"
+    )
+
+
+class Application(Envelope):
+    KIND: ClassVar[str] = "Application"
+    kind: Literal["Application", "application"] = "Application"
+    spec: ApplicationSpec = Field(default_factory=ApplicationSpec)
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Application"))
+
+
+# --- Service -------------------------------------------------------------------------------
+
+
+class ServiceSpec(Strict):
+    application: DnsLabel = Field(description="the owning application; must match the path")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    public: bool = False
+    description: ShortText = ""
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+
+
+class Service(Envelope):
+    KIND: ClassVar[str] = "Service"
+    kind: Literal["Service", "service"] = "Service"
+    spec: ServiceSpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Service"))
+
+
+# --- ServiceVersion (flat, as the original clients send it) ------------------------------
+
+
+class ServiceVersionIn(Strict):
+    version: SemVer
+    config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
+    owner: Owner
+    image: ImageRef | None = Field(
+        default=None, description="defaults to '<service>:<version>' when omitted"
+    )
+
+    _image = field_validator("image", mode="after")(lambda v: None if v is None else _check_image(v))
+
+
+class ServiceVersion(ServiceVersionIn):
+    KIND: ClassVar[str] = "ServiceVersion"
+    application: DnsLabel
+    service: DnsLabel
+    image: ImageRef
+    revision: int = Field(ge=0)
+    environments: list[DnsLabel] = Field(
+        default_factory=list, description="environments this version is deployed to now"
+    )
+
+
+# --- Environment ---------------------------------------------------------------------------
+
+
+class KubernetesTarget(Strict):
+    kubeconfig: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    context: Annotated[str, StringConstraints(max_length=253)] | None = None
+    namespace: DnsLabel | None = None
+
+
+class EnvironmentSpec(Strict):
+    description: ShortText = ""
+    kubernetes: KubernetesTarget | None = None
+
+
+class Environment(Envelope):
+    KIND: ClassVar[str] = "Environment"
+    kind: Literal["Environment", "environment"] = "Environment"
+    spec: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Environment"))
+
+
+# --- Resources -----------------------------------------------------------------------------
+
+
+class ResourceTypeSpec(Strict):
+    provider: DnsLabel = Field(description="the provider plugin that realises this type")
+    description: ShortText = ""
+
+
+class ResourceType(Envelope):
+    KIND: ClassVar[str] = "ResourceType"
+    kind: Literal["ResourceType", "resourcetype", "resource_type"]
+    spec: ResourceTypeSpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "ResourceType"))
+
+
+class ResourceSpec(Strict):
+    type: DnsLabel = Field(description="name of a resource type, e.g. 'postgres'")
+    config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
+    description: ShortText = ""
+
+
+class Resource(Envelope):
+    KIND: ClassVar[str] = "Resource"
+    kind: Literal["Resource", "resource"] = "Resource"
+    spec: ResourceSpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Resource"))
+
+
+# --- Policies, checks, approvals -----------------------------------------------------------
+
+
+class TransitionSelector(Strict):
+    """Which transitions a policy guards. Unset fields match anything."""
+
+    edge: Literal["deploy"] = "deploy"
+    environment: DnsLabel | None = None
+    application: DnsLabel | None = None
+
+
+class AllowedEnvironmentsRule(Strict):
+    type: Literal["allowed-environments"]
+    environments: list[DnsLabel] | None = Field(
+        default=None,
+        description="the environments allowed; when omitted, the application's allowed list",
+    )
+
+
+class PromotionRule(Strict):
+    type: Literal["promotion"]
+    requires: list[DnsLabel] = Field(
+        min_length=1, description="environments the version must be deployed to first"
+    )
+
+
+class ApprovalRule(Strict):
+    type: Literal["approval"]
+    required: int = Field(default=1, ge=1, le=100, description="distinct approvals needed")
+    approvers: list[Owner] = Field(
+        default_factory=list, description="who may approve; empty means anyone"
+    )
+
+
+class CheckRule(Strict):
+    type: Literal["check"]
+    checks: list[DnsLabel] = Field(min_length=1, description="checks that must have succeeded")
+
+
+class ExpressionRule(Strict):
+    type: Literal["expression"]
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="a CEL expression over the transition that must be true"
+    )
+    message: ShortText = Field(default="", description="said when the expression is false")
+
+
+PolicyRule = Annotated[
+    AllowedEnvironmentsRule | PromotionRule | ApprovalRule | CheckRule | ExpressionRule,
+    Field(discriminator="type"),
+]
+
+
+class PolicySpec(Strict):
+    transition: TransitionSelector = Field(default_factory=TransitionSelector)
+    rule: PolicyRule
+    description: ShortText = ""
+
+
+class Policy(Envelope):
+    KIND: ClassVar[str] = "Policy"
+    kind: Literal["Policy", "policy"] = "Policy"
+    spec: PolicySpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Policy"))
+
+
+class VersionRef(Strict):
+    application: DnsLabel
+    service: DnsLabel
+    version: SemVer
+
+
+class CheckSpec(Strict):
+    check: DnsLabel = Field(description="the check's name as policies list it, e.g. 'unit-tests'")
+    subject: VersionRef
+    status: Literal["pending", "succeeded", "failed"] = "pending"
+    details: ShortText = ""
+
+
+class Check(Envelope):
+    KIND: ClassVar[str] = "Check"
+    kind: Literal["Check", "check"] = "Check"
+    spec: CheckSpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Check"))
+
+
+class ApprovalSpec(Strict):
+    policy: DnsLabel = Field(description="the approval policy this approval satisfies")
+    subject: VersionRef
+    environment: DnsLabel
+    approver: Owner
+    comment: ShortText = ""
+
+
+class Approval(Envelope):
+    KIND: ClassVar[str] = "Approval"
+    kind: Literal["Approval", "approval"] = "Approval"
+    spec: ApprovalSpec
+
+    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Approval"))
+
+
+# --- Small request bodies ------------------------------------------------------------------
+
+
+class DeployRequest(Strict):
+    environment: DnsLabel
+
+
+class DependencyRequest(Strict):
+    service: DnsLabel
+    application: DnsLabel | None = Field(
+        default=None, description="the other service's application; defaults to this one"
+    )
+
+
+class ResourceLinkRequest(Strict):
+    resource: DnsLabel
+
+
+AllowedEnvironments = Annotated[list[DnsLabel], Field(max_length=256)]
+
+
+class TransitionRequest(Strict):
+    """A transition to evaluate without making it (`POST /v1/policies/evaluate`)."""
+
+    application: DnsLabel
+    service: DnsLabel
+    version: SemVer
+    environment: DnsLabel
+
+

@@ -1,0 +1,29 @@
+"""The intent graph and the stores that keep it."""
+
+from ztdp.graph.model import (
+    EDGE_RULES,
+    DeleteEdge,
+    DeleteNode,
+    EdgeType,
+    Graph,
+    InvalidGraphWrite,
+    NodeKind,
+    Op,
+    PutEdge,
+    PutNode,
+    node_id,
+)
+
+__all__ = [
+    "EDGE_RULES",
+    "DeleteEdge",
+    "DeleteNode",
+    "EdgeType",
+    "Graph",
+    "InvalidGraphWrite",
+    "NodeKind",
+    "Op",
+    "PutEdge",
+    "PutNode",
+    "node_id",
+]

@@ -1,0 +1,32 @@
+"""The graph-store seam: where the intent graph lives between requests and restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ztdp.graph.model import Graph, Op
+
+
+class GraphStore(Protocol):
+    """Holds the graph; every write is one atomic batch guarded by a revision number.
+
+    `read()` returns the store's current graph. It is shared, not a copy: callers must not
+    change it, and must read it again after any `await` if they need the newest state.
+    """
+
+    async def read(self) -> Graph: ...
+
+    async def commit(self, ops: Sequence[Op], *, expected_revision: int) -> int:
+        """Apply `ops` all or nothing if the graph is still at `expected_revision`.
+
+        Returns the new revision. Raises `StaleRevision` if another writer got there first,
+        and `InvalidGraphWrite` if the batch would break the graph's rules.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise `BackendUnavailable` if the backing service cannot be reached."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,215 @@
+"""Policy evaluation: which policies guard a transition, and whether each one is met.
+
+A decision always lists every policy consulted with the reason it passed or failed, so a
+denial explains itself. Evaluation only reads the graph.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+import celpy
+from pydantic import BaseModel, Field
+
+from ztdp.contracts import Policy
+from ztdp.contracts.models import (
+    AllowedEnvironmentsRule,
+    ApprovalRule,
+    CheckRule,
+    ExpressionRule,
+    PromotionRule,
+)
+from ztdp.errors import InvalidInput
+from ztdp.graph import EdgeType, Graph, NodeKind, node_id
+
+BUILTIN_ALLOWED = "builtin-allowed-environments"
+
+
+class Transition(BaseModel):
+    edge: Literal["deploy"] = "deploy"
+    application: str
+    service: str
+    version: str
+    environment: str
+
+
+class PolicyResult(BaseModel):
+    policy: str = Field(description="policy name")
+    type: str = Field(description="the policy's rule type")
+    passed: bool
+    reason: str
+
+
+class Decision(BaseModel):
+    allowed: bool
+    transition: Transition
+    results: list[PolicyResult]
+
+    @property
+    def unmet(self) -> list[PolicyResult]:
+        return [r for r in self.results if not r.passed]
+
+    def explain(self) -> str:
+        unmet = self.unmet
+        if not unmet:
+            return "allowed"
+        return "; ".join(f"policy {r.policy} ({r.type}): {r.reason}" for r in unmet)
+
+
+# --- CEL -----------------------------------------------------------------------------------
+
+_CEL = celpy.Environment()
+
+
+@lru_cache(maxsize=1024)
+def _program(expression: str) -> Any:
+    return _CEL.program(_CEL.compile(expression))
+
+
+def compile_expression(expression: str) -> None:
+    """Refuse a CEL expression that does not parse, naming the rule field."""
+    try:
+        _program(expression)
+    except celpy.CELParseError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise InvalidInput(
+            f"spec.rule.expression is not valid CEL: {first_line}", field="spec.rule.expression"
+        ) from None
+
+
+def _cel_activation(graph: Graph, t: Transition) -> dict[str, Any]:
+    app = graph.data(node_id(NodeKind.APPLICATION, t.application)) or {}
+    svc = graph.data(node_id(NodeKind.SERVICE, t.application, t.service)) or {}
+    ver = graph.data(node_id(NodeKind.VERSION, t.application, t.service, t.version)) or {}
+    env = graph.data(node_id(NodeKind.ENVIRONMENT, t.environment)) or {}
+    return {
+        "transition": t.model_dump(),
+        "application": app,
+        "service": svc,
+        "version": ver,
+        "environment": env,
+        "deployments": deployments_of_service(graph, t.application, t.service),
+    }
+
+
+# --- helpers over the graph ---------------------------------------------------------------
+
+
+def deployments_of_service(graph: Graph, app: str, svc: str) -> dict[str, str]:
+    """environment name -> version currently deployed there."""
+    out: dict[str, str] = {}
+    for vid in graph.successors(node_id(NodeKind.SERVICE, app, svc), EdgeType.HAS_VERSION):
+        version = (graph.data(vid) or {}).get("version", "")
+        for eid in graph.successors(vid, EdgeType.DEPLOY):
+            out[eid.split("/", 1)[1]] = version
+    return out
+
+
+def allowed_environments(graph: Graph, app: str) -> list[str]:
+    ids = graph.successors(node_id(NodeKind.APPLICATION, app), EdgeType.ALLOWED_IN)
+    return sorted(i.split("/", 1)[1] for i in ids)
+
+
+def _matches(policy: Policy, t: Transition) -> bool:
+    sel = policy.spec.transition
+    return (
+        sel.edge == t.edge
+        and sel.environment in (None, t.environment)
+        and sel.application in (None, t.application)
+    )
+
+
+# --- the rules -----------------------------------------------------------------------------
+
+
+def _allowed(graph: Graph, t: Transition, rule: AllowedEnvironmentsRule | None) -> tuple[bool, str]:
+    if rule is not None and rule.environments is not None:
+        allowed, source = sorted(rule.environments), "the policy's list"
+    else:
+        allowed, source = allowed_environments(graph, t.application), (
+            f"application {t.application}'s allowed environments"
+        )
+    if t.environment in allowed:
+        return True, f"{t.environment} is in {source}"
+    listed = ", ".join(allowed) if allowed else "none"
+    return False, f"{t.environment} is not in {source} ({listed})"
+
+
+def _promotion(graph: Graph, t: Transition, rule: PromotionRule) -> tuple[bool, str]:
+    deployed = deployments_of_service(graph, t.application, t.service)
+    missing = [env for env in rule.requires if deployed.get(env) != t.version]
+    if missing:
+        return False, f"version {t.version} is not deployed to {', '.join(missing)} yet"
+    return True, f"version {t.version} is deployed to {', '.join(rule.requires)}"
+
+
+def _checks(graph: Graph, t: Transition, rule: CheckRule) -> tuple[bool, str]:
+    subject = {"application": t.application, "service": t.service, "version": t.version}
+    status: dict[str, str] = {}
+    for _, data in graph.nodes(NodeKind.CHECK):
+        spec = data["spec"]
+        if spec["subject"] == subject and spec["check"] in rule.checks:
+            # several records of one check: any success counts
+            if status.get(spec["check"]) != "succeeded":
+                status[spec["check"]] = spec["status"]
+    unmet = [f"{c} ({status.get(c, 'missing')})" for c in rule.checks if status.get(c) != "succeeded"]
+    if unmet:
+        return False, f"checks not succeeded for {t.version}: {', '.join(unmet)}"
+    return True, f"checks succeeded: {', '.join(rule.checks)}"
+
+
+def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> tuple[bool, str]:
+    subject = {"application": t.application, "service": t.service, "version": t.version}
+    approvers: set[str] = set()
+    ignored: set[str] = set()
+    for aid in graph.predecessors(node_id(NodeKind.POLICY, policy), EdgeType.SATISFIES):
+        spec = (graph.data(aid) or {}).get("spec", {})
+        if spec.get("subject") != subject or spec.get("environment") != t.environment:
+            continue
+        who = spec["approver"]
+        (approvers if not rule.approvers or who in rule.approvers else ignored).add(who)
+    note = f" (not listed as approvers: {', '.join(sorted(ignored))})" if ignored else ""
+    if len(approvers) < rule.required:
+        return False, f"{len(approvers)} of {rule.required} approvals{note}"
+    return True, f"approved by {', '.join(sorted(approvers))}"
+
+
+def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool, str]:
+    try:
+        result = _program(rule.expression).evaluate(celpy.json_to_cel(_cel_activation(graph, t)))
+    except celpy.CELParseError as exc:
+        return False, f"expression does not parse: {exc}"
+    except celpy.CELEvalError as exc:
+        return False, f"expression failed to evaluate: {exc.args[0] if exc.args else exc}"
+    if isinstance(result, celpy.CELEvalError):
+        return False, f"expression failed to evaluate: {result.args[0] if result.args else result}"
+    if not isinstance(result, celpy.celtypes.BoolType):
+        return False, f"expression returned {type(result).__name__}, not a bool"
+    if result:
+        return True, f"{rule.expression} is true"
+    return False, rule.message or f"{rule.expression} is false"
+
+
+def evaluate(graph: Graph, t: Transition) -> Decision:
+    """Decide a transition against the built-in rule and every policy that selects it."""
+    ok, reason = _allowed(graph, t, None)
+    results = [PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)]
+    for pid, data in sorted(graph.nodes(NodeKind.POLICY)):
+        policy = Policy.model_validate(data)
+        if not _matches(policy, t):
+            continue
+        rule = policy.spec.rule
+        match rule:
+            case AllowedEnvironmentsRule():
+                ok, reason = _allowed(graph, t, rule)
+            case PromotionRule():
+                ok, reason = _promotion(graph, t, rule)
+            case CheckRule():
+                ok, reason = _checks(graph, t, rule)
+            case ApprovalRule():
+                ok, reason = _approvals(graph, t, rule, policy.metadata.name)
+            case ExpressionRule():
+                ok, reason = _expression(graph, t, rule)
+        results.append(PolicyResult(policy=pid.split("/", 1)[1], type=rule.type, passed=ok, reason=reason))
+    return Decision(allowed=all(r.passed for r in results), transition=t, results=results)

@@ -1,0 +1,51 @@
+"""Settings: defaults in config/ztdp.toml, overridden by ZTDP_* environment variables.
+
+One object built at start-up and passed down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("config/ztdp.toml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid")
+
+    graph_store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(
+        default="ztdp", pattern=r"^[A-Za-z0-9:._-]+$", description="key prefix in Redis"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    seed_resource_types: dict[str, str] = Field(
+        default_factory=lambda: {"postgres": "postgres"},
+        description="resource types created at start-up when missing: name -> provider",
+    )
+    write_retries: int = Field(default=8, ge=1, description="retries of a write on a stale read")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("ZTDP_CONFIG_FILE", DEFAULT_CONFIG_FILE))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+        return (init_settings, env_settings, toml)
