@@ -112,7 +112,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         elif exc.status == 405:
             detail = f"{request.method} is not allowed on {request.path}"
         elif exc.status == 413:
-            detail = f"request body larger than {request.app['settings'].max_body_bytes} bytes"
+            detail = f"request body larger than {request.client_max_size} bytes"
         response = problem(exc.status, exc.reason, detail)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]

@@ -55,7 +55,7 @@ class Endpoint:
     def operation_id(self) -> str:
         return self.handler.__name__
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         body = None
         if self._adapter is not None:
             raw = await request.read()
@@ -112,7 +112,7 @@ class Router:
 
     def install(self, app: web.Application) -> None:
         for ep in self.endpoints:
-            app.router.add_route(ep.method, ep.path, ep)
+            app.router.add_route(ep.method, ep.path, ep.handle)
 
     def openapi(self, *, title: str, version: str, description: str) -> dict[str, Any]:
         components: dict[str, Any] = {}

@@ -1,0 +1,114 @@
+"""Test harness: real Redis (started here if none runs), one key prefix per test, strict tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from ztdp.api import create_app
+from ztdp.graph.store import GraphStore, MemoryGraphStore
+from ztdp.graph.store.redis import RedisGraphStore
+from ztdp.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: ZTDP_TEST_REDIS_URL, the local default, or one started for this run."""
+    url = os.environ.get("ZTDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _redis_answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(f"no Redis answers at {url} and redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _redis_answers(url):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("redis-server did not start within 10 s")
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are removed afterwards."""
+    prefix = f"ztdp-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def graph_store(request: pytest.FixtureRequest) -> AsyncIterator[GraphStore]:
+    """The same test against every graph store."""
+    store: GraphStore
+    if request.param == "memory":
+        store = MemoryGraphStore()
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisGraphStore.from_url(url, prefix=request.getfixturevalue("redis_prefix"))
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+async def client(graph_store: GraphStore) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """The API over a real loopback socket, on each graph store."""
+    app = create_app(Settings(), store=graph_store)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+@pytest.fixture
+async def memory_client() -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    app = create_app(Settings())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running behind it."""
+    before = set(asyncio.all_tasks())
+    yield
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    assert not leaked, f"test leaked tasks: {leaked}"
