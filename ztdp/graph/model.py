@@ -191,14 +191,16 @@ class Graph:
         self.revision = revision
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole graph as JSON-ready data, sorted so equal graphs give equal documents."""
         return {
             "revision": self.revision,
             "nodes": [
                 {"id": nid, "kind": attrs["kind"].value, "data": attrs["data"]}
-                for nid, attrs in self.g.nodes(data=True)
+                for nid, attrs in sorted(self.g.nodes(data=True), key=lambda item: item[0])
             ],
             "edges": [
-                {"source": s, "target": t, "type": k.value} for s, t, k in self.g.edges(keys=True)
+                {"source": s, "target": t, "type": k.value}
+                for s, t, k in sorted(self.g.edges(keys=True))
             ],
         }
 

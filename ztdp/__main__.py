@@ -1,0 +1,3 @@
+from ztdp.cli.main import app
+
+app(prog_name="ztdp")
