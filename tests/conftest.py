@@ -110,7 +110,9 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield
     await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    leaked = [
+        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
+    ]
     assert not leaked, f"test leaked tasks: {leaked}"
 
 
@@ -127,8 +129,20 @@ class ServerProcess:
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ztdp", "serve", "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "ztdp",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
         while True:

@@ -30,28 +30,45 @@ class Api:
 
     # the README flow, step by step
     async def environment(self, name: str) -> Any:
-        return await self.ok("POST", "/v1/environments",
-                             {"metadata": {"name": name, "owner": "platform-team"}, "spec": {}})
+        return await self.ok(
+            "POST",
+            "/v1/environments",
+            {"metadata": {"name": name, "owner": "platform-team"}, "spec": {}},
+        )
 
     async def application(self, name: str = "checkout", owner: str = "team-x") -> Any:
-        return await self.ok("POST", "/v1/applications", {
-            "metadata": {"name": name, "owner": owner},
-            "spec": {"description": "d", "tags": ["payments"], "lifecycle": {}},
-        })
+        return await self.ok(
+            "POST",
+            "/v1/applications",
+            {
+                "metadata": {"name": name, "owner": owner},
+                "spec": {"description": "d", "tags": ["payments"], "lifecycle": {}},
+            },
+        )
 
     async def service(self, app: str, name: str, port: int | None = 8080) -> Any:
-        return await self.ok("POST", f"/v1/applications/{app}/services", {
-            "metadata": {"name": name, "owner": "team-x"},
-            "spec": {"application": app, "port": port, "public": True},
-        })
+        return await self.ok(
+            "POST",
+            f"/v1/applications/{app}/services",
+            {
+                "metadata": {"name": name, "owner": "team-x"},
+                "spec": {"application": app, "port": port, "public": True},
+            },
+        )
 
     async def version(self, app: str, svc: str, version: str = "1.0.0") -> Any:
-        return await self.ok("POST", f"/v1/applications/{app}/services/{svc}/versions",
-                             {"version": version, "config_ref": "default-config", "owner": "team-x"})
+        return await self.ok(
+            "POST",
+            f"/v1/applications/{app}/services/{svc}/versions",
+            {"version": version, "config_ref": "default-config", "owner": "team-x"},
+        )
 
     async def deploy(self, app: str, svc: str, version: str, env: str) -> tuple[int, Any]:
-        return await self.call("POST", f"/v1/applications/{app}/services/{svc}/versions/{version}/deploy",
-                               {"environment": env})
+        return await self.call(
+            "POST",
+            f"/v1/applications/{app}/services/{svc}/versions/{version}/deploy",
+            {"environment": env},
+        )
 
     async def basic(self) -> None:
         """dev and prod; checkout allowed in both; checkout-api 1.0.0."""

@@ -21,7 +21,9 @@ async def test_readme_flow_deploys_and_plans(api: Api) -> None:
     await api.environment("prod")
     app = await api.application("checkout")
     assert app["kind"] == "Application" and app["metadata"]["revision"] > 0
-    assert await api.ok("POST", "/v1/applications/checkout/environments/allowed", ["dev"], 200) == ["dev"]
+    assert await api.ok("POST", "/v1/applications/checkout/environments/allowed", ["dev"], 200) == [
+        "dev"
+    ]
     await api.service("checkout", "checkout-api")
     version = await api.version("checkout", "checkout-api", "1.0.0")
     assert version["image"] == "checkout-api:1.0.0"
@@ -60,8 +62,12 @@ async def test_a_denied_deploy_is_403_naming_the_policy_and_changes_nothing(api:
 async def test_plan_without_environment_orders_the_application_graph(api: Api) -> None:
     await api.basic()
     await api.service("checkout", "worker")
-    await api.ok("POST", "/v1/applications/checkout/services/worker/dependencies",
-                 {"service": "checkout-api"}, 200)
+    await api.ok(
+        "POST",
+        "/v1/applications/checkout/services/worker/dependencies",
+        {"service": "checkout-api"},
+        200,
+    )
     plan = await api.ok("GET", "/v1/applications/checkout/plan")
     order = {s["node"]: w["index"] for w in plan["waves"] for s in w["steps"]}
     assert order["application/checkout"] < order["service/checkout/checkout-api"]
@@ -71,20 +77,34 @@ async def test_plan_without_environment_orders_the_application_graph(api: Api) -
 
 async def test_plan_orders_resources_before_the_services_that_use_them(api: Api) -> None:
     await api.basic()
-    await api.ok("POST", "/v1/resources", {
-        "kind": "resource", "metadata": {"name": "pg-db", "owner": "team-x"},
-        "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"}})
-    code, problem = await api.call("POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db")
+    await api.ok(
+        "POST",
+        "/v1/resources",
+        {
+            "kind": "resource",
+            "metadata": {"name": "pg-db", "owner": "team-x"},
+            "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"},
+        },
+    )
+    code, problem = await api.call(
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db"
+    )
     assert code == 409 and "not linked to application checkout" in problem["detail"]
     await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=200)
-    await api.ok("POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200)
-    assert [r["metadata"]["name"] for r in await api.ok(
-        "GET", "/v1/applications/checkout/services/checkout-api/resources")] == ["pg-db"]
+    await api.ok(
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200
+    )
+    assert [
+        r["metadata"]["name"]
+        for r in await api.ok("GET", "/v1/applications/checkout/services/checkout-api/resources")
+    ] == ["pg-db"]
     await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
     plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
     waves = [[(s["node"], s["provider"]) for s in w["steps"]] for w in plan["waves"]]
-    assert waves == [[("resource/pg-db@dev", "postgres")],
-                     [("deployment/checkout/checkout-api@dev", "kubernetes")]]
+    assert waves == [
+        [("resource/pg-db@dev", "postgres")],
+        [("deployment/checkout/checkout-api@dev", "kubernetes")],
+    ]
 
 
 async def test_a_dependency_cycle_is_a_422_naming_its_nodes(api: Api) -> None:
@@ -92,12 +112,17 @@ async def test_a_dependency_cycle_is_a_422_naming_its_nodes(api: Api) -> None:
     await api.service("checkout", "worker")
     await api.version("checkout", "worker", "1.0.0")
     for svc, dep in [("worker", "checkout-api"), ("checkout-api", "worker")]:
-        await api.ok("POST", f"/v1/applications/checkout/services/{svc}/dependencies", {"service": dep}, 200)
+        await api.ok(
+            "POST", f"/v1/applications/checkout/services/{svc}/dependencies", {"service": dep}, 200
+        )
     for svc in ("checkout-api", "worker"):
         await api.deploy("checkout", svc, "1.0.0", "dev")
     code, problem = await api.call("GET", "/v1/applications/checkout/plan?environment=dev")
     assert code == 422
-    assert set(problem["cycle"]) == {"deployment/checkout/checkout-api@dev", "deployment/checkout/worker@dev"}
+    assert set(problem["cycle"]) == {
+        "deployment/checkout/checkout-api@dev",
+        "deployment/checkout/worker@dev",
+    }
     assert "dependency cycle" in problem["detail"]
 
 
@@ -107,31 +132,74 @@ async def test_a_dependency_cycle_is_a_422_naming_its_nodes(api: Api) -> None:
         ("/v1/applications", {"metadata": {"name": "Bad", "owner": "x"}}, 422, "metadata.name"),
         ("/v1/applications", {"metadata": {"name": "a", "owner": "x"}, "color": 1}, 422, "color"),
         ("/v1/applications", {"metadata": {"name": "schema", "owner": "x"}}, 422, "metadata.name"),
-        ("/v1/applications/checkout/services",
-         {"metadata": {"name": "api", "owner": "x"}, "spec": {"application": "checkout", "port": "x"}},
-         422, "spec.port"),
-        ("/v1/applications/checkout/services",
-         {"metadata": {"name": "api", "owner": "x"}, "spec": {"application": "other"}},
-         422, "spec.application"),
-        ("/v1/applications/nope/services",
-         {"metadata": {"name": "api", "owner": "x"}, "spec": {"application": "nope"}}, 404, None),
-        ("/v1/applications/checkout/services/checkout-api/versions",
-         {"version": "1.0", "owner": "x"}, 422, "version"),
-        ("/v1/applications/checkout/services/checkout-api/versions",
-         {"version": "1.0.0", "owner": "x"}, 409, None),
-        ("/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
-         {"environment": "staging"}, 422, "environment"),
-        ("/v1/applications/checkout/services/checkout-api/versions/9.9.9/deploy",
-         {"environment": "dev"}, 404, None),
+        (
+            "/v1/applications/checkout/services",
+            {
+                "metadata": {"name": "api", "owner": "x"},
+                "spec": {"application": "checkout", "port": "x"},
+            },
+            422,
+            "spec.port",
+        ),
+        (
+            "/v1/applications/checkout/services",
+            {"metadata": {"name": "api", "owner": "x"}, "spec": {"application": "other"}},
+            422,
+            "spec.application",
+        ),
+        (
+            "/v1/applications/nope/services",
+            {"metadata": {"name": "api", "owner": "x"}, "spec": {"application": "nope"}},
+            404,
+            None,
+        ),
+        (
+            "/v1/applications/checkout/services/checkout-api/versions",
+            {"version": "1.0", "owner": "x"},
+            422,
+            "version",
+        ),
+        (
+            "/v1/applications/checkout/services/checkout-api/versions",
+            {"version": "1.0.0", "owner": "x"},
+            409,
+            None,
+        ),
+        (
+            "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+            {"environment": "staging"},
+            422,
+            "environment",
+        ),
+        (
+            "/v1/applications/checkout/services/checkout-api/versions/9.9.9/deploy",
+            {"environment": "dev"},
+            404,
+            None,
+        ),
         ("/v1/applications/checkout/environments/allowed", ["dev", "nowhere"], 422, "body[1]"),
-        ("/v1/resources", {"metadata": {"name": "db", "owner": "x"}, "spec": {"type": "oracle"}}, 422,
-         "spec.type"),
+        (
+            "/v1/resources",
+            {"metadata": {"name": "db", "owner": "x"}, "spec": {"type": "oracle"}},
+            422,
+            "spec.type",
+        ),
         ("/v1/environments", {"metadata": {"name": "dev", "owner": "x"}}, 409, None),
-        ("/v1/policies", {"metadata": {"name": "p", "owner": "x"},
-                          "spec": {"rule": {"type": "expression", "expression": "1 +"}}},
-         422, "spec.rule.expression"),
-        ("/v1/policies", {"metadata": {"name": "p", "owner": "x"},
-                          "spec": {"rule": {"type": "sometimes"}}}, 422, "spec.rule"),
+        (
+            "/v1/policies",
+            {
+                "metadata": {"name": "p", "owner": "x"},
+                "spec": {"rule": {"type": "expression", "expression": "1 +"}},
+            },
+            422,
+            "spec.rule.expression",
+        ),
+        (
+            "/v1/policies",
+            {"metadata": {"name": "p", "owner": "x"}, "spec": {"rule": {"type": "sometimes"}}},
+            422,
+            "spec.rule",
+        ),
     ],
 )
 async def test_bad_input_is_a_problem_naming_the_field_and_changes_nothing(
@@ -168,7 +236,9 @@ async def test_update_with_a_stale_revision_is_409(api: Api) -> None:
     body = {"metadata": {"name": "checkout", "owner": "team-y"}, "spec": {"description": "new"}}
     updated = await api.ok("PUT", "/v1/applications/checkout", body, 200)
     assert updated["metadata"]["owner"] == "team-y" and updated["metadata"]["revision"] > rev
-    code, problem = await api.call("PUT", "/v1/applications/checkout", body, headers={"If-Match": f'"{rev}"'})
+    code, problem = await api.call(
+        "PUT", "/v1/applications/checkout", body, headers={"If-Match": f'"{rev}"'}
+    )
     assert code == 409 and "read it again" in problem["detail"]
     stale = {**body, "metadata": {**body["metadata"], "revision": rev}}
     code, _ = await api.call("PUT", "/v1/applications/checkout", stale)
@@ -181,13 +251,21 @@ async def test_reads_and_lists(api: Api) -> None:
     await api.basic()
     assert [a["metadata"]["name"] for a in await api.ok("GET", "/v1/applications")] == ["checkout"]
     assert (await api.ok("GET", "/v1/applications/checkout"))["spec"]["tags"] == ["payments"]
-    assert [s["metadata"]["name"] for s in await api.ok("GET", "/v1/applications/checkout/services")] == [
-        "checkout-api"]
-    assert (await api.ok("GET", "/v1/applications/checkout/services/checkout-api"))["spec"]["port"] == 8080
-    assert [v["version"] for v in await api.ok(
-        "GET", "/v1/applications/checkout/services/checkout-api/versions")] == ["1.0.0"]
+    assert [
+        s["metadata"]["name"] for s in await api.ok("GET", "/v1/applications/checkout/services")
+    ] == ["checkout-api"]
+    assert (await api.ok("GET", "/v1/applications/checkout/services/checkout-api"))["spec"][
+        "port"
+    ] == 8080
+    assert [
+        v["version"]
+        for v in await api.ok("GET", "/v1/applications/checkout/services/checkout-api/versions")
+    ] == ["1.0.0"]
     assert await api.ok("GET", "/v1/applications/checkout/environments/allowed") == ["dev", "prod"]
-    assert [e["metadata"]["name"] for e in await api.ok("GET", "/v1/environments")] == ["dev", "prod"]
+    assert [e["metadata"]["name"] for e in await api.ok("GET", "/v1/environments")] == [
+        "dev",
+        "prod",
+    ]
     schema = await api.ok("GET", "/v1/applications/schema")
     assert schema["title"] == "Application" and "metadata" in schema["properties"]
     schema = await api.ok("GET", "/v1/applications/checkout/services/schema")
@@ -196,7 +274,11 @@ async def test_reads_and_lists(api: Api) -> None:
     code, problem = await api.call("GET", "/v1/applications/nope")
     assert code == 404 and problem["detail"] == "application nope does not exist"
     graph = await api.ok("GET", "/v1/graph")
-    assert {"source": "application/checkout", "target": "environment/dev", "type": "allowed_in"} in graph["edges"]
+    assert {
+        "source": "application/checkout",
+        "target": "environment/dev",
+        "type": "allowed_in",
+    } in graph["edges"]
     assert (await api.ok("GET", "/v1/healthz")) == {"status": "ok"}
 
 
@@ -234,7 +316,11 @@ async def test_openapi_and_docs_are_served_locally(api: Api) -> None:
     assert "/v1/applications/{app}/services/{svc}/versions/{version}/deploy" in spec["paths"]
     page = await api.client.get("/docs")
     html = await page.text()
-    assert page.status == 200 and "/docs/static/swagger-ui-bundle.js" in html and "http" not in html.split("<body>")[1]
+    assert (
+        page.status == 200
+        and "/docs/static/swagger-ui-bundle.js" in html
+        and "http" not in html.split("<body>")[1]
+    )
     js = await api.client.get("/docs/static/swagger-ui-bundle.js")
     assert js.status == 200 and len(await js.read()) > 100_000
 

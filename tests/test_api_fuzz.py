@@ -20,11 +20,16 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import ServerProcess
-from ztdp.api import openapi_document
 from tests.test_serve import call
+from ztdp.api import openapi_document
 
 pytestmark = pytest.mark.fuzz
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,10 @@ def server() -> Iterator[ServerProcess]:
         ("/v1/environments", {"metadata": {"name": "dev", "owner": "p"}}),
         ("/v1/applications", {"metadata": {"name": "a", "owner": "t"}}),
         ("/v1/applications/a/environments/allowed", ["dev"]),
-        ("/v1/applications/a/services", {"metadata": {"name": "s", "owner": "t"}, "spec": {"application": "a"}}),
+        (
+            "/v1/applications/a/services",
+            {"metadata": {"name": "s", "owner": "t"}, "spec": {"application": "a"}},
+        ),
         ("/v1/applications/a/services/s/versions", {"version": "1.0.0", "owner": "t"}),
     ]:
         assert call(server.url + path, "POST", body)[0] in (200, 201)

@@ -32,8 +32,11 @@ def test_unknown_fields_are_refused_by_name() -> None:
 
 def test_lower_case_kind_of_the_original_clients_is_stored_canonically() -> None:
     res = Resource.model_validate(
-        {"kind": "resource", "metadata": {"name": "pg-db", "owner": "team-x"},
-         "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"}}
+        {
+            "kind": "resource",
+            "metadata": {"name": "pg-db", "owner": "team-x"},
+            "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"},
+        }
     )
     assert res.kind == "Resource"
 
@@ -52,14 +55,23 @@ def test_malformed_image_is_refused(image: str) -> None:
 
 
 def test_valid_image_references_pass() -> None:
-    for image in ["nginx", "nginx:1.27", "ghcr.io/acme/api:1.0.0", "localhost:5000/a/b@sha256:" + "a" * 64]:
-        ServiceVersionIn.model_validate({"version": "1.0.0-rc.1+b5", "owner": "team-x", "image": image})
+    for image in [
+        "nginx",
+        "nginx:1.27",
+        "ghcr.io/acme/api:1.0.0",
+        "localhost:5000/a/b@sha256:" + "a" * 64,
+    ]:
+        ServiceVersionIn.model_validate(
+            {"version": "1.0.0-rc.1+b5", "owner": "team-x", "image": image}
+        )
 
 
 @pytest.mark.parametrize("port", [0, 65536, "http"])
 def test_service_port_is_range_checked(port: object) -> None:
     with pytest.raises(ValidationError) as err:
-        Service.model_validate({"metadata": META, "spec": {"application": "checkout", "port": port}})
+        Service.model_validate(
+            {"metadata": META, "spec": {"application": "checkout", "port": port}}
+        )
     assert err.value.errors()[0]["loc"][:2] == ("spec", "port")
 
 

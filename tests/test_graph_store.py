@@ -17,7 +17,9 @@ SVC = "service/checkout/api"
 async def seed(store: GraphStore) -> int:
     return await store.commit(
         [
-            PutNode(APP, NodeKind.APPLICATION, {"metadata": {"name": "checkout"}, "spec": {"tags": []}}),
+            PutNode(
+                APP, NodeKind.APPLICATION, {"metadata": {"name": "checkout"}, "spec": {"tags": []}}
+            ),
             PutNode(SVC, NodeKind.SERVICE, {"metadata": {"name": "api"}}),
             PutEdge(APP, SVC, EdgeType.OWNS),
         ],
@@ -36,7 +38,9 @@ async def test_commit_applies_a_batch_and_bumps_the_revision(graph_store: GraphS
 async def test_a_stale_revision_is_refused_and_changes_nothing(graph_store: GraphStore) -> None:
     await seed(graph_store)
     with pytest.raises(StaleRevision):
-        await graph_store.commit([PutNode("environment/dev", NodeKind.ENVIRONMENT, {})], expected_revision=0)
+        await graph_store.commit(
+            [PutNode("environment/dev", NodeKind.ENVIRONMENT, {})], expected_revision=0
+        )
     graph = await graph_store.read()
     assert graph.revision == 1 and "environment/dev" not in graph
 
@@ -81,7 +85,9 @@ async def test_redis_store_survives_a_restart(redis_url: str, redis_prefix: str)
 
 
 @pytest.mark.redis
-async def test_two_processes_share_one_graph_and_race_safely(redis_url: str, redis_prefix: str) -> None:
+async def test_two_processes_share_one_graph_and_race_safely(
+    redis_url: str, redis_prefix: str
+) -> None:
     a = RedisGraphStore.from_url(redis_url, prefix=redis_prefix)
     b = RedisGraphStore.from_url(redis_url, prefix=redis_prefix)
     await seed(a)
@@ -96,12 +102,16 @@ async def test_two_processes_share_one_graph_and_race_safely(redis_url: str, red
 
 
 @pytest.mark.redis
-async def test_redis_store_reloads_when_the_log_was_trimmed(redis_url: str, redis_prefix: str) -> None:
+async def test_redis_store_reloads_when_the_log_was_trimmed(
+    redis_url: str, redis_prefix: str
+) -> None:
     a = RedisGraphStore.from_url(redis_url, prefix=redis_prefix)
     b = RedisGraphStore.from_url(redis_url, prefix=redis_prefix)
     await b.read()
     await seed(a)
-    await a.commit([PutNode("environment/dev", NodeKind.ENVIRONMENT, {"x": [1]})], expected_revision=1)
+    await a.commit(
+        [PutNode("environment/dev", NodeKind.ENVIRONMENT, {"x": [1]})], expected_revision=1
+    )
     raw = aioredis.Redis.from_url(redis_url)
     await raw.delete(f"{redis_prefix}:graph:log")
     await raw.aclose()

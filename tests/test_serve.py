@@ -13,7 +13,9 @@ from tests.conftest import ServerProcess
 
 def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -32,14 +34,33 @@ def test_serve_starts_on_the_embedded_memory_store() -> None:
 
 @pytest.mark.redis
 def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_prefix: str) -> None:
-    env = {"ZTDP_GRAPH_STORE": "redis", "ZTDP_REDIS_URL": redis_url, "ZTDP_REDIS_PREFIX": redis_prefix}
+    env = {
+        "ZTDP_GRAPH_STORE": "redis",
+        "ZTDP_REDIS_URL": redis_url,
+        "ZTDP_REDIS_PREFIX": redis_prefix,
+    }
     first = ServerProcess(env).start()
     try:
-        assert call(f"{first.url}/v1/environments", "POST",
-                    {"metadata": {"name": "dev", "owner": "platform-team"}})[0] == 201
-        assert call(f"{first.url}/v1/applications", "POST",
-                    {"metadata": {"name": "checkout", "owner": "team-x"}, "spec": {"tags": []}})[0] == 201
-        assert call(f"{first.url}/v1/applications/checkout/environments/allowed", "PUT", ["dev"])[0] == 200
+        assert (
+            call(
+                f"{first.url}/v1/environments",
+                "POST",
+                {"metadata": {"name": "dev", "owner": "platform-team"}},
+            )[0]
+            == 201
+        )
+        assert (
+            call(
+                f"{first.url}/v1/applications",
+                "POST",
+                {"metadata": {"name": "checkout", "owner": "team-x"}, "spec": {"tags": []}},
+            )[0]
+            == 201
+        )
+        assert (
+            call(f"{first.url}/v1/applications/checkout/environments/allowed", "PUT", ["dev"])[0]
+            == 200
+        )
         before = call(f"{first.url}/v1/graph")[1]
     finally:
         first.stop()
@@ -55,12 +76,23 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
 
 
 @pytest.mark.redis
-def test_two_api_processes_on_one_redis_see_each_others_writes(redis_url: str, redis_prefix: str) -> None:
-    env = {"ZTDP_GRAPH_STORE": "redis", "ZTDP_REDIS_URL": redis_url, "ZTDP_REDIS_PREFIX": redis_prefix}
+def test_two_api_processes_on_one_redis_see_each_others_writes(
+    redis_url: str, redis_prefix: str
+) -> None:
+    env = {
+        "ZTDP_GRAPH_STORE": "redis",
+        "ZTDP_REDIS_URL": redis_url,
+        "ZTDP_REDIS_PREFIX": redis_prefix,
+    }
     a, b = ServerProcess(env).start(), ServerProcess(env).start()
     try:
-        assert call(f"{a.url}/v1/environments", "POST", {"metadata": {"name": "dev", "owner": "p"}})[0] == 201
-        code, problem = call(f"{b.url}/v1/environments", "POST", {"metadata": {"name": "dev", "owner": "p"}})
+        assert (
+            call(f"{a.url}/v1/environments", "POST", {"metadata": {"name": "dev", "owner": "p"}})[0]
+            == 201
+        )
+        code, problem = call(
+            f"{b.url}/v1/environments", "POST", {"metadata": {"name": "dev", "owner": "p"}}
+        )
         assert code == 409 and problem["detail"] == "environment dev already exists"
     finally:
         a.stop()

@@ -72,7 +72,9 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         graph_store = store if store is not None else open_graph_store(settings)
-        catalog = Catalog(graph_store, state or MemoryStateStore(), write_retries=settings.write_retries)
+        catalog = Catalog(
+            graph_store, state or MemoryStateStore(), write_retries=settings.write_retries
+        )
         try:
             await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog

@@ -119,4 +119,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
-        return problem(500, "Internal error", "ZTDP failed to handle the request; the failure is logged")
+        return problem(
+            500, "Internal error", "ZTDP failed to handle the request; the failure is logged"
+        )

@@ -101,11 +101,22 @@ class Router:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
 
-    def add(self, method: str, path: str, summary: str, *, tag: str, responses: Mapping[int, Any],
-            body: Any = None, query: tuple[Query, ...] = (), if_match: bool = False,
-            ) -> Callable[[HandlerFn], HandlerFn]:
+    def add(
+        self,
+        method: str,
+        path: str,
+        summary: str,
+        *,
+        tag: str,
+        responses: Mapping[int, Any],
+        body: Any = None,
+        query: tuple[Query, ...] = (),
+        if_match: bool = False,
+    ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
-            self.endpoints.append(Endpoint(method, path, fn, summary, tag, responses, body, query, if_match))
+            self.endpoints.append(
+                Endpoint(method, path, fn, summary, tag, responses, body, query, if_match)
+            )
             return fn
 
         return register
@@ -129,36 +140,65 @@ class Router:
         paths: dict[str, dict[str, Any]] = {}
         for ep in self.endpoints:
             params: list[dict[str, Any]] = [
-                {"name": name, "in": "path", "required": True,
-                 "schema": {"type": "string"} if name == "version"
-                 else {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63}}
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"}
+                    if name == "version"
+                    else {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63},
+                }
                 for name in _PARAM.findall(ep.path)
             ]
             params += [
-                {"name": q.name, "in": "query", "required": q.required, "description": q.description,
-                 "schema": {"type": "string", **({"pattern": q.pattern} if q.pattern else {})}}
+                {
+                    "name": q.name,
+                    "in": "query",
+                    "required": q.required,
+                    "description": q.description,
+                    "schema": {"type": "string", **({"pattern": q.pattern} if q.pattern else {})},
+                }
                 for q in ep.query
             ]
             if ep.if_match:
-                params.append({"name": "If-Match", "in": "header", "required": False,
-                               "description": "the revision the update is based on, e.g. \"12\"; "
-                               "a different current revision is refused with 409",
-                               "schema": {"type": "string", "pattern": r'^(W/)?"?[0-9]+"?$'}})
+                params.append(
+                    {
+                        "name": "If-Match",
+                        "in": "header",
+                        "required": False,
+                        "description": 'the revision the update is based on, e.g. "12"; '
+                        "a different current revision is refused with 409",
+                        "schema": {"type": "string", "pattern": r'^(W/)?"?[0-9]+"?$'},
+                    }
+                )
             responses: dict[str, Any] = {}
             for status, tp in sorted(ep.responses.items()):
                 if tp is Problem:
-                    responses[str(status)] = {"description": _REASONS.get(status, "error"),
-                                              "content": {PROBLEM_JSON: {"schema": problem_ref}}}
+                    responses[str(status)] = {
+                        "description": _REASONS.get(status, "error"),
+                        "content": {PROBLEM_JSON: {"schema": problem_ref}},
+                    }
                 else:
-                    responses[str(status)] = {"description": _REASONS.get(status, "success"),
-                                              "content": {"application/json": {"schema": schema(tp)}}}
-            responses["default"] = {"description": "any other error",
-                                    "content": {PROBLEM_JSON: {"schema": problem_ref}}}
-            op: dict[str, Any] = {"operationId": ep.operation_id, "summary": ep.summary,
-                                  "tags": [ep.tag], "parameters": params, "responses": responses}
+                    responses[str(status)] = {
+                        "description": _REASONS.get(status, "success"),
+                        "content": {"application/json": {"schema": schema(tp)}},
+                    }
+            responses["default"] = {
+                "description": "any other error",
+                "content": {PROBLEM_JSON: {"schema": problem_ref}},
+            }
+            op: dict[str, Any] = {
+                "operationId": ep.operation_id,
+                "summary": ep.summary,
+                "tags": [ep.tag],
+                "parameters": params,
+                "responses": responses,
+            }
             if ep.body is not None:
-                op["requestBody"] = {"required": True,
-                                     "content": {"application/json": {"schema": schema(ep.body)}}}
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema(ep.body)}},
+                }
             paths.setdefault(ep.path, {})[ep.method.lower()] = op
         return {
             "openapi": "3.1.0",
@@ -169,8 +209,14 @@ class Router:
 
 
 _REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 400: "The body is not JSON",
-    403: "Denied by policy", 404: "Not found", 409: "Conflict (exists, or stale revision)",
-    413: "Body too large", 422: "Invalid input: the problem names the field",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    400: "The body is not JSON",
+    403: "Denied by policy",
+    404: "Not found",
+    409: "Conflict (exists, or stale revision)",
+    413: "Body too large",
+    422: "Invalid input: the problem names the field",
     503: "A backing store is unavailable",
 }

@@ -12,7 +12,7 @@ from ztdp import __version__
 from ztdp.api.keys import CATALOG, GRAPH_CACHE, SETTINGS
 from ztdp.api.problems import BadRequest, Problem
 from ztdp.api.routing import Query, Reply, Router
-from ztdp.catalog import DeployResult, Deployment
+from ztdp.catalog import Deployment, DeployResult
 from ztdp.contracts import (
     AllowedEnvironments,
     Application,
@@ -78,94 +78,168 @@ def _if_match(request: web.Request) -> int | None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isdigit():
-        raise BadRequest(f"If-Match header {raw!r} is not a revision number such as \"12\"")
+        raise BadRequest(f'If-Match header {raw!r} is not a revision number such as "12"')
     return int(value)
 
 
 # --- applications --------------------------------------------------------------------------
 
 
-@router.add("GET", "/v1/applications/schema", "JSON Schema of an application", tag="applications",
-            responses={200: dict[str, Any]})
+@router.add(
+    "GET",
+    "/v1/applications/schema",
+    "JSON Schema of an application",
+    tag="applications",
+    responses={200: dict[str, Any]},
+)
 async def application_schema(request: web.Request, body: None) -> Reply:
     return 200, Application.model_json_schema(by_alias=True)
 
 
-@router.add("POST", "/v1/applications", "Create an application", tag="applications",
-            body=Application, responses={201: Application, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications",
+    "Create an application",
+    tag="applications",
+    body=Application,
+    responses={201: Application, **WRITE},
+)
 async def create_application(request: web.Request, body: Application) -> Reply:
     return 201, await request.app[CATALOG].create_application(body)
 
 
-@router.add("GET", "/v1/applications", "List applications", tag="applications",
-            responses={200: list[Application]})
+@router.add(
+    "GET",
+    "/v1/applications",
+    "List applications",
+    tag="applications",
+    responses={200: list[Application]},
+)
 async def list_applications(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_applications()
 
 
-@router.add("GET", "/v1/applications/{app}", "Read an application", tag="applications",
-            responses={200: Application, **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}",
+    "Read an application",
+    tag="applications",
+    responses={200: Application, **READ},
+)
 async def get_application(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_application(_p(request, "app"))
 
 
-@router.add("PUT", "/v1/applications/{app}", "Update an application", tag="applications",
-            body=Application, responses={200: Application, **WRITE}, if_match=True)
+@router.add(
+    "PUT",
+    "/v1/applications/{app}",
+    "Update an application",
+    tag="applications",
+    body=Application,
+    responses={200: Application, **WRITE},
+    if_match=True,
+)
 async def update_application(request: web.Request, body: Application) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.update_application(_p(request, "app"), body, if_match=_if_match(request))
+    return 200, await catalog.update_application(
+        _p(request, "app"), body, if_match=_if_match(request)
+    )
 
 
 # --- services and versions -----------------------------------------------------------------
 
 
-@router.add("GET", "/v1/applications/{app}/services/schema", "JSON Schema of a service",
-            tag="services", responses={200: dict[str, Any]})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/schema",
+    "JSON Schema of a service",
+    tag="services",
+    responses={200: dict[str, Any]},
+)
 async def service_schema(request: web.Request, body: None) -> Reply:
     return 200, Service.model_json_schema(by_alias=True)
 
 
-@router.add("POST", "/v1/applications/{app}/services", "Create a service of an application",
-            tag="services", body=Service, responses={201: Service, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services",
+    "Create a service of an application",
+    tag="services",
+    body=Service,
+    responses={201: Service, **WRITE},
+)
 async def create_service(request: web.Request, body: Service) -> Reply:
     return 201, await request.app[CATALOG].create_service(_p(request, "app"), body)
 
 
-@router.add("GET", "/v1/applications/{app}/services", "List an application's services",
-            tag="services", responses={200: list[Service], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services",
+    "List an application's services",
+    tag="services",
+    responses={200: list[Service], **READ},
+)
 async def list_services(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_services(_p(request, "app"))
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}", "Read a service", tag="services",
-            responses={200: Service, **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}",
+    "Read a service",
+    tag="services",
+    responses={200: Service, **READ},
+)
 async def get_service(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_service(_p(request, "app"), _p(request, "svc"))
 
 
-@router.add("POST", "/v1/applications/{app}/services/{svc}/versions", "Create a service version",
-            tag="versions", body=ServiceVersionIn, responses={201: ServiceVersion, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/versions",
+    "Create a service version",
+    tag="versions",
+    body=ServiceVersionIn,
+    responses={201: ServiceVersion, **WRITE},
+)
 async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
     catalog = request.app[CATALOG]
     return 201, await catalog.create_version(_p(request, "app"), _p(request, "svc"), body)
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}/versions", "List a service's versions",
-            tag="versions", responses={200: list[ServiceVersion], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/versions",
+    "List a service's versions",
+    tag="versions",
+    responses={200: list[ServiceVersion], **READ},
+)
 async def list_versions(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_versions(_p(request, "app"), _p(request, "svc"))
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}/versions/{version}", "Read a version",
-            tag="versions", responses={200: ServiceVersion, **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/versions/{version}",
+    "Read a version",
+    tag="versions",
+    responses={200: ServiceVersion, **READ},
+)
 async def get_version(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.get_version(_p(request, "app"), _p(request, "svc"), _p(request, "version"))
+    return 200, await catalog.get_version(
+        _p(request, "app"), _p(request, "svc"), _p(request, "version")
+    )
 
 
-@router.add("POST", "/v1/applications/{app}/services/{svc}/versions/{version}/deploy",
-            "Deploy a version to an environment, if policy allows", tag="versions",
-            body=DeployRequest, responses={202: DeployResult, 403: Problem, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/versions/{version}/deploy",
+    "Deploy a version to an environment, if policy allows",
+    tag="versions",
+    body=DeployRequest,
+    responses={202: DeployResult, 403: Problem, **WRITE},
+)
 async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
     result = await request.app[CATALOG].deploy(
         _p(request, "app"), _p(request, "svc"), _p(request, "version"), body.environment
@@ -173,9 +247,14 @@ async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
     return 202, result
 
 
-@router.add("POST", "/v1/applications/{app}/services/{svc}/dependencies",
-            "Declare that a service uses another service", tag="services",
-            body=DependencyRequest, responses={200: list[str], **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/dependencies",
+    "Declare that a service uses another service",
+    tag="services",
+    body=DependencyRequest,
+    responses={200: list[str], **WRITE},
+)
 async def add_dependency(request: web.Request, body: DependencyRequest) -> Reply:
     app = _p(request, "app")
     deps = await request.app[CATALOG].add_dependency(
@@ -184,9 +263,13 @@ async def add_dependency(request: web.Request, body: DependencyRequest) -> Reply
     return 200, deps
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}/dependencies",
-            "List the services a service uses, as 'application/service'", tag="services",
-            responses={200: list[str], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/dependencies",
+    "List the services a service uses, as 'application/service'",
+    tag="services",
+    responses={200: list[str], **READ},
+)
 async def list_dependencies(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].dependencies(_p(request, "app"), _p(request, "svc"))
 
@@ -194,85 +277,147 @@ async def list_dependencies(request: web.Request, body: None) -> Reply:
 # --- environments --------------------------------------------------------------------------
 
 
-@router.add("POST", "/v1/environments", "Create an environment", tag="environments",
-            body=Environment, responses={201: Environment, **WRITE})
+@router.add(
+    "POST",
+    "/v1/environments",
+    "Create an environment",
+    tag="environments",
+    body=Environment,
+    responses={201: Environment, **WRITE},
+)
 async def create_environment(request: web.Request, body: Environment) -> Reply:
     return 201, await request.app[CATALOG].create_environment(body)
 
 
-@router.add("GET", "/v1/environments", "List environments", tag="environments",
-            responses={200: list[Environment]})
+@router.add(
+    "GET",
+    "/v1/environments",
+    "List environments",
+    tag="environments",
+    responses={200: list[Environment]},
+)
 async def list_environments(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_environments()
 
 
-@router.add("GET", "/v1/environments/{env}/deployments", "List what is deployed to an environment",
-            tag="environments", responses={200: list[Deployment], **READ})
+@router.add(
+    "GET",
+    "/v1/environments/{env}/deployments",
+    "List what is deployed to an environment",
+    tag="environments",
+    responses={200: list[Deployment], **READ},
+)
 async def list_deployments(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].deployments(_p(request, "env"))
 
 
-@router.add("GET", "/v1/applications/{app}/environments/allowed",
-            "List the environments an application may deploy to", tag="environments",
-            responses={200: list[str], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/environments/allowed",
+    "List the environments an application may deploy to",
+    tag="environments",
+    responses={200: list[str], **READ},
+)
 async def get_allowed(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].allowed(_p(request, "app"))
 
 
-@router.add("POST", "/v1/applications/{app}/environments/allowed",
-            "Add environments to an application's allowed list", tag="environments",
-            body=AllowedEnvironments, responses={200: list[str], **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/environments/allowed",
+    "Add environments to an application's allowed list",
+    tag="environments",
+    body=AllowedEnvironments,
+    responses={200: list[str], **WRITE},
+)
 async def add_allowed(request: web.Request, body: list[str]) -> Reply:
     return 200, await request.app[CATALOG].set_allowed(_p(request, "app"), body, replace=False)
 
 
-@router.add("PUT", "/v1/applications/{app}/environments/allowed",
-            "Replace an application's allowed environments", tag="environments",
-            body=AllowedEnvironments, responses={200: list[str], **WRITE})
+@router.add(
+    "PUT",
+    "/v1/applications/{app}/environments/allowed",
+    "Replace an application's allowed environments",
+    tag="environments",
+    body=AllowedEnvironments,
+    responses={200: list[str], **WRITE},
+)
 async def replace_allowed(request: web.Request, body: list[str]) -> Reply:
     return 200, await request.app[CATALOG].set_allowed(_p(request, "app"), body, replace=True)
 
 
-@router.add("POST", "/v1/applications/{app}/environments/{env}/allowed",
-            "Allow an application in one environment", tag="environments",
-            responses={200: list[str], **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/environments/{env}/allowed",
+    "Allow an application in one environment",
+    tag="environments",
+    responses={200: list[str], **WRITE},
+)
 async def allow_one(request: web.Request, body: None) -> Reply:
     env = _p(request, "env")
     catalog = request.app[CATALOG]
-    return 200, await catalog.set_allowed(_p(request, "app"), [env], replace=False, field="path.env")
+    return 200, await catalog.set_allowed(
+        _p(request, "app"), [env], replace=False, field="path.env"
+    )
 
 
 # --- resources -----------------------------------------------------------------------------
 
 
-@router.add("POST", "/v1/resources", "Create a resource, or a resource type (kind ResourceType)",
-            tag="resources", body=ResourceBody, responses={201: Resource | ResourceType, **WRITE})
+@router.add(
+    "POST",
+    "/v1/resources",
+    "Create a resource, or a resource type (kind ResourceType)",
+    tag="resources",
+    body=ResourceBody,
+    responses={201: Resource | ResourceType, **WRITE},
+)
 async def create_resource(request: web.Request, body: Resource | ResourceType) -> Reply:
     return 201, await request.app[CATALOG].create_resource(body)
 
 
-@router.add("GET", "/v1/resources", "List resource types and resources", tag="resources",
-            responses={200: list[Resource | ResourceType]})
+@router.add(
+    "GET",
+    "/v1/resources",
+    "List resource types and resources",
+    tag="resources",
+    responses={200: list[Resource | ResourceType]},
+)
 async def list_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_resources()
 
 
-@router.add("POST", "/v1/applications/{app}/resources/{res}", "Give an application a resource",
-            tag="resources", responses={200: Resource, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/resources/{res}",
+    "Give an application a resource",
+    tag="resources",
+    responses={200: Resource, **WRITE},
+)
 async def link_application_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
     return 200, await catalog.link_application_resource(_p(request, "app"), _p(request, "res"))
 
 
-@router.add("GET", "/v1/applications/{app}/resources", "List an application's resources",
-            tag="resources", responses={200: list[Resource], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/resources",
+    "List an application's resources",
+    tag="resources",
+    responses={200: list[Resource], **READ},
+)
 async def list_application_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].application_resources(_p(request, "app"))
 
 
-@router.add("POST", "/v1/applications/{app}/services/{svc}/resources",
-            "Let a service use one of its application's resources", tag="resources",
-            body=ResourceLinkRequest, responses={200: Resource, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/resources",
+    "Let a service use one of its application's resources",
+    tag="resources",
+    body=ResourceLinkRequest,
+    responses={200: Resource, **WRITE},
+)
 async def link_service_resource_body(request: web.Request, body: ResourceLinkRequest) -> Reply:
     catalog = request.app[CATALOG]
     return 200, await catalog.link_service_resource(
@@ -280,33 +425,56 @@ async def link_service_resource_body(request: web.Request, body: ResourceLinkReq
     )
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}/resources",
-            "List the resources a service uses", tag="resources",
-            responses={200: list[Resource], **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/resources",
+    "List the resources a service uses",
+    tag="resources",
+    responses={200: list[Resource], **READ},
+)
 async def list_service_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].service_resources(_p(request, "app"), _p(request, "svc"))
 
 
-@router.add("POST", "/v1/applications/{app}/services/{svc}/resources/{res}",
-            "Let a service use one of its application's resources", tag="resources",
-            responses={200: Resource, **WRITE})
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/resources/{res}",
+    "Let a service use one of its application's resources",
+    tag="resources",
+    responses={200: Resource, **WRITE},
+)
 async def link_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.link_service_resource(_p(request, "app"), _p(request, "svc"), _p(request, "res"))
+    return 200, await catalog.link_service_resource(
+        _p(request, "app"), _p(request, "svc"), _p(request, "res")
+    )
 
 
-@router.add("GET", "/v1/applications/{app}/services/{svc}/resources/{res}",
-            "Read a resource a service uses", tag="resources", responses={200: Resource, **READ})
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/resources/{res}",
+    "Read a resource a service uses",
+    tag="resources",
+    responses={200: Resource, **READ},
+)
 async def get_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.service_resource(_p(request, "app"), _p(request, "svc"), _p(request, "res"))
+    return 200, await catalog.service_resource(
+        _p(request, "app"), _p(request, "svc"), _p(request, "res")
+    )
 
 
 # --- policies, checks, approvals -----------------------------------------------------------
 
 
-@router.add("POST", "/v1/policies", "Create a policy", tag="policies", body=Policy,
-            responses={201: Policy, **WRITE})
+@router.add(
+    "POST",
+    "/v1/policies",
+    "Create a policy",
+    tag="policies",
+    body=Policy,
+    responses={201: Policy, **WRITE},
+)
 async def create_policy(request: web.Request, body: Policy) -> Reply:
     return 201, await request.app[CATALOG].create_policy(body)
 
@@ -316,28 +484,47 @@ async def list_policies(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_policies()
 
 
-@router.add("GET", "/v1/policies/{id}", "Read a policy", tag="policies",
-            responses={200: Policy, **READ})
+@router.add(
+    "GET", "/v1/policies/{id}", "Read a policy", tag="policies", responses={200: Policy, **READ}
+)
 async def get_policy(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_policy(_p(request, "id"))
 
 
-@router.add("PUT", "/v1/policies/{id}", "Update a policy", tag="policies", body=Policy,
-            responses={200: Policy, **WRITE}, if_match=True)
+@router.add(
+    "PUT",
+    "/v1/policies/{id}",
+    "Update a policy",
+    tag="policies",
+    body=Policy,
+    responses={200: Policy, **WRITE},
+    if_match=True,
+)
 async def update_policy(request: web.Request, body: Policy) -> Reply:
     catalog = request.app[CATALOG]
     return 200, await catalog.update_policy(_p(request, "id"), body, if_match=_if_match(request))
 
 
-@router.add("POST", "/v1/policies/evaluate",
-            "Evaluate a deploy against policy without making it", tag="policies",
-            body=TransitionRequest, responses={200: Decision, **WRITE})
+@router.add(
+    "POST",
+    "/v1/policies/evaluate",
+    "Evaluate a deploy against policy without making it",
+    tag="policies",
+    body=TransitionRequest,
+    responses={200: Decision, **WRITE},
+)
 async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Reply:
     return 200, await request.app[CATALOG].evaluate(Transition(**body.model_dump()))
 
 
-@router.add("POST", "/v1/checks", "Record a check result for a version", tag="policies",
-            body=Check, responses={201: Check, **WRITE})
+@router.add(
+    "POST",
+    "/v1/checks",
+    "Record a check result for a version",
+    tag="policies",
+    body=Check,
+    responses={201: Check, **WRITE},
+)
 async def create_check(request: web.Request, body: Check) -> Reply:
     return 201, await request.app[CATALOG].put_check(body, create=True)
 
@@ -347,14 +534,26 @@ async def list_checks(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_checks()
 
 
-@router.add("GET", "/v1/checks/{name}", "Read a check result", tag="policies",
-            responses={200: Check, **READ})
+@router.add(
+    "GET",
+    "/v1/checks/{name}",
+    "Read a check result",
+    tag="policies",
+    responses={200: Check, **READ},
+)
 async def get_check(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_check(_p(request, "name"))
 
 
-@router.add("PUT", "/v1/checks/{name}", "Update a check result (e.g. to succeeded)",
-            tag="policies", body=Check, responses={200: Check, **WRITE}, if_match=True)
+@router.add(
+    "PUT",
+    "/v1/checks/{name}",
+    "Update a check result (e.g. to succeeded)",
+    tag="policies",
+    body=Check,
+    responses={200: Check, **WRITE},
+    if_match=True,
+)
 async def update_check(request: web.Request, body: Check) -> Reply:
     if body.metadata.name != _p(request, "name"):
         from ztdp.errors import InvalidInput
@@ -364,20 +563,32 @@ async def update_check(request: web.Request, body: Check) -> Reply:
     return 200, await catalog.put_check(body, create=False, if_match=_if_match(request))
 
 
-@router.add("POST", "/v1/approvals", "Approve a deploy for an approval policy", tag="policies",
-            body=Approval, responses={201: Approval, **WRITE})
+@router.add(
+    "POST",
+    "/v1/approvals",
+    "Approve a deploy for an approval policy",
+    tag="policies",
+    body=Approval,
+    responses={201: Approval, **WRITE},
+)
 async def create_approval(request: web.Request, body: Approval) -> Reply:
     return 201, await request.app[CATALOG].create_approval(body)
 
 
-@router.add("GET", "/v1/approvals", "List approvals", tag="policies",
-            responses={200: list[Approval]})
+@router.add(
+    "GET", "/v1/approvals", "List approvals", tag="policies", responses={200: list[Approval]}
+)
 async def list_approvals(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_approvals()
 
 
-@router.add("GET", "/v1/approvals/{name}", "Read an approval", tag="policies",
-            responses={200: Approval, **READ})
+@router.add(
+    "GET",
+    "/v1/approvals/{name}",
+    "Read an approval",
+    tag="policies",
+    responses={200: Approval, **READ},
+)
 async def get_approval(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_approval(_p(request, "name"))
 
@@ -385,26 +596,42 @@ async def get_approval(request: web.Request, body: None) -> Reply:
 # --- plans, graph, status ------------------------------------------------------------------
 
 
-@router.add("GET", "/v1/applications/{app}/plan", "Preview the plan of an application",
-            tag="plans", responses={200: Plan, **READ, 422: Problem},
-            query=(Query("environment", "plan the realisation in this environment; "
-                         "without it, order the application's own graph"),))
+@router.add(
+    "GET",
+    "/v1/applications/{app}/plan",
+    "Preview the plan of an application",
+    tag="plans",
+    responses={200: Plan, **READ, 422: Problem},
+    query=(
+        Query(
+            "environment",
+            "plan the realisation in this environment; "
+            "without it, order the application's own graph",
+        ),
+    ),
+)
 async def get_plan(request: web.Request, body: None) -> Reply:
     env = request.query.get("environment")
     return 200, await request.app[CATALOG].plan(_p(request, "app"), env)
 
 
-@router.add("POST", "/v1/apply", "Plan every application in an environment", tag="plans",
-            responses={202: ApplyResult, **READ, 422: Problem},
-            query=(Query("env", "the environment to apply", required=True),))
+@router.add(
+    "POST",
+    "/v1/apply",
+    "Plan every application in an environment",
+    tag="plans",
+    responses={202: ApplyResult, **READ, 422: Problem},
+    query=(Query("env", "the environment to apply", required=True),),
+)
 async def apply(request: web.Request, body: None) -> Reply:
     env = request.query["env"]
     plan = await request.app[CATALOG].plan_environment(env)
     return 202, ApplyResult(environment=env, status="planned", plan=plan)
 
 
-@router.add("GET", "/v1/graph", "The whole intent graph", tag="system",
-            responses={200: dict[str, Any]})
+@router.add(
+    "GET", "/v1/graph", "The whole intent graph", tag="system", responses={200: dict[str, Any]}
+)
 async def get_graph(request: web.Request, body: None) -> Reply:
     graph = await request.app[CATALOG].graph()
     cache = request.app[GRAPH_CACHE]
@@ -420,12 +647,22 @@ async def get_status(request: web.Request, body: None) -> Reply:
     counts: dict[str, int] = {}
     for _, attrs in graph.g.nodes(data=True):
         counts[attrs["kind"].value] = counts.get(attrs["kind"].value, 0) + 1
-    return 200, Status(version=__version__, graph_store=request.app[SETTINGS].graph_store,
-                       revision=graph.revision, nodes=counts, edges=graph.g.number_of_edges())
+    return 200, Status(
+        version=__version__,
+        graph_store=request.app[SETTINGS].graph_store,
+        revision=graph.revision,
+        nodes=counts,
+        edges=graph.g.number_of_edges(),
+    )
 
 
-@router.add("GET", "/v1/healthz", "Liveness and store reachability", tag="system",
-            responses={200: Health, 503: Problem})
+@router.add(
+    "GET",
+    "/v1/healthz",
+    "Liveness and store reachability",
+    tag="system",
+    responses={200: Health, 503: Problem},
+)
 async def healthz(request: web.Request, body: None) -> Reply:
     await request.app[CATALOG].ping()
     return 200, Health(status="ok")

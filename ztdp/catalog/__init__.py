@@ -1,5 +1,5 @@
 """The catalog: validated, atomic operations on declared intent."""
 
-from ztdp.catalog.catalog import Catalog, DeployResult, Deployment
+from ztdp.catalog.catalog import Catalog, Deployment, DeployResult
 
 __all__ = ["Catalog", "DeployResult", "Deployment"]

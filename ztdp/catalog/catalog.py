@@ -9,6 +9,7 @@ graph, so a rule checked is a rule that still holds when the batch lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -148,8 +149,15 @@ class Catalog:
         out = []
         for vid in sorted(graph.predecessors(env_id, EdgeType.DEPLOY)):
             ver = graph.data(vid) or {}
-            out.append(Deployment(application=ver["application"], service=ver["service"],
-                                  version=ver["version"], environment=env, image=ver["image"]))
+            out.append(
+                Deployment(
+                    application=ver["application"],
+                    service=ver["service"],
+                    version=ver["version"],
+                    environment=env,
+                    image=ver["image"],
+                )
+            )
         return out
 
     # --- applications ----------------------------------------------------------------------
@@ -186,7 +194,9 @@ class Catalog:
         return await self._write(build)
 
     async def get_application(self, name: str) -> dict[str, Any]:
-        return self._require(await self.graph(), node_id(NodeKind.APPLICATION, name), f"application {name}")
+        return self._require(
+            await self.graph(), node_id(NodeKind.APPLICATION, name), f"application {name}"
+        )
 
     async def list_applications(self) -> list[dict[str, Any]]:
         return self._list(await self.graph(), NodeKind.APPLICATION)
@@ -198,7 +208,9 @@ class Catalog:
         self._require(graph, node_id(NodeKind.APPLICATION, app), f"application {app}")
         return allowed_environments(graph, app)
 
-    async def set_allowed(self, app: str, envs: Sequence[str], *, replace: bool, field: str = "body") -> list[str]:
+    async def set_allowed(
+        self, app: str, envs: Sequence[str], *, replace: bool, field: str = "body"
+    ) -> list[str]:
         app_id = node_id(NodeKind.APPLICATION, app)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], list[str]]:
@@ -229,14 +241,17 @@ class Catalog:
         _refuse_reserved(svc.metadata.name, "service")
         if svc.spec.application != app:
             raise InvalidInput(
-                f"spec.application {svc.spec.application!r} does not match the path's application {app!r}",
+                f"spec.application {svc.spec.application!r} does not match "
+                f"the path's application {app!r}",
                 field="spec.application",
             )
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             self._require(graph, app_id, f"application {app}")
             if nid in graph:
-                raise AlreadyExists(f"service {svc.metadata.name} of application {app} already exists")
+                raise AlreadyExists(
+                    f"service {svc.metadata.name} of application {app} already exists"
+                )
             data = _stamp(svc, rev)
             return [PutNode(nid, NodeKind.SERVICE, data), PutEdge(app_id, nid, EdgeType.OWNS)], data
 
@@ -254,7 +269,9 @@ class Catalog:
         graph = await self.graph()
         app_id = node_id(NodeKind.APPLICATION, app)
         self._require(graph, app_id, f"application {app}")
-        ids = sorted(i for i in graph.successors(app_id, EdgeType.OWNS) if graph.kind(i) is NodeKind.SERVICE)
+        ids = sorted(
+            i for i in graph.successors(app_id, EdgeType.OWNS) if graph.kind(i) is NodeKind.SERVICE
+        )
         return [graph.data(i) or {} for i in ids]
 
     def _version_view(self, graph: Graph, vid: str) -> dict[str, Any]:
@@ -272,18 +289,26 @@ class Catalog:
             version = ServiceVersion(
                 **body.model_dump(exclude={"image"}),
                 image=body.image or f"{svc}:{body.version}",
-                application=app, service=svc, revision=rev,
+                application=app,
+                service=svc,
+                revision=rev,
             )
             data = version.model_dump(mode="json", exclude={"environments"})
             view = {**data, "environments": []}
-            return [PutNode(vid, NodeKind.VERSION, data), PutEdge(sid, vid, EdgeType.HAS_VERSION)], view
+            return [
+                PutNode(vid, NodeKind.VERSION, data),
+                PutEdge(sid, vid, EdgeType.HAS_VERSION),
+            ], view
 
         return await self._write(build)
 
     async def list_versions(self, app: str, svc: str) -> list[dict[str, Any]]:
         graph = await self.graph()
         sid, _ = self._service(graph, app, svc)
-        return [self._version_view(graph, v) for v in sorted(graph.successors(sid, EdgeType.HAS_VERSION))]
+        return [
+            self._version_view(graph, v)
+            for v in sorted(graph.successors(sid, EdgeType.HAS_VERSION))
+        ]
 
     async def get_version(self, app: str, svc: str, version: str) -> dict[str, Any]:
         graph = await self.graph()
@@ -300,7 +325,9 @@ class Catalog:
             sid, _ = self._service(graph, app, svc)
             ver = self._require(graph, vid, f"version {version} of service {svc}")
             self._require_field(graph, env_id, f"environment {env}", "environment")
-            decision = evaluate(graph, Transition(application=app, service=svc, version=version, environment=env))
+            decision = evaluate(
+                graph, Transition(application=app, service=svc, version=version, environment=env)
+            )
             if not decision.allowed:
                 raise PolicyDenied(
                     f"deploy of {svc} {version} to {env} denied: {decision.explain()}",
@@ -313,8 +340,9 @@ class Catalog:
                 if other != vid and graph.has_edge(other, env_id, EdgeType.DEPLOY)
             ]
             ops.append(PutEdge(vid, env_id, EdgeType.DEPLOY, {"revision": rev}))
-            deployment = Deployment(application=app, service=svc, version=version, environment=env,
-                                    image=ver["image"])
+            deployment = Deployment(
+                application=app, service=svc, version=version, environment=env, image=ver["image"]
+            )
             return ops, DeployResult(deployment=deployment, decision=decision)
 
         return await self._write(build)
@@ -325,11 +353,19 @@ class Catalog:
         def build(graph: Graph, rev: int) -> tuple[list[Op], list[str]]:
             sid, _ = self._service(graph, app, svc)
             did = node_id(NodeKind.SERVICE, dep_app, dep_svc)
-            self._require_field(graph, did, f"service {dep_svc} of application {dep_app}", "service")
+            self._require_field(
+                graph, did, f"service {dep_svc} of application {dep_app}", "service"
+            )
             if did == sid:
                 raise InvalidInput(f"service {svc} cannot depend on itself", field="service")
-            ops = [] if graph.has_edge(sid, did, EdgeType.USES) else [PutEdge(sid, did, EdgeType.USES)]
-            deps = {d for d in graph.successors(sid, EdgeType.USES) if graph.kind(d) is NodeKind.SERVICE}
+            ops: list[Op] = (
+                []
+                if graph.has_edge(sid, did, EdgeType.USES)
+                else [PutEdge(sid, did, EdgeType.USES)]
+            )
+            deps = {
+                d for d in graph.successors(sid, EdgeType.USES) if graph.kind(d) is NodeKind.SERVICE
+            }
             return ops, sorted(_service_ref(d) for d in deps | {did})
 
         return await self._write(build)
@@ -338,7 +374,9 @@ class Catalog:
         graph = await self.graph()
         sid, _ = self._service(graph, app, svc)
         return sorted(
-            _service_ref(d) for d in graph.successors(sid, EdgeType.USES) if graph.kind(d) is NodeKind.SERVICE
+            _service_ref(d)
+            for d in graph.successors(sid, EdgeType.USES)
+            if graph.kind(d) is NodeKind.SERVICE
         )
 
     # --- resources -------------------------------------------------------------------------
@@ -367,15 +405,15 @@ class Catalog:
         for name, provider in types.items():
             if node_id(NodeKind.RESOURCE_TYPE, name) in graph:
                 continue
-            rtype = ResourceType.model_validate({
-                "kind": "ResourceType",
-                "metadata": {"name": name, "owner": "ztdp"},
-                "spec": {"provider": provider, "description": "built in"},
-            })
-            try:
+            rtype = ResourceType.model_validate(
+                {
+                    "kind": "ResourceType",
+                    "metadata": {"name": name, "owner": "ztdp"},
+                    "spec": {"provider": provider, "description": "built in"},
+                }
+            )
+            with contextlib.suppress(AlreadyExists):  # another process seeded it first
                 await self.create_resource(rtype)
-            except AlreadyExists:
-                pass  # another process seeded it first
 
     async def list_resources(self) -> list[dict[str, Any]]:
         graph = await self.graph()
@@ -388,7 +426,11 @@ class Catalog:
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             self._require(graph, app_id, f"application {app}")
             data = self._require(graph, rid, f"resource {res}")
-            ops = [] if graph.has_edge(app_id, rid, EdgeType.OWNS) else [PutEdge(app_id, rid, EdgeType.OWNS)]
+            ops: list[Op] = (
+                []
+                if graph.has_edge(app_id, rid, EdgeType.OWNS)
+                else [PutEdge(app_id, rid, EdgeType.OWNS)]
+            )
             return ops, data
 
         return await self._write(build)
@@ -397,10 +439,14 @@ class Catalog:
         graph = await self.graph()
         app_id = node_id(NodeKind.APPLICATION, app)
         self._require(graph, app_id, f"application {app}")
-        ids = sorted(i for i in graph.successors(app_id, EdgeType.OWNS) if graph.kind(i) is NodeKind.RESOURCE)
+        ids = sorted(
+            i for i in graph.successors(app_id, EdgeType.OWNS) if graph.kind(i) is NodeKind.RESOURCE
+        )
         return [graph.data(i) or {} for i in ids]
 
-    async def link_service_resource(self, app: str, svc: str, res: str, field: str | None = None) -> dict[str, Any]:
+    async def link_service_resource(
+        self, app: str, svc: str, res: str, field: str | None = None
+    ) -> dict[str, Any]:
         rid = node_id(NodeKind.RESOURCE, res)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
@@ -414,7 +460,11 @@ class Catalog:
                     f"resource {res} is not linked to application {app}; "
                     f"POST /v1/applications/{app}/resources/{res} first"
                 )
-            ops = [] if graph.has_edge(sid, rid, EdgeType.USES) else [PutEdge(sid, rid, EdgeType.USES)]
+            ops: list[Op] = (
+                []
+                if graph.has_edge(sid, rid, EdgeType.USES)
+                else [PutEdge(sid, rid, EdgeType.USES)]
+            )
             return ops, data
 
         return await self._write(build)
@@ -422,7 +472,9 @@ class Catalog:
     async def service_resources(self, app: str, svc: str) -> list[dict[str, Any]]:
         graph = await self.graph()
         sid, _ = self._service(graph, app, svc)
-        ids = sorted(i for i in graph.successors(sid, EdgeType.USES) if graph.kind(i) is NodeKind.RESOURCE)
+        ids = sorted(
+            i for i in graph.successors(sid, EdgeType.USES) if graph.kind(i) is NodeKind.RESOURCE
+        )
         return [graph.data(i) or {} for i in ids]
 
     async def service_resource(self, app: str, svc: str, res: str) -> dict[str, Any]:
@@ -440,14 +492,20 @@ class Catalog:
         sel = policy.spec.transition
         targets = []
         if sel.environment is not None:
-            targets.append((node_id(NodeKind.ENVIRONMENT, sel.environment), "spec.transition.environment"))
+            targets.append(
+                (node_id(NodeKind.ENVIRONMENT, sel.environment), "spec.transition.environment")
+            )
         if sel.application is not None:
-            targets.append((node_id(NodeKind.APPLICATION, sel.application), "spec.transition.application"))
+            targets.append(
+                (node_id(NodeKind.APPLICATION, sel.application), "spec.transition.application")
+            )
         for tid, field in targets:
             self._require_field(graph, tid, tid.replace("/", " ", 1), field)
         if isinstance(policy.spec.rule, ExpressionRule):
             compile_expression(policy.spec.rule.expression)
-        ops: list[Op] = [DeleteEdge(nid, t, EdgeType.POLICY) for t in graph.successors(nid, EdgeType.POLICY)]
+        ops: list[Op] = [
+            DeleteEdge(nid, t, EdgeType.POLICY) for t in graph.successors(nid, EdgeType.POLICY)
+        ]
         ops.append(PutNode(nid, NodeKind.POLICY, _stamp(policy, rev)))
         ops += [PutEdge(nid, tid, EdgeType.POLICY, {"edge": sel.edge}) for tid, _ in targets]
         return ops
@@ -462,17 +520,23 @@ class Catalog:
 
         return await self._write(build)
 
-    async def update_policy(self, name: str, policy: Policy, *, if_match: int | None = None) -> dict[str, Any]:
+    async def update_policy(
+        self, name: str, policy: Policy, *, if_match: int | None = None
+    ) -> dict[str, Any]:
         nid = node_id(NodeKind.POLICY, name)
         if policy.metadata.name != name:
-            raise InvalidInput(f"metadata.name {policy.metadata.name!r} does not match the path's {name!r}",
-                               field="metadata.name")
+            raise InvalidInput(
+                f"metadata.name {policy.metadata.name!r} does not match the path's {name!r}",
+                field="metadata.name",
+            )
         expected = if_match if if_match is not None else policy.metadata.revision
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             current = self._require(graph, nid, f"policy {name}")
             self._check_revision(current, expected, f"policy {name}")
-            if current["spec"]["rule"]["type"] != policy.spec.rule.type and graph.predecessors(nid, EdgeType.SATISFIES):
+            if current["spec"]["rule"]["type"] != policy.spec.rule.type and graph.predecessors(
+                nid, EdgeType.SATISFIES
+            ):
                 raise Conflict(f"policy {name} has approvals; its rule type cannot change")
             return self._policy_ops(graph, policy, rev), _stamp(policy, rev)
 
@@ -487,11 +551,16 @@ class Catalog:
     def _require_subject(self, graph: Graph, subject: Any) -> None:
         vid = node_id(NodeKind.VERSION, subject.application, subject.service, subject.version)
         self._require_field(
-            graph, vid, f"version {subject.version} of service {subject.service} of application "
-            f"{subject.application}", "spec.subject",
+            graph,
+            vid,
+            f"version {subject.version} of service {subject.service} of application "
+            f"{subject.application}",
+            "spec.subject",
         )
 
-    async def put_check(self, check: Check, *, create: bool, if_match: int | None = None) -> dict[str, Any]:
+    async def put_check(
+        self, check: Check, *, create: bool, if_match: int | None = None
+    ) -> dict[str, Any]:
         nid = node_id(NodeKind.CHECK, check.metadata.name)
         expected = if_match if if_match is not None else check.metadata.revision
 
@@ -521,22 +590,34 @@ class Catalog:
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             if nid in graph:
                 raise AlreadyExists(f"approval {approval.metadata.name} already exists")
-            policy = self._require_field(graph, pid, f"policy {approval.spec.policy}", "spec.policy")
+            policy = self._require_field(
+                graph, pid, f"policy {approval.spec.policy}", "spec.policy"
+            )
             if policy["spec"]["rule"]["type"] != "approval":
                 raise InvalidInput(
-                    f"spec.policy: policy {approval.spec.policy} is a {policy['spec']['rule']['type']} "
-                    "policy, not an approval policy", field="spec.policy",
+                    f"spec.policy: policy {approval.spec.policy} is a "
+                    f"{policy['spec']['rule']['type']} policy, not an approval policy",
+                    field="spec.policy",
                 )
             self._require_subject(graph, approval.spec.subject)
-            self._require_field(graph, node_id(NodeKind.ENVIRONMENT, approval.spec.environment),
-                                f"environment {approval.spec.environment}", "spec.environment")
+            self._require_field(
+                graph,
+                node_id(NodeKind.ENVIRONMENT, approval.spec.environment),
+                f"environment {approval.spec.environment}",
+                "spec.environment",
+            )
             data = _stamp(approval, rev)
-            return [PutNode(nid, NodeKind.APPROVAL, data), PutEdge(nid, pid, EdgeType.SATISFIES)], data
+            return [
+                PutNode(nid, NodeKind.APPROVAL, data),
+                PutEdge(nid, pid, EdgeType.SATISFIES),
+            ], data
 
         return await self._write(build)
 
     async def get_approval(self, name: str) -> dict[str, Any]:
-        return self._require(await self.graph(), node_id(NodeKind.APPROVAL, name), f"approval {name}")
+        return self._require(
+            await self.graph(), node_id(NodeKind.APPROVAL, name), f"approval {name}"
+        )
 
     async def list_approvals(self) -> list[dict[str, Any]]:
         return self._list(await self.graph(), NodeKind.APPROVAL)
@@ -544,10 +625,18 @@ class Catalog:
     async def evaluate(self, t: Transition) -> Decision:
         graph = await self.graph()
         self._service(graph, t.application, t.service)
-        self._require_field(graph, node_id(NodeKind.VERSION, t.application, t.service, t.version),
-                            f"version {t.version} of service {t.service}", "version")
-        self._require_field(graph, node_id(NodeKind.ENVIRONMENT, t.environment),
-                            f"environment {t.environment}", "environment")
+        self._require_field(
+            graph,
+            node_id(NodeKind.VERSION, t.application, t.service, t.version),
+            f"version {t.version} of service {t.service}",
+            "version",
+        )
+        self._require_field(
+            graph,
+            node_id(NodeKind.ENVIRONMENT, t.environment),
+            f"environment {t.environment}",
+            "environment",
+        )
         return evaluate(graph, t)
 
     # --- plans -----------------------------------------------------------------------------
@@ -557,24 +646,41 @@ class Catalog:
         revision = graph.revision
         self._require(graph, node_id(NodeKind.APPLICATION, app), f"application {app}")
         if environment is None:
-            return make_plan(desired_application(graph, app), {}, application=app,
-                             environment=None, revision=revision)
-        self._require_field(graph, node_id(NodeKind.ENVIRONMENT, environment),
-                            f"environment {environment}", "environment")
+            return make_plan(
+                desired_application(graph, app),
+                {},
+                application=app,
+                environment=None,
+                revision=revision,
+            )
+        self._require_field(
+            graph,
+            node_id(NodeKind.ENVIRONMENT, environment),
+            f"environment {environment}",
+            "environment",
+        )
         desired = desired_in_environment(graph, environment, [app])
         observed = await self._state.observed(environment=environment, application=app)
-        return make_plan(desired, observed, application=app, environment=environment, revision=revision)
+        return make_plan(
+            desired, observed, application=app, environment=environment, revision=revision
+        )
 
     async def plan_environment(self, environment: str) -> Plan:
         """One plan for every application in an environment (what `POST /v1/apply` runs)."""
         graph = await self.graph()
         revision = graph.revision
-        self._require_field(graph, node_id(NodeKind.ENVIRONMENT, environment),
-                            f"environment {environment}", "query.env")
+        self._require_field(
+            graph,
+            node_id(NodeKind.ENVIRONMENT, environment),
+            f"environment {environment}",
+            "query.env",
+        )
         apps = [_name(nid) for nid, _ in graph.nodes(NodeKind.APPLICATION)]
         desired = desired_in_environment(graph, environment, apps)
         observed = await self._state.observed(environment=environment)
-        return make_plan(desired, observed, application=None, environment=environment, revision=revision)
+        return make_plan(
+            desired, observed, application=None, environment=environment, revision=revision
+        )
 
 
 # Path segments the API uses beside names: an object of that name could not be read back.
@@ -583,8 +689,9 @@ RESERVED_NAMES = frozenset({"schema"})
 
 def _refuse_reserved(name: str, what: str) -> None:
     if name in RESERVED_NAMES:
-        raise InvalidInput(f"metadata.name: {name!r} is reserved and cannot name a {what}",
-                           field="metadata.name")
+        raise InvalidInput(
+            f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
+        )
 
 
 def _service_ref(sid: str) -> str:

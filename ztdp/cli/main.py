@@ -36,7 +36,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve the v1 REST API (settings from config/ztdp.toml and ZTDP_* variables)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]

@@ -27,7 +27,9 @@ Owner = Annotated[
     Field(description="the team or person that owns the object", examples=["team-x"]),
 ]
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
@@ -36,7 +38,9 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
         if len(key) > 253 or not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
             raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
         if len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise ValueError(f"label value {value!r} of {key!r} is not a valid Kubernetes label value")
+            raise ValueError(
+                f"label value {value!r} of {key!r} is not a valid Kubernetes label value"
+            )
     return labels
 
 

@@ -101,7 +101,9 @@ class ServiceVersionIn(Strict):
         default=None, description="defaults to '<service>:<version>' when omitted"
     )
 
-    _image = field_validator("image", mode="after")(lambda v: None if v is None else _check_image(v))
+    _image = field_validator("image", mode="after")(
+        lambda v: None if v is None else _check_image(v)
+    )
 
 
 class ServiceVersion(ServiceVersionIn):
@@ -299,5 +301,3 @@ class TransitionRequest(Strict):
     service: DnsLabel
     version: SemVer
     environment: DnsLabel
-
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
@@ -86,6 +87,9 @@ class DeleteEdge:
 Op = PutNode | DeleteNode | PutEdge | DeleteEdge
 
 
+_EMPTY: Mapping[str, None] = MappingProxyType({})
+
+
 class InvalidGraphWrite(Conflict):
     """A batch would leave the graph inconsistent (an edge to a missing node, a wrong kind)."""
 
@@ -96,44 +100,48 @@ class Graph:
     def __init__(self, revision: int = 0) -> None:
         self.g: nx.MultiDiGraph[str] = nx.MultiDiGraph()
         self.revision = revision
+        # Indexes beside the networkx graph: reads by node and edge type are the hot path of
+        # planning and policy, and networkx's generic edge views cost ~10x a dict lookup.
+        self._kind: dict[str, NodeKind] = {}
+        self._data: dict[str, dict[str, Any]] = {}
+        self._out: dict[str, dict[EdgeType, dict[str, None]]] = {}
+        self._in: dict[str, dict[EdgeType, dict[str, None]]] = {}
 
     # --- reading ---------------------------------------------------------------------------
 
     def __contains__(self, nid: object) -> bool:
-        return nid in self.g
+        return nid in self._kind
 
     def __len__(self) -> int:
-        return int(self.g.number_of_nodes())
+        return len(self._kind)
 
     def kind(self, nid: str) -> NodeKind | None:
-        attrs = self.g.nodes.get(nid)
-        return None if attrs is None else attrs["kind"]  # type: ignore[no-any-return]
+        return self._kind.get(nid)
 
     def data(self, nid: str) -> dict[str, Any] | None:
-        attrs = self.g.nodes.get(nid)
-        return None if attrs is None else attrs["data"]  # type: ignore[no-any-return]
+        return self._data.get(nid)
 
     def nodes(self, kind: NodeKind | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        for nid, attrs in self.g.nodes(data=True):
-            if kind is None or attrs["kind"] is kind:
-                yield nid, attrs["data"]
+        for nid, k in self._kind.items():
+            if kind is None or k is kind:
+                yield nid, self._data[nid]
+
+    def out(self, nid: str, edge: EdgeType) -> Mapping[str, None]:
+        """Targets of `nid`'s edges of one type, as a read-only view (no copy: hot path)."""
+        by_type = self._out.get(nid)
+        return _EMPTY if by_type is None else by_type.get(edge, _EMPTY)
 
     def successors(self, nid: str, edge: EdgeType) -> list[str]:
-        if nid not in self.g:
-            return []
-        return [t for _, t, k in self.g.out_edges(nid, keys=True) if k == edge]
+        return list(self._out.get(nid, {}).get(edge, ()))
 
     def predecessors(self, nid: str, edge: EdgeType) -> list[str]:
-        if nid not in self.g:
-            return []
-        return [s for s, _, k in self.g.in_edges(nid, keys=True) if k == edge]
+        return list(self._in.get(nid, {}).get(edge, ()))
 
     def has_edge(self, source: str, target: str, edge: EdgeType) -> bool:
-        return bool(self.g.has_edge(source, target, key=edge))
+        return target in self._out.get(source, {}).get(edge, ())
 
     def edges(self) -> Iterator[tuple[str, str, EdgeType, dict[str, Any]]]:
-        for s, t, k, d in self.g.edges(keys=True, data=True):
-            yield s, t, k, d
+        yield from self.g.edges(keys=True, data=True)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -145,7 +153,10 @@ class Graph:
         out: list[Op] = []
         for op in ops:
             if isinstance(op, DeleteNode) and op.id in self.g:
-                for s, t, k in [*self.g.in_edges(op.id, keys=True), *self.g.out_edges(op.id, keys=True)]:
+                for s, t, k in [
+                    *self.g.in_edges(op.id, keys=True),
+                    *self.g.out_edges(op.id, keys=True),
+                ]:
                     out.append(DeleteEdge(s, t, EdgeType(k)))
             out.append(op)
         return out
@@ -171,7 +182,9 @@ class Graph:
                     continue
                 if sk is None or tk is None:
                     missing = op.source if sk is None else op.target
-                    raise InvalidGraphWrite(f"edge {op.type} {op.source} -> {op.target}: no node {missing}")
+                    raise InvalidGraphWrite(
+                        f"edge {op.type} {op.source} -> {op.target}: no node {missing}"
+                    )
                 if (sk, tk) not in EDGE_RULES[op.type]:
                     raise InvalidGraphWrite(f"an edge {op.type} cannot go from a {sk} to a {tk}")
 
@@ -180,23 +193,39 @@ class Graph:
         g = self.g
         for op in ops:
             if isinstance(op, PutNode):
-                g.add_node(op.id, kind=NodeKind(op.kind), data=dict(op.data))
+                kind = NodeKind(op.kind)
+                data = dict(op.data)
+                g.add_node(op.id, kind=kind, data=data)
+                self._kind[op.id], self._data[op.id] = kind, data
             elif isinstance(op, DeleteNode):
-                if op.id in g:
+                if op.id in self._kind:
+                    for s, t, k in [*g.in_edges(op.id, keys=True), *g.out_edges(op.id, keys=True)]:
+                        self._unlink(s, t, k)
                     g.remove_node(op.id)
+                    del self._kind[op.id], self._data[op.id]
+                    self._out.pop(op.id, None)
+                    self._in.pop(op.id, None)
             elif isinstance(op, PutEdge):
-                g.add_edge(op.source, op.target, key=EdgeType(op.type), **dict(op.data))
+                etype = EdgeType(op.type)
+                g.add_edge(op.source, op.target, key=etype, **dict(op.data))
+                self._out.setdefault(op.source, {}).setdefault(etype, {})[op.target] = None
+                self._in.setdefault(op.target, {}).setdefault(etype, {})[op.source] = None
             elif g.has_edge(op.source, op.target, key=op.type):
                 g.remove_edge(op.source, op.target, key=op.type)
+                self._unlink(op.source, op.target, op.type)
         self.revision = revision
+
+    def _unlink(self, source: str, target: str, edge: EdgeType) -> None:
+        self._out.get(source, {}).get(edge, {}).pop(target, None)
+        self._in.get(target, {}).get(edge, {}).pop(source, None)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole graph as JSON-ready data, sorted so equal graphs give equal documents."""
         return {
             "revision": self.revision,
             "nodes": [
-                {"id": nid, "kind": attrs["kind"].value, "data": attrs["data"]}
-                for nid, attrs in sorted(self.g.nodes(data=True), key=lambda item: item[0])
+                {"id": nid, "kind": self._kind[nid].value, "data": self._data[nid]}
+                for nid in sorted(self._kind)
             ],
             "edges": [
                 {"source": s, "target": t, "type": k.value}
@@ -211,7 +240,13 @@ def op_to_json(op: Op) -> dict[str, Any]:
     if isinstance(op, DeleteNode):
         return {"op": "delete_node", "id": op.id}
     if isinstance(op, PutEdge):
-        return {"op": "put_edge", "source": op.source, "target": op.target, "type": op.type.value, "data": op.data}
+        return {
+            "op": "put_edge",
+            "source": op.source,
+            "target": op.target,
+            "type": op.type.value,
+            "data": op.data,
+        }
     return {"op": "delete_edge", "source": op.source, "target": op.target, "type": op.type.value}
 
 
@@ -222,7 +257,9 @@ def op_from_json(raw: Mapping[str, Any]) -> Op:
         case "delete_node":
             return DeleteNode(raw["id"])
         case "put_edge":
-            return PutEdge(raw["source"], raw["target"], EdgeType(raw["type"]), raw.get("data") or {})
+            return PutEdge(
+                raw["source"], raw["target"], EdgeType(raw["type"]), raw.get("data") or {}
+            )
         case "delete_edge":
             return DeleteEdge(raw["source"], raw["target"], EdgeType(raw["type"]))
     raise ValueError(f"unknown graph operation {raw['op']!r}")

@@ -10,6 +10,7 @@ from ztdp.planner.planner import (
     desired_application,
     desired_in_environment,
     diff,
+    generations,
     make_plan,
     resource_node,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "desired_application",
     "desired_in_environment",
     "diff",
+    "generations",
     "make_plan",
     "resource_node",
 ]

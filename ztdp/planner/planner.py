@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 from ztdp.errors import DependencyCycle
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
@@ -22,28 +23,29 @@ Action = Literal["create", "update", "delete", "noop"]
 KUBERNETES = "kubernetes"
 
 
-class FieldChange(BaseModel):
-    path: str = Field(description="dotted path of the field, e.g. 'image'")
-    before: Any = None
-    after: Any = None
+class FieldChange(TypedDict):
+    path: Annotated[str, Field(description="dotted path of the field, e.g. 'image'")]
+    before: Any
+    after: Any
 
 
-class PlanStep(BaseModel):
-    node: str = Field(description="the realised node, e.g. deployment/checkout/checkout-api@dev")
-    source: str = Field(description="the graph node it realises")
+class PlanStep(TypedDict):
+    node: Annotated[str, Field(description="the realised node, e.g. deployment/checkout/api@dev")]
+    source: Annotated[str, Field(description="the graph node it realises")]
     kind: str
     action: Action
-    provider: str | None = Field(description="the provider kind that will realise it")
+    provider: Annotated[str | None, Field(description="the provider kind that will realise it")]
     diff: list[FieldChange]
     depends_on: list[str]
 
 
-class PlanWave(BaseModel):
+class PlanWave(TypedDict):
     index: int
     steps: list[PlanStep]
 
 
 class Plan(BaseModel):
+    # Steps are plain typed dicts: a plan of 10,000 steps must not cost 100,000 model objects.
     application: str | None
     environment: str | None
     revision: int = Field(description="graph revision the plan was made from")
@@ -73,48 +75,42 @@ def _name(nid: str) -> str:
     return nid.rsplit("/", 1)[1]
 
 
-def desired_in_environment(graph: Graph, environment: str, applications: Iterable[str]) -> dict[str, Desired]:
+def desired_in_environment(
+    graph: Graph, environment: str, applications: Iterable[str]
+) -> dict[str, Desired]:
     """What the applications want realised in one environment, with dependencies."""
     env_id = node_id(NodeKind.ENVIRONMENT, environment)
     out: dict[str, Desired] = {}
-    uses: list[tuple[str, str]] = []  # (dependent node, service or resource graph id)
+    realised: dict[str, str] = {}  # graph node -> its realised node in this environment
+    users: list[tuple[Desired, Iterable[str]]] = []  # a deployment and what its service uses
     for app in applications:
-        app_id = node_id(NodeKind.APPLICATION, app)
-        for owned in graph.successors(app_id, EdgeType.OWNS):
-            kind = graph.kind(owned)
-            if kind is NodeKind.RESOURCE:
-                spec = (graph.data(owned) or {})["spec"]
+        for owned in graph.out(node_id(NodeKind.APPLICATION, app), EdgeType.OWNS):
+            data = graph.data(owned) or {}
+            spec = data["spec"]
+            if graph.kind(owned) is NodeKind.RESOURCE:
                 rtype = graph.data(node_id(NodeKind.RESOURCE_TYPE, spec["type"])) or {}
-                name = _name(owned)
-                nid = resource_node(name, environment)
-                out[nid] = Desired(
-                    nid, owned, "resource", rtype.get("spec", {}).get("provider"),
-                    {"name": name, "type": spec["type"], "config_ref": spec["config_ref"],
-                     "environment": environment},
-                )
-            elif kind is NodeKind.SERVICE:
-                svc = graph.data(owned) or {}
-                for vid in graph.successors(owned, EdgeType.HAS_VERSION):
-                    if not graph.has_edge(vid, env_id, EdgeType.DEPLOY):
-                        continue
-                    ver = graph.data(vid) or {}
-                    spec = svc["spec"]
-                    nid = deployment_node(app, _name(owned), environment)
-                    out[nid] = Desired(
-                        nid, vid, "deployment", KUBERNETES,
-                        {"application": app, "service": _name(owned), "version": ver["version"],
-                         "image": ver["image"], "config_ref": ver["config_ref"],
-                         "port": spec["port"], "public": spec["public"], "environment": environment},
-                    )
-                    uses.extend((nid, dep) for dep in graph.successors(owned, EdgeType.USES))
-    for nid, dep in uses:
-        if graph.kind(dep) is NodeKind.RESOURCE:
-            target = resource_node(_name(dep), environment)
-        else:
-            _, dep_app, dep_svc = dep.split("/")
-            target = deployment_node(dep_app, dep_svc, environment)
-        if target in out:
-            out[nid].depends_on.append(target)
+                nid = realised[owned] = resource_node(_name(owned), environment)
+                state = {"type": spec["type"], "config_ref": spec["config_ref"]}
+                provider = rtype.get("spec", {}).get("provider")
+                out[nid] = Desired(nid, owned, "resource", provider, state)
+                continue
+            for vid in graph.out(owned, EdgeType.HAS_VERSION):
+                if env_id not in graph.out(vid, EdgeType.DEPLOY):
+                    continue
+                ver = graph.data(vid) or {}
+                nid = realised[owned] = deployment_node(app, _name(owned), environment)
+                state = {
+                    "version": ver["version"],
+                    "image": ver["image"],
+                    "config_ref": ver["config_ref"],
+                    "port": spec["port"],
+                    "public": spec["public"],
+                }
+                desired = out[nid] = Desired(nid, vid, "deployment", KUBERNETES, state)
+                users.append((desired, graph.out(owned, EdgeType.USES)))
+    # A dependency outside this plan (another application's service) is not ordered here.
+    for desired, used in users:
+        desired.depends_on = [realised[dep] for dep in used if dep in realised]
     return out
 
 
@@ -127,7 +123,8 @@ def desired_application(graph: Graph, app: str) -> dict[str, Desired]:
         provider = None
         if kind is NodeKind.RESOURCE:
             rtype = (graph.data(owned) or {})["spec"]["type"]
-            provider = (graph.data(node_id(NodeKind.RESOURCE_TYPE, rtype)) or {}).get("spec", {}).get("provider")
+            rdata = graph.data(node_id(NodeKind.RESOURCE_TYPE, rtype)) or {}
+            provider = rdata.get("spec", {}).get("provider")
         out[owned] = Desired(owned, owned, str(kind), provider, {}, [app_id])
         for vid in graph.successors(owned, EdgeType.HAS_VERSION):
             out[vid] = Desired(vid, vid, "version", None, {}, [owned])
@@ -137,30 +134,64 @@ def desired_application(graph: Graph, app: str) -> dict[str, Desired]:
     return out
 
 
-def diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> list[FieldChange]:
-    """Field-level differences; nested mappings are compared field by field, lists whole."""
+def diff(
+    before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = ""
+) -> list[FieldChange]:
+    """Field-level differences, in the order of `after`'s fields, then fields only in `before`.
+
+    Nested mappings are compared field by field; lists and other values whole.
+    """
+    if not before:  # a create: every field is new (the common case, kept cheap)
+        return [{"path": prefix + key, "before": None, "after": a} for key, a in after.items()]
     changes: list[FieldChange] = []
-    for key in sorted(before.keys() | after.keys()):
-        b, a = before.get(key), after.get(key)
-        if b == a:
+    for key, a in after.items():
+        b = before.get(key)
+        if b == a and (b is not None or key in before):
             continue
-        path = f"{prefix}{key}"
         if isinstance(b, Mapping) and isinstance(a, Mapping):
-            changes.extend(diff(b, a, f"{path}."))
+            changes.extend(diff(b, a, f"{prefix}{key}."))
         else:
-            changes.append(FieldChange.model_construct(path=path, before=b, after=a))
+            changes.append({"path": f"{prefix}{key}", "before": b, "after": a})
+    changes.extend(
+        {"path": f"{prefix}{key}", "before": b, "after": None}
+        for key, b in before.items()
+        if key not in after
+    )
     return changes
 
 
-def _generations(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]]:
-    dag: nx.DiGraph[str] = nx.DiGraph()
-    dag.add_nodes_from(nodes)
-    dag.add_edges_from(edges)
-    try:
-        return [sorted(g) for g in nx.topological_generations(dag)]
-    except nx.NetworkXUnfeasible:
-        cycle = [u for u, _ in nx.find_cycle(dag)]
-        raise DependencyCycle(cycle) from None
+def generations(depends_on: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Group nodes so that each depends only on nodes of earlier groups (Kahn's algorithm).
+
+    The same result as `networkx.topological_generations`, computed on the planner's own
+    adjacency: building a networkx DiGraph for it would cost more than the sort itself.
+    A cycle is reported with networkx, naming the nodes on it.
+    """
+    indegree = dict.fromkeys(depends_on, 0)
+    dependents: dict[str, list[str]] = {n: [] for n in depends_on}
+    for node, deps in depends_on.items():
+        for dep in deps:
+            dependents[dep].append(node)
+            indegree[node] += 1
+    current = sorted(n for n, count in indegree.items() if count == 0)
+    result: list[list[str]] = []
+    placed = 0
+    while current:
+        result.append(current)
+        placed += len(current)
+        ready = []
+        for node in current:
+            for dependent in dependents[node]:
+                indegree[dependent] -= 1
+                if indegree[dependent] == 0:
+                    ready.append(dependent)
+        current = sorted(ready)
+    if placed != len(indegree):
+        stuck = {n for n, count in indegree.items() if count > 0}
+        dag: nx.DiGraph[str] = nx.DiGraph()
+        dag.add_edges_from((d, n) for n in stuck for d in depends_on[n] if d in stuck)
+        raise DependencyCycle([u for u, _ in nx.find_cycle(dag)])
+    return result
 
 
 def make_plan(
@@ -173,34 +204,37 @@ def make_plan(
 ) -> Plan:
     waves: list[PlanWave] = []
     summary = {"create": 0, "update": 0, "delete": 0, "noop": 0}
-    edges = [(dep, nid) for nid, d in desired.items() for dep in d.depends_on]
-    for generation in _generations(desired, edges):
-        steps = []
+    order = generations({nid: d.depends_on for nid, d in desired.items()})
+    for generation in order:
+        steps: list[PlanStep] = []
         for nid in generation:
             d = desired[nid]
             seen = observed.get(nid)
             changes = diff(seen.state if seen else {}, d.state)
             action: Action = "create" if seen is None else ("update" if changes else "noop")
             summary[action] += 1
-            steps.append(PlanStep.model_construct(
-                node=nid, source=d.source, kind=d.kind, action=action, provider=d.provider,
-                diff=changes, depends_on=d.depends_on,
-            ))
-        waves.append(PlanWave.model_construct(index=len(waves), steps=steps))
+            steps.append({
+                "node": nid, "source": d.source, "kind": d.kind, "action": action,
+                "provider": d.provider, "diff": changes, "depends_on": d.depends_on,
+            })  # fmt: skip
+        waves.append({"index": len(waves), "steps": steps})
 
     gone = {nid: o for nid, o in observed.items() if nid not in desired}
-    gone_edges = [(dep, nid) for nid, o in gone.items() for dep in o.depends_on if dep in gone]
-    for generation in reversed(_generations(gone, gone_edges)):
+    gone_deps = {nid: [d for d in o.depends_on if d in gone] for nid, o in gone.items()}
+    for generation in reversed(generations(gone_deps)):
         steps = []
         for nid in generation:
             o = gone[nid]
             summary["delete"] += 1
-            steps.append(PlanStep.model_construct(
-                node=nid, source=o.source or o.node, kind=o.kind, action="delete", provider=o.provider,
-                diff=diff(o.state, {}), depends_on=[d for d in o.depends_on if d in gone],
-            ))
-        waves.append(PlanWave.model_construct(index=len(waves), steps=steps))
+            steps.append({
+                "node": nid, "source": o.source or o.node, "kind": o.kind, "action": "delete",
+                "provider": o.provider, "diff": diff(o.state, {}), "depends_on": gone_deps[nid],
+            })  # fmt: skip
+        waves.append({"index": len(waves), "steps": steps})
     return Plan.model_construct(
-        application=application, environment=environment, revision=revision, waves=waves,
+        application=application,
+        environment=environment,
+        revision=revision,
+        waves=waves,
         summary=summary,
     )

@@ -10,6 +10,9 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import celpy
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 from pydantic import BaseModel, Field
 
 from ztdp.contracts import Policy
@@ -71,7 +74,7 @@ def compile_expression(expression: str) -> None:
     """Refuse a CEL expression that does not parse, naming the rule field."""
     try:
         _program(expression)
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise InvalidInput(
             f"spec.rule.expression is not valid CEL: {first_line}", field="spec.rule.expression"
@@ -127,8 +130,9 @@ def _allowed(graph: Graph, t: Transition, rule: AllowedEnvironmentsRule | None) 
     if rule is not None and rule.environments is not None:
         allowed, source = sorted(rule.environments), "the policy's list"
     else:
-        allowed, source = allowed_environments(graph, t.application), (
-            f"application {t.application}'s allowed environments"
+        allowed, source = (
+            allowed_environments(graph, t.application),
+            (f"application {t.application}'s allowed environments"),
         )
     if t.environment in allowed:
         return True, f"{t.environment} is in {source}"
@@ -149,11 +153,16 @@ def _checks(graph: Graph, t: Transition, rule: CheckRule) -> tuple[bool, str]:
     status: dict[str, str] = {}
     for _, data in graph.nodes(NodeKind.CHECK):
         spec = data["spec"]
-        if spec["subject"] == subject and spec["check"] in rule.checks:
-            # several records of one check: any success counts
-            if status.get(spec["check"]) != "succeeded":
-                status[spec["check"]] = spec["status"]
-    unmet = [f"{c} ({status.get(c, 'missing')})" for c in rule.checks if status.get(c) != "succeeded"]
+        # several records of one check: any success counts
+        if (
+            spec["subject"] == subject
+            and spec["check"] in rule.checks
+            and status.get(spec["check"]) != "succeeded"
+        ):
+            status[spec["check"]] = spec["status"]
+    unmet = [
+        f"{c} ({status.get(c, 'missing')})" for c in rule.checks if status.get(c) != "succeeded"
+    ]
     if unmet:
         return False, f"checks not succeeded for {t.version}: {', '.join(unmet)}"
     return True, f"checks succeeded: {', '.join(rule.checks)}"
@@ -177,12 +186,12 @@ def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> 
 
 def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool, str]:
     try:
-        result = _program(rule.expression).evaluate(celpy.json_to_cel(_cel_activation(graph, t)))
-    except celpy.CELParseError as exc:
+        result = _program(rule.expression).evaluate(json_to_cel(_cel_activation(graph, t)))
+    except CELParseError as exc:
         return False, f"expression does not parse: {exc}"
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         return False, f"expression failed to evaluate: {exc.args[0] if exc.args else exc}"
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         return False, f"expression failed to evaluate: {result.args[0] if result.args else result}"
     if not isinstance(result, celpy.celtypes.BoolType):
         return False, f"expression returned {type(result).__name__}, not a bool"
@@ -194,7 +203,9 @@ def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool
 def evaluate(graph: Graph, t: Transition) -> Decision:
     """Decide a transition against the built-in rule and every policy that selects it."""
     ok, reason = _allowed(graph, t, None)
-    results = [PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)]
+    results = [
+        PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)
+    ]
     for pid, data in sorted(graph.nodes(NodeKind.POLICY)):
         policy = Policy.model_validate(data)
         if not _matches(policy, t):
@@ -211,5 +222,7 @@ def evaluate(graph: Graph, t: Transition) -> Decision:
                 ok, reason = _approvals(graph, t, rule, policy.metadata.name)
             case ExpressionRule():
                 ok, reason = _expression(graph, t, rule)
-        results.append(PolicyResult(policy=pid.split("/", 1)[1], type=rule.type, passed=ok, reason=reason))
+        results.append(
+            PolicyResult(policy=pid.split("/", 1)[1], type=rule.type, passed=ok, reason=reason)
+        )
     return Decision(allowed=all(r.passed for r in results), transition=t, results=results)

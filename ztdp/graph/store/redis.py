@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,7 +43,8 @@ if rev ~= tonumber(ARGV[1]) then return {0, rev} end
 for _, w in ipairs(cjson.decode(ARGV[2])) do
   local hash = KEYS[2]
   if w[1] == 'e' then hash = KEYS[3] end
-  if w[3] == cjson.null then redis.call('HDEL', hash, w[2]) else redis.call('HSET', hash, w[2], w[3]) end
+  if w[3] == cjson.null then redis.call('HDEL', hash, w[2])
+  else redis.call('HSET', hash, w[2], w[3]) end
 end
 local new = rev + 1
 redis.call('SET', KEYS[1], new)
@@ -104,7 +105,8 @@ class RedisGraphStore:
         log = _dumps([op_to_json(op) for op in batch])
         try:
             ok, rev = await self._commit(
-                keys=self._keys, args=[expected_revision, _dumps(_writes(batch)), log, LOG_MAX_LENGTH]
+                keys=self._keys,
+                args=[expected_revision, _dumps(_writes(batch)), log, LOG_MAX_LENGTH],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
@@ -122,7 +124,7 @@ class RedisGraphStore:
         if not entries or entries[0][0] != f"{start}-1":
             await self._reload()  # the log was trimmed past our revision
             return
-        for entry_id, fields in entries:
+        for entry_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
             self._graph.apply(
                 [op_from_json(raw) for raw in json.loads(fields["ops"])],
                 int(entry_id.split("-", 1)[0]),
@@ -130,7 +132,9 @@ class RedisGraphStore:
 
     async def _reload(self) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys[0]).hgetall(self._keys[1]).hgetall(self._keys[2])
+            pipe.get(self._keys[0])
+            pipe.hgetall(self._keys[1])
+            pipe.hgetall(self._keys[2])
             rev, nodes, edges = await pipe.execute()
         graph = Graph()
         ops: list[Op] = []
