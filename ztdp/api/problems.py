@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ztdp.contracts import DNS_LABEL_PATTERN
 from ztdp.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -26,6 +27,10 @@ from ztdp.errors import (
 )
 
 log = logging.getLogger("ztdp.api")
+DNS_LABEL_RULE = (
+    "must be a DNS-1123 label: lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit"
+)
 PROBLEM_JSON = "application/problem+json"
 
 _STATUS: list[tuple[type[ZtdpError], int]] = [
@@ -81,7 +86,13 @@ def validation_problem(exc: ValidationError, *, prefix: str = "") -> web.Respons
     for err in exc.errors(include_url=False):
         if err["type"] == "json_invalid":
             return problem(400, "Bad request", f"request body is not valid JSON: {err['msg']}")
-        errors.append({"loc": _loc(err["loc"], prefix), "msg": err["msg"], "type": err["type"]})
+        msg = err["msg"]
+        if (
+            err["type"] == "string_pattern_mismatch"
+            and err.get("ctx", {}).get("pattern") == DNS_LABEL_PATTERN
+        ):
+            msg = DNS_LABEL_RULE
+        errors.append({"loc": _loc(err["loc"], prefix), "msg": msg, "type": err["type"]})
     first = errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return problem(422, "Invalid input", f"{first['loc']}: {first['msg']}{more}", errors=errors)

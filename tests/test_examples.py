@@ -1,0 +1,35 @@
+"""The example contracts in config/examples stay valid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from tests.conftest import REPO
+from ztdp.api.v1 import ResourceBody
+from ztdp.contracts import Application, Environment, Policy, Service, ServiceVersionIn
+
+MODELS: dict[str, Any] = {
+    "environment": Environment,
+    "application": Application,
+    "service": Service,
+    "version": ServiceVersionIn,
+    "resource": ResourceBody,
+    "policy-promotion": Policy,
+    "policy-approval": Policy,
+    "policy-expression": Policy,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_example_contract_is_valid(name: str) -> None:
+    data = json.loads((REPO / "config" / "examples" / f"{name}.json").read_text())
+    TypeAdapter(MODELS[name]).validate_python(data)
+
+
+def test_every_example_is_checked() -> None:
+    files = {p.stem for p in (REPO / "config" / "examples").glob("*.json")}
+    assert files == set(MODELS)
