@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -124,26 +127,17 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkdtemp(prefix="ztdp-serve-")) / "output.log"
 
     def start(self) -> ServerProcess:
-        import sys
-
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ztdp",
-                "serve",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ztdp", "serve", "--port", str(self.port)],
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -151,19 +145,26 @@ class ServerProcess:
                     return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                    self.stop()
+                    out = self.stop()
                     pytest.fail(f"ztdp serve did not start: {out}")
                 time.sleep(0.05)
 
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def admin_token(self) -> str | None:
+        """The admin token printed at the first start with authentication on."""
+        found = re.search(r"ztdp_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", self.text())
+        return found.group(0) if found else None
+
     def stop(self) -> str:
-        if self.proc is None:
-            return ""
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.proc = None
-        return out.decode()
+        """Stop the server; return everything it printed."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        return self.text()

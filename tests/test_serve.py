@@ -11,11 +11,14 @@ import pytest
 from tests.conftest import ServerProcess
 
 
-def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def call(
+    url: str, method: str = "GET", body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -32,6 +35,15 @@ def test_serve_starts_on_the_embedded_memory_store() -> None:
         server.stop()
 
 
+def test_serve_says_plainly_that_authentication_is_off() -> None:
+    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory"}).start()
+    try:
+        assert call(f"{server.url}/v1/status")[1]["authentication"] == "off"
+    finally:
+        out = server.stop()
+    assert "authentication OFF" in out
+
+
 @pytest.mark.redis
 def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_prefix: str) -> None:
     env = {
@@ -41,11 +53,15 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
     }
     first = ServerProcess(env).start()
     try:
+        token = first.admin_token()
+        assert token is not None, first.text()
+        assert call(f"{first.url}/v1/status")[0] == 401  # Redis means authentication on
         assert (
             call(
                 f"{first.url}/v1/environments",
                 "POST",
                 {"metadata": {"name": "dev", "owner": "platform-team"}},
+                token,
             )[0]
             == 201
         )
@@ -54,25 +70,54 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
                 f"{first.url}/v1/applications",
                 "POST",
                 {"metadata": {"name": "checkout", "owner": "team-x"}, "spec": {"tags": []}},
+                token,
             )[0]
             == 201
         )
         assert (
-            call(f"{first.url}/v1/applications/checkout/environments/allowed", "PUT", ["dev"])[0]
+            call(
+                f"{first.url}/v1/applications/checkout/environments/allowed", "PUT", ["dev"], token
+            )[0]
             == 200
         )
-        before = call(f"{first.url}/v1/graph")[1]
+        before = call(f"{first.url}/v1/graph", token=token)[1]
     finally:
         first.stop()
     second = ServerProcess(env).start()
     try:
-        after = call(f"{second.url}/v1/graph")[1]
+        assert second.admin_token() is None  # the admin token is printed once, at the first start
+        after = call(f"{second.url}/v1/graph", token=token)[1]
         assert after == before
-        code, app = call(f"{second.url}/v1/applications/checkout")
-        assert code == 200 and app["spec"]["tags"] == []
-        assert call(f"{second.url}/v1/applications/checkout/environments/allowed")[1] == ["dev"]
+        code, app = call(f"{second.url}/v1/applications/checkout", token=token)
+        assert (
+            code == 200 and app["spec"]["tags"] == [] and app["metadata"]["updated_by"] == "admin"
+        )
+        assert call(f"{second.url}/v1/applications/checkout/environments/allowed", token=token)[
+            1
+        ] == ["dev"]
+        changes = call(f"{second.url}/v1/changes", token=token)[1]
+        # the seeded postgres resource type, then the three writes above: all by the admin token
+        assert [c["actor"] for c in changes] == ["anonymous", "admin", "admin", "admin"]
     finally:
         second.stop()
+
+
+@pytest.mark.redis
+def test_redis_without_authentication_needs_an_explicit_off(
+    redis_url: str, redis_prefix: str
+) -> None:
+    env = {
+        "ZTDP_GRAPH_STORE": "redis",
+        "ZTDP_REDIS_URL": redis_url,
+        "ZTDP_REDIS_PREFIX": redis_prefix,
+        "ZTDP_AUTH": "off",
+    }
+    server = ServerProcess(env).start()
+    try:
+        assert call(f"{server.url}/v1/status")[1]["authentication"] == "off"
+    finally:
+        out = server.stop()
+    assert "authentication OFF" in out and server.admin_token() is None
 
 
 @pytest.mark.redis
@@ -83,6 +128,7 @@ def test_two_api_processes_on_one_redis_see_each_others_writes(
         "ZTDP_GRAPH_STORE": "redis",
         "ZTDP_REDIS_URL": redis_url,
         "ZTDP_REDIS_PREFIX": redis_prefix,
+        "ZTDP_AUTH": "off",
     }
     a, b = ServerProcess(env).start(), ServerProcess(env).start()
     try:

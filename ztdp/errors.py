@@ -79,3 +79,25 @@ class BackendUnavailable(ZtdpError):
     """A backing service (Redis, ...) cannot be reached: retry later."""
 
     title = "Backend unavailable"
+
+
+class Unauthenticated(ZtdpError):
+    """No valid credentials: send a valid, unexpired, unrevoked token."""
+
+    title = "Unauthenticated"
+
+
+class Forbidden(ZtdpError):
+    """The caller is known but lacks the role or team: ask someone who has it."""
+
+    title = "Forbidden"
+
+
+class RateLimited(ZtdpError):
+    """Too many failed attempts from this client: wait `retry_after` seconds."""
+
+    title = "Too many failed authentications"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -37,6 +37,34 @@ class Settings(BaseSettings):
     )
     write_retries: int = Field(default=8, ge=1, description="retries of a write on a stale read")
 
+    auth: Literal["on", "off"] | None = Field(
+        default=None,
+        description="unset: off on the embedded default, on with any distributed backend",
+    )
+    token_ttl_days: int = Field(default=90, ge=1, le=3650)
+    auth_max_failures: int = Field(
+        default=10, ge=1, description="failed authentications per client"
+    )
+    auth_failure_window: float = Field(default=60.0, gt=0, description="seconds")
+    oidc_issuer: str | None = None
+    oidc_audience: str = "ztdp"
+    oidc_jwks_url: str | None = Field(
+        default=None, description="default <issuer>/.well-known/jwks.json"
+    )
+    oidc_roles_claim: str = "ztdp_roles"
+    oidc_name_claim: str = "sub"
+    cors_origins: list[str] = Field(default_factory=list, description="closed unless listed")
+
+    @property
+    def distributed(self) -> bool:
+        return self.graph_store != "memory"
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth is not None:
+            return self.auth == "on"
+        return self.distributed
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import swagger_ui
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
-from ztdp.api.keys import CATALOG, GRAPH_CACHE, SETTINGS
-from ztdp.api.problems import problem_middleware
+from ztdp.api.keys import AUTH, CATALOG, GRAPH_CACHE, SETTINGS
+from ztdp.api.problems import Handler, problem_middleware
 from ztdp.api.v1 import router
+from ztdp.auth import (
+    Authenticator,
+    FailureLimiter,
+    MemoryTokenStore,
+    OidcVerifier,
+    RedisTokenStore,
+    Tokens,
+    TokenStore,
+)
 from ztdp.catalog import Catalog
 from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.settings import Settings
@@ -41,15 +52,88 @@ _DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swa
 """
 
 
+async def _authenticator(
+    settings: Settings, store: TokenStore, announce: Callable[[str], None]
+) -> Authenticator:
+    tokens = Tokens(store)
+    oidc = None
+    if settings.oidc_issuer:
+        oidc = OidcVerifier(
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks_url=settings.oidc_jwks_url
+            or f"{settings.oidc_issuer.rstrip('/')}/.well-known/jwks.json",
+            roles_claim=settings.oidc_roles_claim,
+            name_claim=settings.oidc_name_claim,
+        )
+    if settings.auth_enabled:
+        secret = await tokens.bootstrap_admin()
+        if secret is not None:
+            announce(
+                "First start with authentication on: created a platform-admin token. "
+                "It is shown only now; store it safely:\n\n    " + secret + "\n"
+            )
+    else:
+        log.warning("authentication is OFF: every caller acts as platform-admin")
+    limiter = FailureLimiter(limit=settings.auth_max_failures, window=settings.auth_failure_window)
+    return Authenticator(tokens, oidc=oidc, enabled=settings.auth_enabled, limiter=limiter)
+
+
+def cors_middleware(origins: Sequence[str]) -> Middleware:
+    """CORS is closed unless origins are configured; then only those get CORS headers."""
+    allowed = frozenset(origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in allowed:
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, If-Match"
+            )
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        return response
+
+    return cors
+
+
 def openapi_document() -> dict[str, object]:
     return router.openapi(title="ZTDP", version=__version__, description=DESCRIPTION)
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def open_token_store(settings: Settings) -> TokenStore:
+    if settings.graph_store == "redis":
+        return RedisTokenStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+    return MemoryTokenStore()
+
+
 def create_app(
-    settings: Settings, *, store: GraphStore | None = None, state: StateStore | None = None
+    settings: Settings,
+    *,
+    store: GraphStore | None = None,
+    state: StateStore | None = None,
+    tokens: TokenStore | None = None,
+    announce: Callable[[str], None] = _stderr,
 ) -> web.Application:
-    """Build the API. Stores passed in are the caller's to close; others are opened here."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    """Build the API. Stores passed in are the caller's to close; others are opened here.
+
+    `announce` receives what must reach the operator but never a log: the first admin token.
+    """
+    app = web.Application(
+        middlewares=[cors_middleware(settings.cors_origins), problem_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
     app[GRAPH_CACHE] = {}
     router.install(app)
@@ -70,19 +154,23 @@ def create_app(
     app.router.add_static("/docs/static", SWAGGER_STATIC)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        own_store = store is None
+        own_store, own_tokens = store is None, tokens is None
         graph_store = store if store is not None else open_graph_store(settings)
+        token_store = tokens if tokens is not None else open_token_store(settings)
         catalog = Catalog(
             graph_store, state or MemoryStateStore(), write_retries=settings.write_retries
         )
         try:
             await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
+            app[AUTH] = await _authenticator(settings, token_store, announce)
             log.info("ZTDP %s ready: graph store %s", __version__, settings.graph_store)
             yield
         finally:
             if own_store:
                 await graph_store.aclose()
+            if own_tokens:
+                await token_store.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

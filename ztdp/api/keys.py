@@ -6,9 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
+from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
 from ztdp.settings import Settings
 
 CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
 GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])
+AUTH = web.AppKey("auth", Authenticator)
+IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller
+
+
+def identity_of(request: web.Request) -> Identity:
+    return request[IDENTITY]

@@ -20,9 +20,12 @@ from ztdp.errors import (
     AlreadyExists,
     BackendUnavailable,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     PolicyDenied,
+    RateLimited,
+    Unauthenticated,
     ZtdpError,
 )
 
@@ -39,6 +42,7 @@ _STATUS: list[tuple[type[ZtdpError], int]] = [
     (AlreadyExists, 409),
     (Conflict, 409),
     (PolicyDenied, 403),
+    (Forbidden, 403),
     (BackendUnavailable, 503),
 ]
 
@@ -109,6 +113,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return validation_problem(exc)
     except BadRequest as exc:
         return problem(400, exc.title, exc.detail, **exc.extensions)
+    except Unauthenticated as exc:
+        response = problem(401, exc.title, exc.detail)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ztdp"'
+        return response
+    except RateLimited as exc:
+        response = problem(429, exc.title, exc.detail, retry_after=exc.retry_after)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except ZtdpError as exc:
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         if status == 500:

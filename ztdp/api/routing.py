@@ -16,7 +16,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ztdp.api.access import Access
+from ztdp.api.keys import AUTH, IDENTITY
 from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
+from ztdp.auth import ANONYMOUS
+from ztdp.catalog.actor import acting_as
 from ztdp.contracts import DNS_LABEL_PATTERN
 
 Reply = tuple[int, Any]
@@ -42,6 +46,7 @@ class Endpoint:
     summary: str
     tag: str
     responses: Mapping[int, Any]
+    access: Access
     body: Any = None
     query: tuple[Query, ...] = ()
     if_match: bool = False
@@ -56,6 +61,13 @@ class Endpoint:
         return self.handler.__name__
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The interceptor chain of every endpoint: authenticate, validate, authorize, act."""
+        identity = ANONYMOUS
+        if self.access.need != "public":
+            identity = await request.app[AUTH].authenticate(
+                request.headers.get("Authorization"), client=request.remote or "unknown"
+            )
+        request[IDENTITY] = identity
         body = None
         if self._adapter is not None:
             raw = await request.read()
@@ -71,7 +83,9 @@ class Endpoint:
                 raise _query_error(q, "is required")
             if value is not None and q.pattern and not re.match(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
-        status, payload = await self.handler(request, body)
+        await self.access.authorize(request, identity, body)
+        with acting_as(identity.name):
+            status, payload = await self.handler(request, body)
         return json_response(status, payload)
 
 
@@ -109,13 +123,14 @@ class Router:
         *,
         tag: str,
         responses: Mapping[int, Any],
+        access: Access,
         body: Any = None,
         query: tuple[Query, ...] = (),
         if_match: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.endpoints.append(
-                Endpoint(method, path, fn, summary, tag, responses, body, query, if_match)
+                Endpoint(method, path, fn, summary, tag, responses, access, body, query, if_match)
             )
             return fn
 
@@ -183,6 +198,12 @@ class Router:
                         "description": _REASONS.get(status, "success"),
                         "content": {"application/json": {"schema": schema(tp)}},
                     }
+            if ep.access.need != "public":
+                for status, text in AUTH_RESPONSES.items():
+                    responses.setdefault(
+                        str(status),
+                        {"description": text, "content": {PROBLEM_JSON: {"schema": problem_ref}}},
+                    )
             responses["default"] = {
                 "description": "any other error",
                 "content": {PROBLEM_JSON: {"schema": problem_ref}},
@@ -194,6 +215,8 @@ class Router:
                 "parameters": params,
                 "responses": responses,
             }
+            if ep.access.need != "public":
+                op["security"] = [{"bearer": []}]
             if ep.body is not None:
                 op["requestBody"] = {
                     "required": True,
@@ -204,9 +227,24 @@ class Router:
             "openapi": "3.1.0",
             "info": {"title": title, "version": version, "description": description},
             "paths": paths,
-            "components": {"schemas": dict(sorted(components.items()))},
+            "components": {
+                "schemas": dict(sorted(components.items())),
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "a ZTDP token (ztdp_...) or, if configured, an OIDC JWT",
+                    }
+                },
+            },
         }
 
+
+AUTH_RESPONSES = {
+    401: "No valid token",
+    403: "The caller lacks the role or team (or policy denies)",
+    429: "Too many failed authentications from this client",
+}
 
 _REASONS = {
     200: "OK",

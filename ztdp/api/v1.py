@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ztdp import __version__
-from ztdp.api.keys import CATALOG, GRAPH_CACHE, SETTINGS
+from ztdp.api.access import (
+    PUBLIC,
+    READ,
+    Access,
+    admin,
+    body_owner,
+    path_app,
+    path_app_and_body_owner,
+    subject_app,
+    team,
+)
+from ztdp.api.keys import AUTH, CATALOG, GRAPH_CACHE, SETTINGS, identity_of
 from ztdp.api.problems import BadRequest, Problem
 from ztdp.api.routing import Query, Reply, Router
+from ztdp.auth import Grant, TokenInfo
 from ztdp.catalog import Deployment, DeployResult
 from ztdp.contracts import (
     AllowedEnvironments,
@@ -30,12 +43,25 @@ from ztdp.contracts import (
     ServiceVersionIn,
     TransitionRequest,
 )
+from ztdp.contracts.base import Owner
+from ztdp.graph.store import Change
 from ztdp.planner import Plan
 from ztdp.policy import Decision, Transition
 
 router = Router()
 
-READ = {404: Problem}
+
+def _resource_access(body: Any) -> Access:
+    if isinstance(body, ResourceType):
+        return admin("create resource types")
+    return team("create resources for that team", body_owner)
+
+
+def _approval_env(body: Any) -> str:
+    return str(body.spec.environment)
+
+
+READ_ERRORS = {404: Problem}
 WRITE = {400: Problem, 404: Problem, 409: Problem, 413: Problem, 422: Problem}
 
 
@@ -58,6 +84,7 @@ class ApplyResult(BaseModel):
 
 class Status(BaseModel):
     version: str
+    authentication: Literal["on", "off"]
     graph_store: str
     revision: int
     nodes: dict[str, int] = Field(description="number of nodes per kind")
@@ -91,6 +118,7 @@ def _if_match(request: web.Request) -> int | None:
     "JSON Schema of an application",
     tag="applications",
     responses={200: dict[str, Any]},
+    access=READ,
 )
 async def application_schema(request: web.Request, body: None) -> Reply:
     return 200, Application.model_json_schema(by_alias=True)
@@ -103,6 +131,7 @@ async def application_schema(request: web.Request, body: None) -> Reply:
     tag="applications",
     body=Application,
     responses={201: Application, **WRITE},
+    access=team("create applications for that team", body_owner),
 )
 async def create_application(request: web.Request, body: Application) -> Reply:
     return 201, await request.app[CATALOG].create_application(body)
@@ -114,6 +143,7 @@ async def create_application(request: web.Request, body: Application) -> Reply:
     "List applications",
     tag="applications",
     responses={200: list[Application]},
+    access=READ,
 )
 async def list_applications(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_applications()
@@ -124,7 +154,8 @@ async def list_applications(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}",
     "Read an application",
     tag="applications",
-    responses={200: Application, **READ},
+    responses={200: Application, **READ_ERRORS},
+    access=READ,
 )
 async def get_application(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_application(_p(request, "app"))
@@ -138,6 +169,7 @@ async def get_application(request: web.Request, body: None) -> Reply:
     body=Application,
     responses={200: Application, **WRITE},
     if_match=True,
+    access=team("change this application", path_app_and_body_owner),
 )
 async def update_application(request: web.Request, body: Application) -> Reply:
     catalog = request.app[CATALOG]
@@ -155,6 +187,7 @@ async def update_application(request: web.Request, body: Application) -> Reply:
     "JSON Schema of a service",
     tag="services",
     responses={200: dict[str, Any]},
+    access=READ,
 )
 async def service_schema(request: web.Request, body: None) -> Reply:
     return 200, Service.model_json_schema(by_alias=True)
@@ -167,6 +200,7 @@ async def service_schema(request: web.Request, body: None) -> Reply:
     tag="services",
     body=Service,
     responses={201: Service, **WRITE},
+    access=team("add services to this application", path_app),
 )
 async def create_service(request: web.Request, body: Service) -> Reply:
     return 201, await request.app[CATALOG].create_service(_p(request, "app"), body)
@@ -177,7 +211,8 @@ async def create_service(request: web.Request, body: Service) -> Reply:
     "/v1/applications/{app}/services",
     "List an application's services",
     tag="services",
-    responses={200: list[Service], **READ},
+    responses={200: list[Service], **READ_ERRORS},
+    access=READ,
 )
 async def list_services(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_services(_p(request, "app"))
@@ -188,7 +223,8 @@ async def list_services(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/services/{svc}",
     "Read a service",
     tag="services",
-    responses={200: Service, **READ},
+    responses={200: Service, **READ_ERRORS},
+    access=READ,
 )
 async def get_service(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_service(_p(request, "app"), _p(request, "svc"))
@@ -201,6 +237,7 @@ async def get_service(request: web.Request, body: None) -> Reply:
     tag="versions",
     body=ServiceVersionIn,
     responses={201: ServiceVersion, **WRITE},
+    access=team("add versions to this application", path_app),
 )
 async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
     catalog = request.app[CATALOG]
@@ -212,7 +249,8 @@ async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
     "/v1/applications/{app}/services/{svc}/versions",
     "List a service's versions",
     tag="versions",
-    responses={200: list[ServiceVersion], **READ},
+    responses={200: list[ServiceVersion], **READ_ERRORS},
+    access=READ,
 )
 async def list_versions(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_versions(_p(request, "app"), _p(request, "svc"))
@@ -223,7 +261,8 @@ async def list_versions(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/services/{svc}/versions/{version}",
     "Read a version",
     tag="versions",
-    responses={200: ServiceVersion, **READ},
+    responses={200: ServiceVersion, **READ_ERRORS},
+    access=READ,
 )
 async def get_version(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -239,6 +278,7 @@ async def get_version(request: web.Request, body: None) -> Reply:
     tag="versions",
     body=DeployRequest,
     responses={202: DeployResult, 403: Problem, **WRITE},
+    access=team("deploy this application", path_app),
 )
 async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
     result = await request.app[CATALOG].deploy(
@@ -254,6 +294,7 @@ async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
     tag="services",
     body=DependencyRequest,
     responses={200: list[str], **WRITE},
+    access=team("change this application", path_app),
 )
 async def add_dependency(request: web.Request, body: DependencyRequest) -> Reply:
     app = _p(request, "app")
@@ -268,7 +309,8 @@ async def add_dependency(request: web.Request, body: DependencyRequest) -> Reply
     "/v1/applications/{app}/services/{svc}/dependencies",
     "List the services a service uses, as 'application/service'",
     tag="services",
-    responses={200: list[str], **READ},
+    responses={200: list[str], **READ_ERRORS},
+    access=READ,
 )
 async def list_dependencies(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].dependencies(_p(request, "app"), _p(request, "svc"))
@@ -284,6 +326,7 @@ async def list_dependencies(request: web.Request, body: None) -> Reply:
     tag="environments",
     body=Environment,
     responses={201: Environment, **WRITE},
+    access=admin("create environments"),
 )
 async def create_environment(request: web.Request, body: Environment) -> Reply:
     return 201, await request.app[CATALOG].create_environment(body)
@@ -295,6 +338,7 @@ async def create_environment(request: web.Request, body: Environment) -> Reply:
     "List environments",
     tag="environments",
     responses={200: list[Environment]},
+    access=READ,
 )
 async def list_environments(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_environments()
@@ -305,7 +349,8 @@ async def list_environments(request: web.Request, body: None) -> Reply:
     "/v1/environments/{env}/deployments",
     "List what is deployed to an environment",
     tag="environments",
-    responses={200: list[Deployment], **READ},
+    responses={200: list[Deployment], **READ_ERRORS},
+    access=READ,
 )
 async def list_deployments(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].deployments(_p(request, "env"))
@@ -316,7 +361,8 @@ async def list_deployments(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/environments/allowed",
     "List the environments an application may deploy to",
     tag="environments",
-    responses={200: list[str], **READ},
+    responses={200: list[str], **READ_ERRORS},
+    access=READ,
 )
 async def get_allowed(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].allowed(_p(request, "app"))
@@ -329,6 +375,7 @@ async def get_allowed(request: web.Request, body: None) -> Reply:
     tag="environments",
     body=AllowedEnvironments,
     responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
 )
 async def add_allowed(request: web.Request, body: list[str]) -> Reply:
     return 200, await request.app[CATALOG].set_allowed(_p(request, "app"), body, replace=False)
@@ -341,6 +388,7 @@ async def add_allowed(request: web.Request, body: list[str]) -> Reply:
     tag="environments",
     body=AllowedEnvironments,
     responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
 )
 async def replace_allowed(request: web.Request, body: list[str]) -> Reply:
     return 200, await request.app[CATALOG].set_allowed(_p(request, "app"), body, replace=True)
@@ -352,6 +400,7 @@ async def replace_allowed(request: web.Request, body: list[str]) -> Reply:
     "Allow an application in one environment",
     tag="environments",
     responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
 )
 async def allow_one(request: web.Request, body: None) -> Reply:
     env = _p(request, "env")
@@ -371,6 +420,7 @@ async def allow_one(request: web.Request, body: None) -> Reply:
     tag="resources",
     body=ResourceBody,
     responses={201: Resource | ResourceType, **WRITE},
+    access=Access("team", refine=_resource_access),
 )
 async def create_resource(request: web.Request, body: Resource | ResourceType) -> Reply:
     return 201, await request.app[CATALOG].create_resource(body)
@@ -382,6 +432,7 @@ async def create_resource(request: web.Request, body: Resource | ResourceType) -
     "List resource types and resources",
     tag="resources",
     responses={200: list[Resource | ResourceType]},
+    access=READ,
 )
 async def list_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_resources()
@@ -393,6 +444,7 @@ async def list_resources(request: web.Request, body: None) -> Reply:
     "Give an application a resource",
     tag="resources",
     responses={200: Resource, **WRITE},
+    access=team("change this application", path_app),
 )
 async def link_application_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -404,7 +456,8 @@ async def link_application_resource(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/resources",
     "List an application's resources",
     tag="resources",
-    responses={200: list[Resource], **READ},
+    responses={200: list[Resource], **READ_ERRORS},
+    access=READ,
 )
 async def list_application_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].application_resources(_p(request, "app"))
@@ -417,6 +470,7 @@ async def list_application_resources(request: web.Request, body: None) -> Reply:
     tag="resources",
     body=ResourceLinkRequest,
     responses={200: Resource, **WRITE},
+    access=team("change this application", path_app),
 )
 async def link_service_resource_body(request: web.Request, body: ResourceLinkRequest) -> Reply:
     catalog = request.app[CATALOG]
@@ -430,7 +484,8 @@ async def link_service_resource_body(request: web.Request, body: ResourceLinkReq
     "/v1/applications/{app}/services/{svc}/resources",
     "List the resources a service uses",
     tag="resources",
-    responses={200: list[Resource], **READ},
+    responses={200: list[Resource], **READ_ERRORS},
+    access=READ,
 )
 async def list_service_resources(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].service_resources(_p(request, "app"), _p(request, "svc"))
@@ -442,6 +497,7 @@ async def list_service_resources(request: web.Request, body: None) -> Reply:
     "Let a service use one of its application's resources",
     tag="resources",
     responses={200: Resource, **WRITE},
+    access=team("change this application", path_app),
 )
 async def link_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -455,7 +511,8 @@ async def link_service_resource(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/services/{svc}/resources/{res}",
     "Read a resource a service uses",
     tag="resources",
-    responses={200: Resource, **READ},
+    responses={200: Resource, **READ_ERRORS},
+    access=READ,
 )
 async def get_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -474,18 +531,31 @@ async def get_service_resource(request: web.Request, body: None) -> Reply:
     tag="policies",
     body=Policy,
     responses={201: Policy, **WRITE},
+    access=admin("create policies"),
 )
 async def create_policy(request: web.Request, body: Policy) -> Reply:
     return 201, await request.app[CATALOG].create_policy(body)
 
 
-@router.add("GET", "/v1/policies", "List policies", tag="policies", responses={200: list[Policy]})
+@router.add(
+    "GET",
+    "/v1/policies",
+    "List policies",
+    tag="policies",
+    responses={200: list[Policy]},
+    access=READ,
+)
 async def list_policies(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_policies()
 
 
 @router.add(
-    "GET", "/v1/policies/{id}", "Read a policy", tag="policies", responses={200: Policy, **READ}
+    "GET",
+    "/v1/policies/{id}",
+    "Read a policy",
+    tag="policies",
+    responses={200: Policy, **READ_ERRORS},
+    access=READ,
 )
 async def get_policy(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_policy(_p(request, "id"))
@@ -499,6 +569,7 @@ async def get_policy(request: web.Request, body: None) -> Reply:
     body=Policy,
     responses={200: Policy, **WRITE},
     if_match=True,
+    access=admin("change policies"),
 )
 async def update_policy(request: web.Request, body: Policy) -> Reply:
     catalog = request.app[CATALOG]
@@ -512,9 +583,12 @@ async def update_policy(request: web.Request, body: Policy) -> Reply:
     tag="policies",
     body=TransitionRequest,
     responses={200: Decision, **WRITE},
+    access=READ,
 )
 async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Reply:
-    return 200, await request.app[CATALOG].evaluate(Transition(**body.model_dump()))
+    # Evaluated as if the caller asked for the deploy: its own approvals do not count.
+    transition = Transition(**body.model_dump(), actor=identity_of(request).name)
+    return 200, await request.app[CATALOG].evaluate(transition)
 
 
 @router.add(
@@ -524,12 +598,20 @@ async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Re
     tag="policies",
     body=Check,
     responses={201: Check, **WRITE},
+    access=team("record checks of this application", subject_app),
 )
 async def create_check(request: web.Request, body: Check) -> Reply:
     return 201, await request.app[CATALOG].put_check(body, create=True)
 
 
-@router.add("GET", "/v1/checks", "List check results", tag="policies", responses={200: list[Check]})
+@router.add(
+    "GET",
+    "/v1/checks",
+    "List check results",
+    tag="policies",
+    responses={200: list[Check]},
+    access=READ,
+)
 async def list_checks(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_checks()
 
@@ -539,7 +621,8 @@ async def list_checks(request: web.Request, body: None) -> Reply:
     "/v1/checks/{name}",
     "Read a check result",
     tag="policies",
-    responses={200: Check, **READ},
+    responses={200: Check, **READ_ERRORS},
+    access=READ,
 )
 async def get_check(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_check(_p(request, "name"))
@@ -553,6 +636,7 @@ async def get_check(request: web.Request, body: None) -> Reply:
     body=Check,
     responses={200: Check, **WRITE},
     if_match=True,
+    access=team("record checks of this application", subject_app),
 )
 async def update_check(request: web.Request, body: Check) -> Reply:
     if body.metadata.name != _p(request, "name"):
@@ -570,13 +654,19 @@ async def update_check(request: web.Request, body: Check) -> Reply:
     tag="policies",
     body=Approval,
     responses={201: Approval, **WRITE},
+    access=Access("approver", "approve deploys there", environment=_approval_env),
 )
 async def create_approval(request: web.Request, body: Approval) -> Reply:
     return 201, await request.app[CATALOG].create_approval(body)
 
 
 @router.add(
-    "GET", "/v1/approvals", "List approvals", tag="policies", responses={200: list[Approval]}
+    "GET",
+    "/v1/approvals",
+    "List approvals",
+    tag="policies",
+    responses={200: list[Approval]},
+    access=READ,
 )
 async def list_approvals(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_approvals()
@@ -587,7 +677,8 @@ async def list_approvals(request: web.Request, body: None) -> Reply:
     "/v1/approvals/{name}",
     "Read an approval",
     tag="policies",
-    responses={200: Approval, **READ},
+    responses={200: Approval, **READ_ERRORS},
+    access=READ,
 )
 async def get_approval(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_approval(_p(request, "name"))
@@ -601,7 +692,7 @@ async def get_approval(request: web.Request, body: None) -> Reply:
     "/v1/applications/{app}/plan",
     "Preview the plan of an application",
     tag="plans",
-    responses={200: Plan, **READ, 422: Problem},
+    responses={200: Plan, **READ_ERRORS, 422: Problem},
     query=(
         Query(
             "environment",
@@ -609,6 +700,7 @@ async def get_approval(request: web.Request, body: None) -> Reply:
             "without it, order the application's own graph",
         ),
     ),
+    access=READ,
 )
 async def get_plan(request: web.Request, body: None) -> Reply:
     env = request.query.get("environment")
@@ -620,8 +712,9 @@ async def get_plan(request: web.Request, body: None) -> Reply:
     "/v1/apply",
     "Plan every application in an environment",
     tag="plans",
-    responses={202: ApplyResult, **READ, 422: Problem},
+    responses={202: ApplyResult, **READ_ERRORS, 422: Problem},
     query=(Query("env", "the environment to apply", required=True),),
+    access=admin("apply plans"),
 )
 async def apply(request: web.Request, body: None) -> Reply:
     env = request.query["env"]
@@ -630,7 +723,12 @@ async def apply(request: web.Request, body: None) -> Reply:
 
 
 @router.add(
-    "GET", "/v1/graph", "The whole intent graph", tag="system", responses={200: dict[str, Any]}
+    "GET",
+    "/v1/graph",
+    "The whole intent graph",
+    tag="system",
+    responses={200: dict[str, Any]},
+    access=READ,
 )
 async def get_graph(request: web.Request, body: None) -> Reply:
     graph = await request.app[CATALOG].graph()
@@ -641,7 +739,9 @@ async def get_graph(request: web.Request, body: None) -> Reply:
     return 200, cache["body"]
 
 
-@router.add("GET", "/v1/status", "Control-plane status", tag="system", responses={200: Status})
+@router.add(
+    "GET", "/v1/status", "Control-plane status", tag="system", responses={200: Status}, access=READ
+)
 async def get_status(request: web.Request, body: None) -> Reply:
     graph = await request.app[CATALOG].graph()
     counts: dict[str, int] = {}
@@ -649,6 +749,7 @@ async def get_status(request: web.Request, body: None) -> Reply:
         counts[attrs["kind"].value] = counts.get(attrs["kind"].value, 0) + 1
     return 200, Status(
         version=__version__,
+        authentication="on" if request.app[AUTH].enabled else "off",
         graph_store=request.app[SETTINGS].graph_store,
         revision=graph.revision,
         nodes=counts,
@@ -662,7 +763,121 @@ async def get_status(request: web.Request, body: None) -> Reply:
     "Liveness and store reachability",
     tag="system",
     responses={200: Health, 503: Problem},
+    access=PUBLIC,
 )
 async def healthz(request: web.Request, body: None) -> Reply:
     await request.app[CATALOG].ping()
     return 200, Health(status="ok")
+
+
+# --- identities, tokens and the audit trail ------------------------------------------------
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Owner = Field(description="the identity the token authenticates as, e.g. 'alice'")
+    grants: list[Grant] = Field(min_length=1, max_length=32)
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="default: the token_ttl_days setting"
+    )
+
+
+class IssuedToken(BaseModel):
+    token: TokenInfo
+    secret: str = Field(description="shown this once; only a salted hash is kept")
+
+
+class WhoAmI(BaseModel):
+    name: str
+    source: str
+    grants: list[Grant]
+    token_id: str | None
+
+
+@router.add(
+    "POST",
+    "/v1/tokens",
+    "Issue an API token (its secret is shown once)",
+    tag="auth",
+    body=TokenRequest,
+    responses={201: IssuedToken, **WRITE},
+    access=admin("issue tokens"),
+)
+async def issue_token(request: web.Request, body: TokenRequest) -> Reply:
+    days = body.expires_in_days or request.app[SETTINGS].token_ttl_days
+    info, secret = await request.app[AUTH].tokens.issue(
+        name=body.name,
+        grants=body.grants,
+        ttl=timedelta(days=days),
+        by=identity_of(request).name,
+    )
+    return 201, IssuedToken(token=info, secret=secret)
+
+
+@router.add(
+    "GET",
+    "/v1/tokens",
+    "List tokens (never their secrets)",
+    tag="auth",
+    responses={200: list[TokenInfo]},
+    access=admin("list tokens"),
+)
+async def list_tokens(request: web.Request, body: None) -> Reply:
+    return 200, [t.model_dump(mode="json") for t in await request.app[AUTH].tokens.list()]
+
+
+@router.add(
+    "GET",
+    "/v1/tokens/{id}",
+    "Read a token's metadata",
+    tag="auth",
+    responses={200: TokenInfo, **READ_ERRORS},
+    access=admin("read tokens"),
+)
+async def get_token(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[AUTH].tokens.get(_p(request, "id"))
+
+
+@router.add(
+    "DELETE",
+    "/v1/tokens/{id}",
+    "Revoke a token",
+    tag="auth",
+    responses={200: TokenInfo, **READ_ERRORS},
+    access=admin("revoke tokens"),
+)
+async def revoke_token(request: web.Request, body: None) -> Reply:
+    tokens = request.app[AUTH].tokens
+    return 200, await tokens.revoke(_p(request, "id"), by=identity_of(request).name)
+
+
+@router.add(
+    "GET",
+    "/v1/whoami",
+    "The caller's identity and roles",
+    tag="auth",
+    responses={200: WhoAmI},
+    access=READ,
+)
+async def whoami(request: web.Request, body: None) -> Reply:
+    me = identity_of(request)
+    return 200, WhoAmI(name=me.name, source=me.source, grants=list(me.grants), token_id=me.token_id)
+
+
+@router.add(
+    "GET",
+    "/v1/changes",
+    "Committed changes to the graph, with who made them",
+    tag="system",
+    responses={200: list[Change], 422: Problem},
+    access=READ,
+    query=(
+        Query("since", "only changes after this revision", pattern=r"^[0-9]{1,12}$"),
+        Query("limit", "at most this many (default 100, at most 1000)", pattern=r"^[0-9]{1,4}$"),
+    ),
+)
+async def list_changes(request: web.Request, body: None) -> Reply:
+    since = int(request.query.get("since", 0))
+    limit = min(int(request.query.get("limit", 100)), 1000)
+    return 200, await request.app[CATALOG].changes(since=since, limit=limit)

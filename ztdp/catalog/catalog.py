@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from ztdp.catalog.actor import current_actor
 from ztdp.contracts import (
     Application,
     Approval,
@@ -31,7 +32,7 @@ from ztdp.contracts.base import Envelope
 from ztdp.contracts.models import ExpressionRule
 from ztdp.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PolicyDenied, StaleRevision
 from ztdp.graph import DeleteEdge, EdgeType, Graph, NodeKind, Op, PutEdge, PutNode, node_id
-from ztdp.graph.store import GraphStore
+from ztdp.graph.store import Change, GraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
     Decision,
@@ -65,6 +66,7 @@ class DeployResult(BaseModel):
 def _stamp(model: E, revision: int) -> dict[str, Any]:
     data = model.model_dump(mode="json", by_alias=True)
     data["metadata"]["revision"] = revision
+    data["metadata"]["updated_by"] = current_actor()
     return data
 
 
@@ -85,6 +87,14 @@ class Catalog:
     async def ping(self) -> None:
         await self._store.ping()
 
+    async def changes(self, *, since: int, limit: int) -> list[Change]:
+        return await self._store.changes(since=since, limit=limit)
+
+    async def owner_of(self, app: str) -> str | None:
+        """The team owning an application, or None if there is no such application."""
+        data = (await self.graph()).data(node_id(NodeKind.APPLICATION, app))
+        return None if data is None else str(data["metadata"]["owner"])
+
     async def _write(self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]) -> T:
         """Validate and commit one batch; `build` gets the graph and the revision it will make."""
         async with self._lock:
@@ -92,7 +102,9 @@ class Catalog:
                 graph = await self._store.read()
                 ops, result = build(graph, graph.revision + 1)
                 try:
-                    await self._store.commit(ops, expected_revision=graph.revision)
+                    await self._store.commit(
+                        ops, expected_revision=graph.revision, actor=current_actor()
+                    )
                 except StaleRevision:
                     continue  # another process wrote first: validate again on its graph
                 return result
@@ -292,6 +304,7 @@ class Catalog:
                 application=app,
                 service=svc,
                 revision=rev,
+                updated_by=current_actor(),
             )
             data = version.model_dump(mode="json", exclude={"environments"})
             view = {**data, "environments": []}
@@ -325,9 +338,11 @@ class Catalog:
             sid, _ = self._service(graph, app, svc)
             ver = self._require(graph, vid, f"version {version} of service {svc}")
             self._require_field(graph, env_id, f"environment {env}", "environment")
-            decision = evaluate(
-                graph, Transition(application=app, service=svc, version=version, environment=env)
+            actor = current_actor()
+            transition = Transition(
+                application=app, service=svc, version=version, environment=env, actor=actor
             )
+            decision = evaluate(graph, transition)
             if not decision.allowed:
                 raise PolicyDenied(
                     f"deploy of {svc} {version} to {env} denied: {decision.explain()}",
@@ -339,7 +354,7 @@ class Catalog:
                 for other in graph.successors(sid, EdgeType.HAS_VERSION)
                 if other != vid and graph.has_edge(other, env_id, EdgeType.DEPLOY)
             ]
-            ops.append(PutEdge(vid, env_id, EdgeType.DEPLOY, {"revision": rev}))
+            ops.append(PutEdge(vid, env_id, EdgeType.DEPLOY, {"revision": rev, "by": actor}))
             deployment = Deployment(
                 application=app, service=svc, version=version, environment=env, image=ver["image"]
             )

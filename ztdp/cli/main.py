@@ -48,4 +48,11 @@ def serve(
     where = settings.redis_url if settings.graph_store == "redis" else "this process's memory"
     console.print(f"ZTDP {__version__}: graph store [bold]{settings.graph_store}[/bold] ({where})")
     console.print(f"API on http://{settings.host}:{settings.port}/v1, docs at /docs")
+    if settings.auth_enabled:
+        console.print("authentication ON: send Authorization: Bearer <token>")
+    else:
+        console.print(
+            "[bold yellow]authentication OFF[/bold yellow]: anyone who reaches this port acts "
+            "as platform-admin (set ZTDP_AUTH=on to require tokens)"
+        )
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

@@ -81,6 +81,9 @@ class Metadata(Strict):
         description="graph revision of the last change to this object; set by ZTDP. "
         "Send it back on an update to refuse the update if someone changed the object since.",
     )
+    updated_by: str | None = Field(
+        default=None, description="identity that made the last change; set by ZTDP"
+    )
 
 
 def kind_field(kind: str) -> Any:

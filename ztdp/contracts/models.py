@@ -112,6 +112,7 @@ class ServiceVersion(ServiceVersionIn):
     service: DnsLabel
     image: ImageRef
     revision: int = Field(ge=0)
+    updated_by: str | None = Field(default=None, description="identity that created it")
     environments: list[DnsLabel] = Field(
         default_factory=list, description="environments this version is deployed to now"
     )

@@ -213,10 +213,17 @@ def make_plan(
             changes = diff(seen.state if seen else {}, d.state)
             action: Action = "create" if seen is None else ("update" if changes else "noop")
             summary[action] += 1
-            steps.append({
-                "node": nid, "source": d.source, "kind": d.kind, "action": action,
-                "provider": d.provider, "diff": changes, "depends_on": d.depends_on,
-            })  # fmt: skip
+            steps.append(
+                {
+                    "node": nid,
+                    "source": d.source,
+                    "kind": d.kind,
+                    "action": action,
+                    "provider": d.provider,
+                    "diff": changes,
+                    "depends_on": d.depends_on,
+                }
+            )
         waves.append({"index": len(waves), "steps": steps})
 
     gone = {nid: o for nid, o in observed.items() if nid not in desired}
@@ -226,10 +233,17 @@ def make_plan(
         for nid in generation:
             o = gone[nid]
             summary["delete"] += 1
-            steps.append({
-                "node": nid, "source": o.source or o.node, "kind": o.kind, "action": "delete",
-                "provider": o.provider, "diff": diff(o.state, {}), "depends_on": gone_deps[nid],
-            })  # fmt: skip
+            steps.append(
+                {
+                    "node": nid,
+                    "source": o.source or o.node,
+                    "kind": o.kind,
+                    "action": "delete",
+                    "provider": o.provider,
+                    "diff": diff(o.state, {}),
+                    "depends_on": gone_deps[nid],
+                }
+            )
         waves.append({"index": len(waves), "steps": steps})
     return Plan.model_construct(
         application=application,

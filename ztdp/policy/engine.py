@@ -35,6 +35,7 @@ class Transition(BaseModel):
     service: str
     version: str
     environment: str
+    actor: str | None = Field(default=None, description="who asks for the transition")
 
 
 class PolicyResult(BaseModel):
@@ -172,13 +173,20 @@ def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> 
     subject = {"application": t.application, "service": t.service, "version": t.version}
     approvers: set[str] = set()
     ignored: set[str] = set()
+    own = False
     for aid in graph.predecessors(node_id(NodeKind.POLICY, policy), EdgeType.SATISFIES):
         spec = (graph.data(aid) or {}).get("spec", {})
         if spec.get("subject") != subject or spec.get("environment") != t.environment:
             continue
         who = spec["approver"]
+        if who == t.actor:
+            own = True  # nobody approves their own deploy
+            continue
         (approvers if not rule.approvers or who in rule.approvers else ignored).add(who)
-    note = f" (not listed as approvers: {', '.join(sorted(ignored))})" if ignored else ""
+    notes = [f"not listed as approvers: {', '.join(sorted(ignored))}"] if ignored else []
+    if own:
+        notes.append(f"{t.actor}'s own approval does not count for its own deploy")
+    note = f" ({'; '.join(notes)})" if notes else ""
     if len(approvers) < rule.required:
         return False, f"{len(approvers)} of {rule.required} approvals{note}"
     return True, f"approved by {', '.join(sorted(approvers))}"

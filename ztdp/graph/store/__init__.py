@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ztdp.graph.store.base import GraphStore
+from ztdp.graph.store.base import Change, GraphStore
 from ztdp.graph.store.memory import MemoryGraphStore
 from ztdp.settings import Settings
 
@@ -15,4 +15,4 @@ def open_graph_store(settings: Settings) -> GraphStore:
     return MemoryGraphStore()
 
 
-__all__ = ["GraphStore", "MemoryGraphStore", "open_graph_store"]
+__all__ = ["Change", "GraphStore", "MemoryGraphStore", "open_graph_store"]

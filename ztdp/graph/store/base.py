@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from ztdp.graph.model import Graph, Op
+
+
+class Change(BaseModel):
+    """One committed batch: the audit record of a stored change."""
+
+    revision: int
+    actor: str
+    at: datetime
+    ops: list[dict[str, Any]]
 
 
 class GraphStore(Protocol):
@@ -17,12 +29,18 @@ class GraphStore(Protocol):
 
     async def read(self) -> Graph: ...
 
-    async def commit(self, ops: Sequence[Op], *, expected_revision: int) -> int:
+    async def commit(
+        self, ops: Sequence[Op], *, expected_revision: int, actor: str = "anonymous"
+    ) -> int:
         """Apply `ops` all or nothing if the graph is still at `expected_revision`.
 
         Returns the new revision. Raises `StaleRevision` if another writer got there first,
         and `InvalidGraphWrite` if the batch would break the graph's rules.
         """
+        ...
+
+    async def changes(self, *, since: int, limit: int) -> list[Change]:
+        """Committed batches after revision `since`, oldest first (as far as kept)."""
         ...
 
     async def ping(self) -> None:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from ztdp.errors import StaleRevision
-from ztdp.graph.model import Graph, Op
+from ztdp.graph.model import Graph, Op, op_to_json
+from ztdp.graph.store.base import Change
+
+LOG_MAX_LENGTH = 10_000
 
 
 class MemoryGraphStore:
     def __init__(self) -> None:
         self._graph = Graph()
+        self._log: deque[Change] = deque(maxlen=LOG_MAX_LENGTH)
 
     async def read(self) -> Graph:
         return self._graph
 
-    async def commit(self, ops: Sequence[Op], *, expected_revision: int) -> int:
+    async def commit(
+        self, ops: Sequence[Op], *, expected_revision: int, actor: str = "anonymous"
+    ) -> int:
         graph = self._graph
         if expected_revision != graph.revision:
             raise StaleRevision(
@@ -24,7 +32,18 @@ class MemoryGraphStore:
         batch = graph.expand(ops)
         graph.check(batch)
         graph.apply(batch, graph.revision + 1)
+        self._log.append(
+            Change(
+                revision=graph.revision,
+                actor=actor,
+                at=datetime.now(UTC),
+                ops=[op_to_json(op) for op in batch],
+            )
+        )
         return graph.revision
+
+    async def changes(self, *, since: int, limit: int) -> list[Change]:
+        return [c for c in self._log if c.revision > since][:limit]
 
     async def ping(self) -> None:
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from ztdp.graph.model import (
     op_from_json,
     op_to_json,
 )
+from ztdp.graph.store.base import Change
 
 LOG_MAX_LENGTH = 10_000
 
@@ -48,7 +50,8 @@ for _, w in ipairs(cjson.decode(ARGV[2])) do
 end
 local new = rev + 1
 redis.call('SET', KEYS[1], new)
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], new .. '-1', 'ops', ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], new .. '-1', 'ops', ARGV[3],
+           'actor', ARGV[5], 'at', ARGV[6])
 return {1, new}
 """
 
@@ -94,7 +97,9 @@ class RedisGraphStore:
             raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
         return self._graph
 
-    async def commit(self, ops: Sequence[Op], *, expected_revision: int) -> int:
+    async def commit(
+        self, ops: Sequence[Op], *, expected_revision: int, actor: str = "anonymous"
+    ) -> int:
         graph = await self.read()
         if expected_revision != graph.revision:
             raise StaleRevision(
@@ -106,7 +111,14 @@ class RedisGraphStore:
         try:
             ok, rev = await self._commit(
                 keys=self._keys,
-                args=[expected_revision, _dumps(_writes(batch)), log, LOG_MAX_LENGTH],
+                args=[
+                    expected_revision,
+                    _dumps(_writes(batch)),
+                    log,
+                    LOG_MAX_LENGTH,
+                    actor,
+                    datetime.now(UTC).isoformat(),
+                ],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
@@ -117,6 +129,23 @@ class RedisGraphStore:
         if self._graph.revision == expected_revision:
             self._graph.apply(batch, int(rev))
         return int(rev)
+
+    async def changes(self, *, since: int, limit: int) -> list[Change]:
+        try:
+            entries = await self._redis.xrange(
+                self._keys[3], min=f"{since + 1}-1", max="+", count=limit
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
+        return [
+            Change(
+                revision=int(entry_id.split("-", 1)[0]),
+                actor=fields.get("actor", "unknown"),
+                at=fields.get("at") or datetime.now(UTC),
+                ops=json.loads(fields["ops"]),
+            )
+            for entry_id, fields in cast(list[tuple[str, dict[str, str]]], entries)
+        ]
 
     async def _catch_up(self) -> None:
         start = self._graph.revision + 1

@@ -1,0 +1,21 @@
+"""Authentication (ZTDP tokens, optional OIDC) and the roles that authorize requests."""
+
+from ztdp.auth.authenticator import Authenticator, FailureLimiter
+from ztdp.auth.identity import ANONYMOUS, Grant, Identity, Role
+from ztdp.auth.oidc import OidcVerifier
+from ztdp.auth.tokens import MemoryTokenStore, RedisTokenStore, TokenInfo, Tokens, TokenStore
+
+__all__ = [
+    "ANONYMOUS",
+    "Authenticator",
+    "FailureLimiter",
+    "Grant",
+    "Identity",
+    "MemoryTokenStore",
+    "OidcVerifier",
+    "RedisTokenStore",
+    "Role",
+    "TokenInfo",
+    "TokenStore",
+    "Tokens",
+]
