@@ -1,0 +1,469 @@
+"""Authentication and authorization over HTTP, with authentication on.
+
+The role matrix is generated from /openapi.json: every secured operation must answer 401
+without a token, and each has an example below saying who may call it; an operation without
+an example fails `test_every_operation_has_an_access_example`, so new endpoints are covered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ztdp.api import create_app, openapi_document
+from ztdp.auth import MemoryTokenStore
+from ztdp.settings import Settings
+
+SUBJECT = {"application": "checkout", "service": "checkout-api", "version": "1.0.0"}
+PATH_VALUES = {
+    "app": "checkout",
+    "svc": "checkout-api",
+    "version": "1.0.0",
+    "env": "dev",
+    "res": "pg-db",
+    "id": "prod-approval",
+    "name": "unit-1",
+}
+
+
+class Caller:
+    def __init__(self, client: TestClient, token: str | None) -> None:  # type: ignore[type-arg]
+        self.client, self.token = client, token
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        resp = await self.client.request(method, path, json=body, headers=headers)
+        return resp.status, await resp.json(content_type=None)
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        code, data = await self.call(method, path, body)
+        assert 200 <= code < 300, (method, path, code, data)
+        return data
+
+
+@dataclass
+class World:
+    client: TestClient  # type: ignore[type-arg]
+    tokens: MemoryTokenStore
+    admin: Caller
+    callers: dict[str, Caller]
+
+    def __getitem__(self, who: str) -> Caller:
+        return self.callers[who]
+
+
+async def issue(admin: Caller, name: str, grants: list[dict[str, Any]]) -> str:
+    issued = await admin.ok("POST", "/v1/tokens", {"name": name, "grants": grants})
+    return str(issued["secret"])
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    announced: list[str] = []
+    tokens = MemoryTokenStore()
+    app = create_app(Settings(auth="on"), tokens=tokens, announce=announced.append)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        [message] = announced
+        admin = Caller(client, re.search(r"ztdp_\S+", message).group(0))  # type: ignore[union-attr]
+        people = {
+            "viewer": [{"role": "viewer"}],
+            "dev-x": [{"role": "developer", "team": "team-x"}],
+            "dev-y": [{"role": "developer", "team": "team-y"}],
+            "carol": [
+                {"role": "approver", "environments": ["prod"]},
+                {"role": "developer", "team": "team-x"},
+            ],
+            "dave": [{"role": "approver", "environments": ["prod"]}],
+        }
+        callers = {name: Caller(client, await issue(admin, name, g)) for name, g in people.items()}
+        callers["admin"] = admin
+        callers["nobody"] = Caller(client, None)
+        for env in ("dev", "prod"):
+            await admin.ok(
+                "POST", "/v1/environments", {"metadata": {"name": env, "owner": "platform"}}
+            )
+        await admin.ok(
+            "POST", "/v1/applications", {"metadata": {"name": "checkout", "owner": "team-x"}}
+        )
+        await admin.ok("PUT", "/v1/applications/checkout/environments/allowed", ["dev", "prod"])
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/services",
+            {
+                "metadata": {"name": "checkout-api", "owner": "team-x"},
+                "spec": {"application": "checkout"},
+            },
+        )
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/services/checkout-api/versions",
+            {"version": "1.0.0", "owner": "team-x"},
+        )
+        await admin.ok(
+            "POST",
+            "/v1/policies",
+            {
+                "metadata": {"name": "prod-approval", "owner": "platform"},
+                "spec": {
+                    "transition": {"environment": "prod"},
+                    "rule": {"type": "approval", "required": 1},
+                },
+            },
+        )
+        await admin.ok(
+            "POST",
+            "/v1/resources",
+            {
+                "kind": "resource",
+                "metadata": {"name": "pg-db", "owner": "team-x"},
+                "spec": {"type": "postgres"},
+            },
+        )
+        await admin.ok("POST", "/v1/applications/checkout/resources/pg-db")
+        yield World(client, tokens, admin, callers)
+
+
+# --- the matrix ----------------------------------------------------------------------------
+
+
+def secured_operations() -> list[tuple[str, str, str]]:
+    spec = openapi_document()
+    return sorted(
+        (op["operationId"], method.upper(), path)
+        for path, item in spec["paths"].items()  # type: ignore[attr-defined]
+        for method, op in item.items()
+        if op.get("security")
+    )
+
+
+def fill(path: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: PATH_VALUES[m.group(1)], path)
+
+
+def _n(prefix: str) -> str:
+    _n.counter += 1  # type: ignore[attr-defined]
+    return f"{prefix}-{_n.counter}"  # type: ignore[attr-defined]
+
+
+_n.counter = 0  # type: ignore[attr-defined]
+
+# operationId -> (who succeeds, who is refused with 403, a body factory)
+READERS = ("viewer", "dev-y")
+ADMIN_ONLY = ("admin", ("viewer", "dev-x", "dave"))
+TEAM_X = ("dev-x", ("viewer", "dev-y", "dave"))
+EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
+    "create_application": (
+        "dev-x",
+        ("viewer", "dev-y"),
+        lambda: {"metadata": {"name": _n("app"), "owner": "team-x"}},
+    ),
+    "update_application": (
+        "dev-x",
+        ("viewer", "dev-y"),
+        lambda: {"metadata": {"name": "checkout", "owner": "team-x"}},
+    ),
+    "create_service": (
+        *TEAM_X,
+        lambda: {
+            "metadata": {"name": _n("svc"), "owner": "team-x"},
+            "spec": {"application": "checkout"},
+        },
+    ),
+    "create_version": (
+        *TEAM_X,
+        lambda: {"version": f"1.0.{_n('p').split('-')[1]}", "owner": "team-x"},
+    ),
+    "deploy_version": (*TEAM_X, lambda: {"environment": "dev"}),
+    "add_dependency": ("dev-x", ("viewer", "dev-y"), None),  # needs a second service: see below
+    "create_environment": (
+        *ADMIN_ONLY,
+        lambda: {"metadata": {"name": _n("env"), "owner": "platform"}},
+    ),
+    "add_allowed": (*ADMIN_ONLY, lambda: ["dev"]),
+    "replace_allowed": (*ADMIN_ONLY, lambda: ["dev", "prod"]),
+    "allow_one": (*ADMIN_ONLY, lambda: None),
+    "create_resource": (
+        "dev-x",
+        ("viewer", "dev-y"),
+        lambda: {"metadata": {"name": _n("db"), "owner": "team-x"}, "spec": {"type": "postgres"}},
+    ),
+    "link_application_resource": (*TEAM_X, lambda: None),
+    "link_service_resource_body": (*TEAM_X, lambda: {"resource": "pg-db"}),
+    "link_service_resource": (*TEAM_X, lambda: None),
+    "create_policy": (
+        *ADMIN_ONLY,
+        lambda: {
+            "metadata": {"name": _n("pol"), "owner": "platform"},
+            "spec": {"rule": {"type": "promotion", "requires": ["dev"]}},
+        },
+    ),
+    "update_policy": (
+        *ADMIN_ONLY,
+        lambda: {
+            "metadata": {"name": "prod-approval", "owner": "platform"},
+            "spec": {
+                "transition": {"environment": "prod"},
+                "rule": {"type": "approval", "required": 1},
+            },
+        },
+    ),
+    "create_check": (
+        *TEAM_X,
+        lambda: {
+            "metadata": {"name": _n("chk"), "owner": "ci"},
+            "spec": {"check": "unit-tests", "subject": SUBJECT},
+        },
+    ),
+    "update_check": (
+        *TEAM_X,
+        lambda: {
+            "metadata": {"name": "unit-1", "owner": "ci"},
+            "spec": {"check": "unit-tests", "subject": SUBJECT, "status": "succeeded"},
+        },
+    ),
+    "create_approval": (
+        "dave",
+        ("viewer", "dev-x"),
+        lambda: {
+            "metadata": {"name": _n("ok"), "owner": "dave"},
+            "spec": {
+                "policy": "prod-approval",
+                "subject": SUBJECT,
+                "environment": "prod",
+                "approver": "dave",
+            },
+        },
+    ),
+    "apply": (*ADMIN_ONLY, lambda: None),
+    "evaluate_policies": ("viewer", (), lambda: {**SUBJECT, "environment": "prod"}),
+    "issue_token": (*ADMIN_ONLY, lambda: {"name": _n("bot"), "grants": [{"role": "viewer"}]}),
+    "list_tokens": (*ADMIN_ONLY, lambda: None),
+    "get_token": (*ADMIN_ONLY, lambda: None),
+    "revoke_token": (*ADMIN_ONLY, lambda: None),
+}
+
+
+def test_every_operation_has_an_access_example() -> None:
+    for op_id, method, _ in secured_operations():
+        assert method == "GET" or op_id in EXAMPLES, f"no access example for {op_id}: add one"
+
+
+@pytest.mark.parametrize(("op_id", "method", "path"), secured_operations())
+async def test_no_token_is_401(world: World, op_id: str, method: str, path: str) -> None:
+    for token in (None, "ztdp_0123456789abcdef_" + "x" * 43, "not-a-token"):
+        code, problem = await Caller(world.client, token).call(method, fill(path), {})
+        assert code == 401, (op_id, token, problem)
+        assert problem["title"] == "Unauthenticated"
+
+
+@pytest.mark.parametrize(("op_id", "method", "path"), secured_operations())
+async def test_roles_and_teams(world: World, op_id: str, method: str, path: str) -> None:
+    if method == "GET" and op_id not in EXAMPLES:
+        for who in READERS:
+            code, data = await world[who].call(
+                method, fill(path) + ("?env=dev" if op_id == "apply" else "")
+            )
+            assert code not in (401, 403), (op_id, who, data)
+        return
+    allowed, refused, make = EXAMPLES[op_id]
+    url = fill(path)
+    if op_id in ("get_token", "revoke_token"):
+        bot = await world.admin.ok(
+            "POST", "/v1/tokens", {"name": _n("bot"), "grants": [{"role": "viewer"}]}
+        )
+        url = f"/v1/tokens/{bot['token']['id']}"
+    if op_id == "update_check":
+        await world.admin.ok(
+            "POST",
+            "/v1/checks",
+            {
+                "metadata": {"name": "unit-1", "owner": "ci"},
+                "spec": {"check": "unit-tests", "subject": SUBJECT},
+            },
+        )
+    if op_id == "add_dependency":
+        await world.admin.ok(
+            "POST",
+            "/v1/applications/checkout/services",
+            {
+                "metadata": {"name": "worker", "owner": "team-x"},
+                "spec": {"application": "checkout"},
+            },
+        )
+        make = lambda: {"service": "worker"}  # noqa: E731
+    if op_id == "apply":
+        url += "?env=dev"
+    before = await world.admin.ok("GET", "/v1/status")
+    for who in refused:
+        code, problem = await world[who].call(method, url, make() if make else None)
+        assert code == 403, (op_id, who, problem)
+        assert who in problem["detail"] or who == "viewer", problem["detail"]
+    assert (await world.admin.ok("GET", "/v1/status"))["revision"] == before["revision"]
+    code, data = await world[allowed].call(method, url, make() if make else None)
+    assert 200 <= code < 300, (op_id, allowed, data)
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+async def test_a_revoked_token_fails(world: World) -> None:
+    issued = await world.admin.ok(
+        "POST", "/v1/tokens", {"name": "temp", "grants": [{"role": "viewer"}]}
+    )
+    temp = Caller(world.client, issued["secret"])
+    assert (await temp.ok("GET", "/v1/whoami"))["name"] == "temp"
+    await world.admin.ok("DELETE", f"/v1/tokens/{issued['token']['id']}")
+    code, problem = await temp.call("GET", "/v1/whoami")
+    assert code == 401 and "revoked" in problem["detail"]
+
+
+async def test_an_expired_token_fails(world: World) -> None:
+    issued = await world.admin.ok(
+        "POST", "/v1/tokens", {"name": "old", "grants": [{"role": "viewer"}]}
+    )
+    record = await world.tokens.get(issued["token"]["id"])
+    assert record is not None
+    await world.tokens.put(
+        record.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    )
+    code, problem = await Caller(world.client, issued["secret"]).call("GET", "/v1/whoami")
+    assert code == 401 and "expired" in problem["detail"]
+
+
+async def test_tokens_are_stored_hashed_and_never_shown_again(world: World) -> None:
+    issued = await world.admin.ok(
+        "POST", "/v1/tokens", {"name": "bot", "grants": [{"role": "viewer"}]}
+    )
+    secret = issued["secret"]
+    record = await world.tokens.get(issued["token"]["id"])
+    assert record is not None and secret not in record.model_dump_json()
+    listed = await world.admin.ok("GET", "/v1/tokens")
+    assert secret not in str(listed) and "hash" not in listed[0] and "salt" not in listed[0]
+
+
+async def test_repeated_failures_are_rate_limited(world: World) -> None:
+    bad = Caller(world.client, "ztdp_0123456789abcdef_" + "y" * 43)
+    for _ in range(10):
+        assert (await bad.call("GET", "/v1/status"))[0] == 401
+    resp = await world.client.get(
+        "/v1/status", headers={"Authorization": f"Bearer {world.admin.token}"}
+    )
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1  # the client, not the token
+
+
+async def test_no_token_or_secret_reaches_logs_or_changes(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    issued = await world.admin.ok(
+        "POST", "/v1/tokens", {"name": "bot", "grants": [{"role": "viewer"}]}
+    )
+    await Caller(world.client, issued["secret"]).ok("GET", "/v1/whoami")
+    await Caller(world.client, issued["secret"] + "x").call("GET", "/v1/whoami")
+    changes = await world.admin.ok("GET", "/v1/changes")
+    graph = await world.admin.ok("GET", "/v1/graph")
+    for secret in (issued["secret"], world.admin.token):
+        assert secret not in caplog.text
+        assert secret not in str(changes) and secret not in str(graph)
+
+
+# --- who did it, and approvals -------------------------------------------------------------
+
+
+async def test_changes_record_the_identity(world: World) -> None:
+    created = await world["dev-x"].ok(
+        "POST",
+        "/v1/applications/checkout/services",
+        {"metadata": {"name": "audited", "owner": "team-x"}, "spec": {"application": "checkout"}},
+    )
+    assert created["metadata"]["updated_by"] == "dev-x"
+    [change] = await world.admin.ok(
+        "GET", f"/v1/changes?since={created['metadata']['revision'] - 1}"
+    )
+    assert change["actor"] == "dev-x" and change["revision"] == created["metadata"]["revision"]
+
+
+async def test_an_approval_by_the_deployer_does_not_satisfy_the_policy(world: World) -> None:
+    approval = {
+        "metadata": {"name": "by-carol", "owner": "carol"},
+        "spec": {
+            "policy": "prod-approval",
+            "subject": SUBJECT,
+            "environment": "prod",
+            "approver": "carol",
+        },
+    }
+    await world["carol"].ok("POST", "/v1/approvals", approval)
+    code, problem = await world["carol"].call(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+        {"environment": "prod"},
+    )
+    assert code == 403
+    assert "carol's own approval does not count for its own deploy" in problem["detail"]
+    # someone else may deploy on carol's approval
+    code, result = await world["dev-x"].call(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+        {"environment": "prod"},
+    )
+    assert code == 202, result
+
+
+async def test_nobody_approves_as_someone_else(world: World) -> None:
+    code, problem = await world["dave"].call(
+        "POST",
+        "/v1/approvals",
+        {
+            "metadata": {"name": "forged", "owner": "dave"},
+            "spec": {
+                "policy": "prod-approval",
+                "subject": SUBJECT,
+                "environment": "prod",
+                "approver": "carol",
+            },
+        },
+    )
+    assert code == 403 and "only approve as itself" in problem["detail"]
+
+
+async def test_a_developer_cannot_give_its_application_to_another_team(world: World) -> None:
+    code, _ = await world["dev-x"].call(
+        "PUT", "/v1/applications/checkout", {"metadata": {"name": "checkout", "owner": "team-y"}}
+    )
+    assert code == 403
+
+
+# --- protection ----------------------------------------------------------------------------
+
+
+async def test_cors_is_closed_by_default(world: World) -> None:
+    resp = await world.client.options(
+        "/v1/status",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await world.client.get("/v1/healthz", headers={"Origin": "https://evil.example"})
+    assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_cors_opens_for_listed_origins_only() -> None:
+    app = create_app(
+        Settings(auth="on", cors_origins=["https://portal.example"]), announce=lambda _: None
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.options(
+            "/v1/status",
+            headers={"Origin": "https://portal.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+        resp = await client.get("/v1/healthz", headers={"Origin": "https://other.example"})
+        assert "Access-Control-Allow-Origin" not in resp.headers
