@@ -101,3 +101,19 @@ class RateLimited(ZtdpError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class PermanentError(ZtdpError):
+    """A provider failed in a way retrying cannot fix (bad spec, refused by the target)."""
+
+    title = "Permanent failure"
+
+
+class TemporaryError(ZtdpError):
+    """A provider failed for now (unreachable, busy): retry after `retry_after` seconds."""
+
+    title = "Temporary failure"
+
+    def __init__(self, detail: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     oidc_name_claim: str = "sub"
     cors_origins: list[str] = Field(default_factory=list, description="closed unless listed")
 
+    apply_parallelism: int = Field(default=16, ge=0, description="steps at once; 0: unbounded")
+    step_timeout: float = Field(default=60.0, gt=0, description="seconds per plan step")
+    mailbox_size: int = Field(default=64, ge=1, description="messages queued per actor")
+    provider_retries: int = Field(default=5, ge=0, description="retries of a temporary failure")
+    retry_backoff: float = Field(default=0.5, gt=0, description="first retry delay, doubling")
+    observe_interval: float = Field(
+        default=30.0, ge=0, description="seconds between observations of each node; 0: never"
+    )
+    kubeconfig: str | None = Field(
+        default=None, description="cluster for environments without spec.kubernetes"
+    )
+
     @property
     def distributed(self) -> bool:
         return self.graph_store != "memory"

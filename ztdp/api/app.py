@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import swagger_ui
@@ -13,7 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
-from ztdp.api.keys import AUTH, CATALOG, GRAPH_CACHE, SETTINGS
+from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
 from ztdp.api.problems import Handler, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
@@ -26,7 +28,10 @@ from ztdp.auth import (
     TokenStore,
 )
 from ztdp.catalog import Catalog
+from ztdp.events import MemoryEventBus
 from ztdp.graph.store import GraphStore, open_graph_store
+from ztdp.providers import ProviderRegistry
+from ztdp.runtime import RunStore, Runtime, Supervisor
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore, StateStore
 
@@ -50,6 +55,34 @@ _DOCS_PAGE = """<!doctype html>
 _DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout"});
 """
+
+
+@asynccontextmanager
+async def _hosted(supervisor: Supervisor) -> AsyncIterator[None]:
+    """Run the supervisor's task group in a task of its own for the app's lifetime.
+
+    aiohttp may run an app's startup and cleanup in different tasks, and an anyio task group
+    must be exited by the task that entered it; so one task owns it from start to finish, and
+    cleanup waits for that task.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def host() -> None:
+        async with supervisor:
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(host(), name="ztdp supervisor")
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # it failed to start: raise why
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 async def _authenticator(
@@ -124,6 +157,7 @@ def create_app(
     store: GraphStore | None = None,
     state: StateStore | None = None,
     tokens: TokenStore | None = None,
+    providers: ProviderRegistry | None = None,
     announce: Callable[[str], None] = _stderr,
 ) -> web.Application:
     """Build the API. Stores passed in are the caller's to close; others are opened here.
@@ -157,16 +191,33 @@ def create_app(
         own_store, own_tokens = store is None, tokens is None
         graph_store = store if store is not None else open_graph_store(settings)
         token_store = tokens if tokens is not None else open_token_store(settings)
+        state_store = state or MemoryStateStore()
+        events = MemoryEventBus()
         catalog = Catalog(
-            graph_store, state or MemoryStateStore(), write_retries=settings.write_retries
+            graph_store, state_store, write_retries=settings.write_retries, events=events
         )
+        registry = providers or ProviderRegistry.from_entry_points()
         try:
             await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
+            app[EVENTS] = events
             app[AUTH] = await _authenticator(settings, token_store, announce)
-            log.info("ZTDP %s ready: graph store %s", __version__, settings.graph_store)
-            yield
+            supervisor = Supervisor(
+                providers=registry, state=state_store, events=events, settings=settings
+            )
+            async with _hosted(supervisor):
+                app[RUNTIME] = Runtime(catalog, supervisor, RunStore(), settings)
+                log.info(
+                    "ZTDP %s ready: graph store %s, providers: %s",
+                    __version__,
+                    settings.graph_store,
+                    ", ".join(registry.kinds()) or "none",
+                )
+                yield
         finally:
+            await events.aclose()
+            if providers is None:
+                await registry.aclose()
             if own_store:
                 await graph_store.aclose()
             if own_tokens:

@@ -8,12 +8,16 @@ from aiohttp import web
 
 from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
+from ztdp.events import MemoryEventBus
+from ztdp.runtime import Runtime
 from ztdp.settings import Settings
 
 CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
 GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])
 AUTH = web.AppKey("auth", Authenticator)
+RUNTIME = web.AppKey("runtime", Runtime)
+EVENTS = web.AppKey("events", MemoryEventBus)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller
 
 

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -21,7 +22,7 @@ from ztdp.api.access import (
     subject_app,
     team,
 )
-from ztdp.api.keys import AUTH, CATALOG, GRAPH_CACHE, SETTINGS, identity_of
+from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS, identity_of
 from ztdp.api.problems import BadRequest, Problem
 from ztdp.api.routing import Query, Reply, Router
 from ztdp.auth import Grant, TokenInfo
@@ -44,9 +45,11 @@ from ztdp.contracts import (
     TransitionRequest,
 )
 from ztdp.contracts.base import Owner
+from ztdp.events import EventFilter
 from ztdp.graph.store import Change
 from ztdp.planner import Plan
 from ztdp.policy import Decision, Transition
+from ztdp.runtime import Run
 
 router = Router()
 
@@ -78,8 +81,12 @@ ResourceBody = Annotated[
 
 class ApplyResult(BaseModel):
     environment: str
-    status: str = Field(description="'planned': execution arrives with the runtime")
+    run: str = Field(description="follow it at /v1/runs/{run}")
     plan: Plan
+
+
+class DeployAccepted(DeployResult):
+    run: str = Field(description="the run realising the deploy: /v1/runs/{run}")
 
 
 class Status(BaseModel):
@@ -277,14 +284,14 @@ async def get_version(request: web.Request, body: None) -> Reply:
     "Deploy a version to an environment, if policy allows",
     tag="versions",
     body=DeployRequest,
-    responses={202: DeployResult, 403: Problem, **WRITE},
+    responses={202: DeployAccepted, 403: Problem, **WRITE},
     access=team("deploy this application", path_app),
 )
 async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
-    result = await request.app[CATALOG].deploy(
+    result, run = await request.app[RUNTIME].deploy(
         _p(request, "app"), _p(request, "svc"), _p(request, "version"), body.environment
     )
-    return 202, result
+    return 202, DeployAccepted(deployment=result.deployment, decision=result.decision, run=run.id)
 
 
 @router.add(
@@ -353,7 +360,12 @@ async def list_environments(request: web.Request, body: None) -> Reply:
     access=READ,
 )
 async def list_deployments(request: web.Request, body: None) -> Reply:
-    return 200, await request.app[CATALOG].deployments(_p(request, "env"))
+    env = _p(request, "env")
+    deployments = await request.app[CATALOG].deployments(env)
+    runtime = request.app[RUNTIME]
+    for d in deployments:
+        d.status = runtime.status_of(f"deployment/{d.application}/{d.service}@{env}").value
+    return 200, deployments
 
 
 @router.add(
@@ -704,22 +716,21 @@ async def get_approval(request: web.Request, body: None) -> Reply:
 )
 async def get_plan(request: web.Request, body: None) -> Reply:
     env = request.query.get("environment")
-    return 200, await request.app[CATALOG].plan(_p(request, "app"), env)
+    return 200, await request.app[RUNTIME].plan(_p(request, "app"), env)
 
 
 @router.add(
     "POST",
     "/v1/apply",
-    "Plan every application in an environment",
+    "Apply the plan of every application in an environment",
     tag="plans",
     responses={202: ApplyResult, **READ_ERRORS, 422: Problem},
     query=(Query("env", "the environment to apply", required=True),),
     access=admin("apply plans"),
 )
 async def apply(request: web.Request, body: None) -> Reply:
-    env = request.query["env"]
-    plan = await request.app[CATALOG].plan_environment(env)
-    return 202, ApplyResult(environment=env, status="planned", plan=plan)
+    plan, run = await request.app[RUNTIME].apply(request.query["env"])
+    return 202, ApplyResult(environment=run.environment, run=run.id, plan=plan)
 
 
 @router.add(
@@ -881,3 +892,101 @@ async def list_changes(request: web.Request, body: None) -> Reply:
     since = int(request.query.get("since", 0))
     limit = min(int(request.query.get("limit", 100)), 1000)
     return 200, await request.app[CATALOG].changes(since=since, limit=limit)
+
+
+# --- runs, events, providers ---------------------------------------------------------------
+
+
+class ProviderView(BaseModel):
+    kind: str
+    entry_point: str
+    distribution: str
+    version: str
+
+
+@router.add(
+    "GET",
+    "/v1/runs",
+    "Runs of this process, newest last",
+    tag="runs",
+    responses={200: list[Run]},
+    access=READ,
+)
+async def list_runs(request: web.Request, body: None) -> Reply:
+    return 200, [r.model_dump(mode="json") for r in request.app[RUNTIME].runs.list()]
+
+
+@router.add(
+    "GET",
+    "/v1/runs/{id}",
+    "A run and the status of each step",
+    tag="runs",
+    responses={200: Run, **READ_ERRORS},
+    access=READ,
+)
+async def get_run(request: web.Request, body: None) -> Reply:
+    return 200, request.app[RUNTIME].runs.get(_p(request, "id"))
+
+
+@router.add(
+    "GET",
+    "/v1/events",
+    "CloudEvents, filtered; with 'Accept: text/event-stream', a live Server-Sent Events stream",
+    tag="runs",
+    responses={200: list[dict[str, Any]], 422: Problem},
+    access=READ,
+    query=(
+        Query("node", "only events about this node (the CloudEvents subject)", pattern=None),
+        Query("run", "only events of this run", pattern=r"^[0-9a-f]{32}$"),
+        Query(
+            "type",
+            "only types starting with io.ztdp.<type>, e.g. run or actor.status",
+            pattern=r"^[a-z_.]{1,64}$",
+        ),
+        Query("limit", "at most this many (default 100, at most 10000)", pattern=r"^[0-9]{1,5}$"),
+    ),
+)
+async def list_events(request: web.Request, body: None) -> Reply:
+    q = request.query
+    flt = EventFilter(node=q.get("node"), run=q.get("run"), type=q.get("type"))
+    bus = request.app[EVENTS]
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return 200, await _stream_events(request, bus, flt)
+    limit = min(int(q.get("limit", 100)), 10_000)
+    return 200, await bus.query(flt, limit=limit)
+
+
+async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    async with bus.subscribe(flt) as events:
+        while True:
+            with anyio.move_on_after(15) as heartbeat:
+                event = await events.receive()
+            if heartbeat.cancelled_caught:
+                await response.write(b": keep-alive\n\n")
+                continue
+            payload = json.dumps(event)
+            await response.write(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
+            )
+
+
+@router.add(
+    "GET",
+    "/v1/providers",
+    "Installed provider plugins and where they come from",
+    tag="system",
+    responses={200: list[ProviderView]},
+    access=READ,
+)
+async def list_providers(request: web.Request, body: None) -> Reply:
+    infos = request.app[RUNTIME].supervisor.providers.info()
+    return 200, [
+        ProviderView(
+            kind=i.kind, entry_point=i.entry_point, distribution=i.distribution, version=i.version
+        )
+        for i in infos
+    ]

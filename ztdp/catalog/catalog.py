@@ -31,7 +31,18 @@ from ztdp.contracts import (
 from ztdp.contracts.base import Envelope
 from ztdp.contracts.models import ExpressionRule
 from ztdp.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PolicyDenied, StaleRevision
-from ztdp.graph import DeleteEdge, EdgeType, Graph, NodeKind, Op, PutEdge, PutNode, node_id
+from ztdp.events import EventBus, make_event
+from ztdp.graph import (
+    DeleteEdge,
+    DeleteNode,
+    EdgeType,
+    Graph,
+    NodeKind,
+    Op,
+    PutEdge,
+    PutNode,
+    node_id,
+)
 from ztdp.graph.store import Change, GraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
@@ -75,8 +86,16 @@ def _name(nid: str) -> str:
 
 
 class Catalog:
-    def __init__(self, store: GraphStore, state: StateStore, *, write_retries: int = 8) -> None:
+    def __init__(
+        self,
+        store: GraphStore,
+        state: StateStore,
+        *,
+        write_retries: int = 8,
+        events: EventBus | None = None,
+    ) -> None:
         self._store = store
+        self._events = events
         self._state = state
         self._retries = write_retries
         self._lock = asyncio.Lock()  # one writer per process; other processes via revisions
@@ -102,11 +121,20 @@ class Catalog:
                 graph = await self._store.read()
                 ops, result = build(graph, graph.revision + 1)
                 try:
-                    await self._store.commit(
+                    revision = await self._store.commit(
                         ops, expected_revision=graph.revision, actor=current_actor()
                     )
                 except StaleRevision:
                     continue  # another process wrote first: validate again on its graph
+                if self._events is not None and ops:
+                    await self._events.publish(
+                        make_event(
+                            "graph.changed",
+                            subject=_subject(ops),
+                            actor=current_actor(),
+                            data={"revision": revision, "operations": len(ops)},
+                        )
+                    )
                 return result
         raise StaleRevision(f"the graph kept changing; gave up after {self._retries} attempts")
 
@@ -343,6 +371,7 @@ class Catalog:
                 application=app, service=svc, version=version, environment=env, actor=actor
             )
             decision = evaluate(graph, transition)
+            decisions.append(decision)
             if not decision.allowed:
                 raise PolicyDenied(
                     f"deploy of {svc} {version} to {env} denied: {decision.explain()}",
@@ -360,7 +389,12 @@ class Catalog:
             )
             return ops, DeployResult(deployment=deployment, decision=decision)
 
-        return await self._write(build)
+        decisions: list[Decision] = []
+        try:
+            return await self._write(build)
+        finally:
+            if decisions:
+                await self._decided(decisions[-1])
 
     # --- dependencies between services -----------------------------------------------------
 
@@ -637,6 +671,19 @@ class Catalog:
     async def list_approvals(self) -> list[dict[str, Any]]:
         return self._list(await self.graph(), NodeKind.APPROVAL)
 
+    async def _decided(self, decision: Decision) -> None:
+        if self._events is None:
+            return
+        t = decision.transition
+        await self._events.publish(
+            make_event(
+                "policy.decision",
+                subject=node_id(NodeKind.VERSION, t.application, t.service, t.version),
+                actor=current_actor(),
+                data=decision.model_dump(mode="json"),
+            )
+        )
+
     async def evaluate(self, t: Transition) -> Decision:
         graph = await self.graph()
         self._service(graph, t.application, t.service)
@@ -652,7 +699,9 @@ class Catalog:
             f"environment {t.environment}",
             "environment",
         )
-        return evaluate(graph, t)
+        decision = evaluate(graph, t)
+        await self._decided(decision)
+        return decision
 
     # --- plans -----------------------------------------------------------------------------
 
@@ -707,6 +756,11 @@ def _refuse_reserved(name: str, what: str) -> None:
         raise InvalidInput(
             f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
         )
+
+
+def _subject(ops: Sequence[Op]) -> str:
+    first = ops[0]
+    return first.id if isinstance(first, PutNode | DeleteNode) else first.source
 
 
 def _service_ref(sid: str) -> str:

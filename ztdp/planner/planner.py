@@ -37,6 +37,9 @@ class PlanStep(TypedDict):
     provider: Annotated[str | None, Field(description="the provider kind that will realise it")]
     diff: list[FieldChange]
     depends_on: list[str]
+    desired: Annotated[
+        dict[str, Any], Field(description="the desired state (for a delete: the last observed)")
+    ]
 
 
 class PlanWave(TypedDict):
@@ -222,6 +225,7 @@ def make_plan(
                     "provider": d.provider,
                     "diff": changes,
                     "depends_on": d.depends_on,
+                    "desired": d.state,
                 }
             )
         waves.append({"index": len(waves), "steps": steps})
@@ -242,6 +246,7 @@ def make_plan(
                     "provider": o.provider,
                     "diff": diff(o.state, {}),
                     "depends_on": gone_deps[nid],
+                    "desired": o.state,
                 }
             )
         waves.append({"index": len(waves), "steps": steps})

@@ -1,0 +1,101 @@
+"""Actors: one per realised node, handling its mailbox one message at a time.
+
+An actor's state is a small record that lives as long as the node. Its task and mailbox exist
+only while it has messages (a virtual actor, as in Orleans): 100,000 idle actors cost their
+records and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from ztdp.providers import Resource, Target
+
+
+class Status(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    BLOCKED = "Blocked"
+    DELETING = "Deleting"
+    DELETED = "Deleted"
+
+
+@dataclass(slots=True)
+class ActorState:
+    node: str
+    provider: str | None
+    status: Status = Status.PENDING
+    desired: dict[str, Any] | None = None
+    observed: dict[str, Any] | None = None
+    generation: int = 0
+    observed_generation: int = 0
+    last_error: str | None = None
+    message: str = ""
+    restarts: int = 0
+    resource: Resource | None = None
+    target: Target | None = None
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "provider": self.provider,
+            "status": self.status.value,
+            "generation": self.generation,
+            "observed_generation": self.observed_generation,
+            "last_error": self.last_error,
+            "message": self.message,
+            "restarts": self.restarts,
+            "observed": self.observed,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(slots=True)
+class Reply:
+    """How a sender waits for the outcome of one message."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    status: Status | None = None
+    error: str | None = None
+
+    def finish(self, status: Status, error: str | None = None) -> None:
+        self.status, self.error = status, error
+        self.done.set()
+
+
+@dataclass(slots=True)
+class Apply:
+    resource: Resource
+    target: Target
+    run: str | None = None
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class Delete:
+    resource: Resource
+    target: Target
+    run: str | None = None
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class Observe:
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class Reconcile:
+    reply: Reply | None = None
+
+
+Message = Apply | Delete | Observe | Reconcile

@@ -1,0 +1,127 @@
+"""The runtime as the API sees it: deploys and applies become runs on the supervisor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from ztdp.catalog import Catalog, DeployResult
+from ztdp.catalog.actor import current_actor
+from ztdp.graph import NodeKind, node_id
+from ztdp.planner import Plan
+from ztdp.policy import Transition, evaluate
+from ztdp.providers import Resource, Target
+from ztdp.runtime.actor import Status
+from ztdp.runtime.runs import Run, RunStep, RunStore
+from ztdp.runtime.supervisor import Supervisor
+from ztdp.settings import Settings
+
+
+def describe(node: str) -> tuple[str, str, str]:
+    """(kind, application, name) of a realised node id."""
+    kind, rest = node.split("/", 1)
+    path, _, _env = rest.partition("@")
+    parts = path.split("/")
+    return (kind, parts[0], parts[1]) if len(parts) == 2 else (kind, "", parts[0])
+
+
+class Runtime:
+    def __init__(
+        self, catalog: Catalog, supervisor: Supervisor, runs: RunStore, settings: Settings
+    ) -> None:
+        self.catalog = catalog
+        self.supervisor = supervisor
+        self.runs = runs
+        self._settings = settings
+
+    async def plan(self, app: str, environment: str | None) -> Plan:
+        """The catalog's plan, with each step's diff from its provider where one is installed."""
+        plan = await self.catalog.plan(app, environment)
+        for wave in plan.waves:
+            for step in wave["steps"]:
+                provider = self.supervisor.providers.get(step["provider"] or "")
+                if provider is None or step["action"] not in ("create", "update"):
+                    continue
+                seen = self.supervisor.actors.get(step["node"])
+                observed = (seen.observed if seen else None) or {}
+                step["diff"] = await provider.diff(desired=step["desired"], observed=observed)  # type: ignore[typeddict-item]
+        return plan
+
+    async def deploy(self, app: str, svc: str, version: str, env: str) -> tuple[DeployResult, Run]:
+        result = await self.catalog.deploy(app, svc, version, env)
+        plan = await self.plan(app, env)
+        return result, self._start(plan, trigger="deploy", environment=env, application=app)
+
+    async def apply(self, env: str) -> tuple[Plan, Run]:
+        plan = await self.catalog.plan_environment(env)
+        return plan, self._start(plan, trigger="apply", environment=env, application=None)
+
+    def _start(
+        self,
+        plan: Plan,
+        *,
+        trigger: Literal["deploy", "apply"],
+        environment: str,
+        application: str | None,
+    ) -> Run:
+        run = Run(
+            trigger=trigger,
+            environment=environment,
+            application=application,
+            actor=current_actor(),
+            steps=[
+                RunStep(
+                    node=s["node"],
+                    source=s["source"],
+                    kind=s["kind"],
+                    action=s["action"],
+                    provider=s["provider"],
+                    wave=w["index"],
+                )
+                for w in plan.waves
+                for s in w["steps"]
+            ],
+        )
+        self.runs.add(run)
+        self.supervisor.start(run, list(plan.waves), target=self._target, check=self._check)
+        return run
+
+    async def _target(self, step: Mapping[str, Any]) -> tuple[Resource, Target]:
+        kind, app, name = describe(step["node"])
+        env = step["node"].rsplit("@", 1)[1]
+        graph = await self.catalog.graph()
+        env_data = graph.data(node_id(NodeKind.ENVIRONMENT, env)) or {}
+        spec = env_data.get("spec", {})
+        settings = dict(spec.get("kubernetes") or {})
+        settings["reconcile"] = spec.get("reconcile", "repair")
+        resource = Resource(
+            node=step["node"],
+            kind=kind,
+            name=name,
+            application=app,
+            desired=dict(step["desired"]),
+            depends_on=tuple(step["depends_on"]),
+        )
+        target = Target(
+            environment=env, settings=settings, defaults={"kubeconfig": self._settings.kubeconfig}
+        )
+        return resource, target
+
+    async def _check(self, run: Run, step: Mapping[str, Any]) -> str | None:
+        """Policy is evaluated again before each step: it may have changed since the plan."""
+        if step["kind"] != "deployment" or step["action"] not in ("create", "update"):
+            return None
+        _, app, svc = describe(step["node"])
+        t = Transition(
+            application=app,
+            service=svc,
+            version=step["desired"]["version"],
+            environment=run.environment,
+            actor=run.actor,
+        )
+        decision = evaluate(await self.catalog.graph(), t)
+        return None if decision.allowed else f"denied by policy: {decision.explain()}"
+
+    def status_of(self, node: str) -> Status:
+        state = self.supervisor.actors.get(node)
+        return Status.PENDING if state is None else state.status

@@ -1,0 +1,496 @@
+"""The supervisor: owns every actor in one task group and applies plans wave by wave."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, nullcontext
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ztdp.errors import PermanentError, TemporaryError, ZtdpError
+from ztdp.events import EventBus, make_event
+from ztdp.providers import Observation, ProviderRegistry, Resource, Target
+from ztdp.runtime.actor import (
+    ActorState,
+    Apply,
+    Delete,
+    Message,
+    Observe,
+    Reconcile,
+    Reply,
+    Status,
+)
+from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
+from ztdp.runtime.runs import Run
+from ztdp.settings import Settings
+from ztdp.state import ObservedResource, StateStore
+
+log = logging.getLogger("ztdp.runtime")
+
+HEALTH_STATUS = {
+    "Ready": Status.READY,
+    "Progressing": Status.PROGRESSING,
+    "Degraded": Status.DEGRADED,
+}
+MAX_BACKOFF = 30.0
+# A step is refused by the caller's check (policy) with a reason, or allowed with None.
+StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
+# The node's resource and target, for a plan step.
+StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
+
+
+class ShuttingDown(ZtdpError):
+    """The runtime is stopping and takes no new work: retry against another process."""
+
+    title = "Shutting down"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        providers: ProviderRegistry,
+        state: StateStore,
+        events: EventBus,
+        settings: Settings,
+        mailbox: Callable[[int], Mailbox[Message]] = MemoryMailbox,
+    ) -> None:
+        self.providers = providers
+        self.actors: dict[str, ActorState] = {}
+        self._state = state
+        self._events = events
+        self._settings = settings
+        self._new_mailbox = mailbox
+        self._active: dict[str, Mailbox[Message]] = {}
+        self._busy = 0  # running plans and active actors
+        self._quiet = anyio.Event()
+        self._accepting = False
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        self._stack = AsyncExitStack()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._accepting = True
+        if self._settings.observe_interval > 0:
+            self._tg.start_soon(self._observe_forever)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop intake, let accepted messages and runs finish within `grace`, then cancel."""
+        if self._stack is None:
+            return  # already closed: calling twice is harmless
+        self._accepting = False
+        with anyio.move_on_after(grace):
+            while self._busy:
+                self._quiet = anyio.Event()
+                await self._quiet.wait()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+
+    def _enter(self) -> None:
+        self._busy += 1
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._quiet.set()
+
+    # --- messages --------------------------------------------------------------------------
+
+    def actor(self, node: str, provider: str | None = None) -> ActorState:
+        state = self.actors.get(node)
+        if state is None:
+            state = self.actors[node] = ActorState(node=node, provider=provider)
+        elif provider is not None:
+            state.provider = provider
+        return state
+
+    async def tell(self, node: str, message: Message, *, provider: str | None = None) -> None:
+        """Queue a message for a node's actor, activating it if it is idle."""
+        if not self._accepting or self._tg is None:
+            raise ShuttingDown(
+                f"the runtime is stopping; {type(message).__name__} for {node} refused"
+            )
+        state = self.actor(node, provider)
+        mailbox = self._active.get(node)
+        if mailbox is None:
+            mailbox = self._active[node] = self._new_mailbox(self._settings.mailbox_size)
+            self._enter()
+            self._tg.start_soon(self._run_actor, state, mailbox, name=f"actor {node}")
+        await mailbox.send(message)
+
+    async def _run_actor(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
+        try:
+            while True:
+                try:
+                    message = mailbox.receive_nowait()
+                except anyio.WouldBlock:
+                    # Idle: drop the task and the mailbox; the state stays. No await between
+                    # the empty check and the removal, so no message can slip in between.
+                    del self._active[state.node]
+                    mailbox.close()
+                    return
+                try:
+                    await self._handle(state, message)
+                except Exception as exc:  # the actor itself broke, not its provider
+                    state.restarts += 1
+                    log.exception("actor %s crashed", state.node)
+                    await self._status(state, Status.FAILED, error=f"actor crashed: {exc!r}")
+                    if message.reply is not None:
+                        message.reply.finish(Status.FAILED, state.last_error)
+                    # Restart after a backoff; siblings are untouched.
+                    await anyio.sleep(
+                        min(self._settings.retry_backoff * 2 ** (state.restarts - 1), MAX_BACKOFF)
+                    )
+        finally:
+            self._leave()
+
+    async def _handle(self, state: ActorState, message: Message) -> None:
+        match message:
+            case Apply(resource=resource, target=target, run=run):
+                state.resource, state.target = resource, target
+                state.desired = dict(resource.desired)
+                state.generation += 1
+                await self._apply(state, run)
+            case Delete(resource=resource, target=target, run=run):
+                state.resource, state.target = resource, target
+                await self._delete(state, run)
+            case Observe():
+                await self._observe(state)
+            case Reconcile():
+                if state.resource is not None and state.status not in (
+                    Status.DELETED,
+                    Status.DELETING,
+                ):
+                    await self._apply(state, None)
+        if message.reply is not None:
+            message.reply.finish(state.status, state.last_error)
+
+    # --- what actors do --------------------------------------------------------------------
+
+    async def _status(
+        self,
+        state: ActorState,
+        status: Status,
+        *,
+        error: str | None = None,
+        message: str = "",
+        run: str | None = None,
+    ) -> None:
+        changed = status is not state.status
+        state.status, state.last_error, state.message = status, error, message
+        state.updated_at = datetime.now(UTC)
+        if changed or error:
+            await self._events.publish(
+                make_event(
+                    "actor.status",
+                    subject=state.node,
+                    run=run,
+                    data={
+                        "status": status.value,
+                        "error": error,
+                        "message": message,
+                        "generation": state.generation,
+                    },
+                )
+            )
+
+    async def _apply(self, state: ActorState, run: str | None) -> None:
+        provider = self.providers.get(state.provider or "")
+        if provider is None:
+            installed = ", ".join(self.providers.kinds()) or "none"
+            await self._status(
+                state,
+                Status.FAILED,
+                run=run,
+                error=f"no provider {state.provider!r} is installed (installed: {installed})",
+            )
+            return
+        assert state.resource is not None and state.target is not None
+        resource, target = state.resource, state.target
+        await self._status(state, Status.PROGRESSING, run=run)
+        try:
+            with anyio.fail_after(self._settings.step_timeout):
+                await provider.validate(resource=resource)
+                observation = await self._retrying(
+                    state, run, lambda: provider.apply(resource=resource, target=target)
+                )
+        except TimeoutError:
+            await self._status(
+                state,
+                Status.FAILED,
+                run=run,
+                error=f"timed out after {self._settings.step_timeout:g} s",
+            )
+            return
+        except ZtdpError as exc:
+            await self._status(state, Status.FAILED, run=run, error=exc.detail)
+            return
+        except Exception as exc:
+            await self._status(
+                state, Status.FAILED, run=run, error=f"provider {provider.kind} failed: {exc!r}"
+            )
+            return
+        await self._observed(state, observation, run)
+
+    async def _retrying(
+        self, state: ActorState, run: str | None, call: Callable[[], Awaitable[Observation]]
+    ) -> Observation:
+        retries = self._settings.provider_retries
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except TemporaryError as exc:
+                if attempt == retries:
+                    raise TemporaryError(
+                        f"{exc.detail} (gave up after {retries} retries)",
+                        retry_after=exc.retry_after,
+                    ) from exc
+                delay = max(exc.retry_after, self._settings.retry_backoff * 2**attempt)
+                delay = min(delay, MAX_BACKOFF) * (0.8 + 0.4 * random.random())
+                state.last_error = exc.detail
+                await self._events.publish(
+                    make_event(
+                        "actor.retry",
+                        subject=state.node,
+                        run=run,
+                        data={
+                            "error": exc.detail,
+                            "attempt": attempt + 1,
+                            "delay": round(delay, 3),
+                        },
+                    )
+                )
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _observed(self, state: ActorState, observation: Observation, run: str | None) -> None:
+        state.observed = dict(observation.state)
+        state.observed_generation = state.generation
+        assert state.resource is not None and state.target is not None
+        await self._state.put(
+            ObservedResource(
+                node=state.node,
+                source=state.node,
+                kind=state.resource.kind,
+                application=state.resource.application,
+                environment=state.target.environment,
+                provider=state.provider,
+                state=dict(observation.state),
+                depends_on=list(state.resource.depends_on),
+            )
+        )
+        await self._status(
+            state, HEALTH_STATUS[observation.health], message=observation.message, run=run
+        )
+
+    async def _delete(self, state: ActorState, run: str | None) -> None:
+        provider = self.providers.get(state.provider or "")
+        assert state.resource is not None and state.target is not None
+        if provider is None:
+            await self._status(
+                state, Status.FAILED, run=run, error=f"no provider {state.provider!r} is installed"
+            )
+            return
+        await self._status(state, Status.DELETING, run=run)
+        resource, target = state.resource, state.target
+        try:
+            with anyio.fail_after(self._settings.step_timeout):
+                await self._retrying(
+                    state, run, lambda: _deleted(provider.delete(resource=resource, target=target))
+                )
+        except TimeoutError:
+            await self._status(
+                state,
+                Status.FAILED,
+                run=run,
+                error=f"delete timed out after {self._settings.step_timeout:g} s",
+            )
+            return
+        except ZtdpError as exc:
+            await self._status(state, Status.FAILED, run=run, error=exc.detail)
+            return
+        await self._state.delete(state.node)
+        state.observed = None
+        await self._status(state, Status.DELETED, run=run)
+
+    async def _observe(self, state: ActorState) -> None:
+        provider = self.providers.get(state.provider or "")
+        if provider is None or state.resource is None or state.target is None:
+            return
+        if state.status in (Status.DELETED, Status.DELETING, Status.PENDING):
+            return
+        try:
+            with anyio.fail_after(self._settings.step_timeout):
+                seen = await provider.observe(resource=state.resource, target=state.target)
+                changes = (
+                    []
+                    if seen is None
+                    else await provider.diff(desired=state.resource.desired, observed=seen.state)
+                )
+        except (ZtdpError, TimeoutError, OSError) as exc:
+            await self._events.publish(
+                make_event("actor.observe_failed", subject=state.node, data={"error": str(exc)})
+            )
+            return
+        if seen is None or changes:
+            await self._events.publish(
+                make_event(
+                    "drift.detected",
+                    subject=state.node,
+                    data={"missing": seen is None, "changes": changes},
+                )
+            )
+            if (state.target.settings or {}).get("reconcile", "repair") == "repair":
+                await self._apply(state, None)
+                await self._events.publish(
+                    make_event("drift.repaired", subject=state.node, data={})
+                )
+            return
+        await self._observed(state, seen, None)
+
+    async def _observe_forever(self) -> None:
+        interval = self._settings.observe_interval
+        while True:
+            await anyio.sleep(interval * (0.8 + 0.4 * random.random()))  # jitter
+            for node, state in list(self.actors.items()):
+                if state.resource is not None and self._accepting:
+                    await self.tell(node, Observe())
+
+    # --- plans -----------------------------------------------------------------------------
+
+    def start(
+        self, run: Run, plan_waves: list[Mapping[str, Any]], *, target: StepTarget, check: StepCheck
+    ) -> None:
+        """Execute a plan in the background; follow it through the run."""
+        if not self._accepting or self._tg is None:
+            raise ShuttingDown(f"the runtime is stopping; run {run.id} refused")
+        self._enter()
+        self._tg.start_soon(self._execute, run, plan_waves, target, check, name=f"run {run.id}")
+
+    async def _execute(
+        self, run: Run, waves: list[Mapping[str, Any]], target: StepTarget, check: StepCheck
+    ) -> None:
+        try:
+            await self._events.publish(
+                make_event(
+                    "run.started",
+                    subject=run.environment,
+                    run=run.id,
+                    actor=run.actor,
+                    data={
+                        "trigger": run.trigger,
+                        "application": run.application,
+                        "steps": len(run.steps),
+                    },
+                )
+            )
+            parallelism = self._settings.apply_parallelism
+            limiter = anyio.CapacityLimiter(parallelism) if parallelism else None
+            failed: dict[str, str] = {}  # node -> why it failed or is blocked
+            dependents: dict[str, list[str]] = {}
+            for wave in waves:
+                for step in wave["steps"]:
+                    if step["action"] == "delete":
+                        for dep in step["depends_on"]:  # deleted after what depends on it
+                            dependents.setdefault(dep, []).append(step["node"])
+            for wave in waves:
+                async with anyio.create_task_group() as tg:
+                    for step in wave["steps"]:
+                        waits_for = (
+                            dependents.get(step["node"], [])
+                            if step["action"] == "delete"
+                            else step["depends_on"]
+                        )
+                        cause = next((d for d in waits_for if d in failed), None)
+                        rs = run.step(step["node"])
+                        if cause is not None:
+                            rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
+                            failed[step["node"]] = rs.error
+                            self.actor(step["node"], step["provider"]).status = Status.BLOCKED
+                            await self._step_event(run, rs)
+                            continue
+                        tg.start_soon(self._step, run, step, limiter, failed, target, check)
+            run.status = "Failed" if failed else "Succeeded"
+            run.finished_at = datetime.now(UTC)
+            await self._events.publish(
+                make_event(
+                    "run.finished",
+                    subject=run.environment,
+                    run=run.id,
+                    actor=run.actor,
+                    data={"status": run.status, "failed": sorted(failed)},
+                )
+            )
+        finally:
+            self._leave()
+
+    async def _step(
+        self,
+        run: Run,
+        step: Mapping[str, Any],
+        limiter: anyio.CapacityLimiter | None,
+        failed: dict[str, str],
+        target: StepTarget,
+        check: StepCheck,
+    ) -> None:
+        rs = run.step(step["node"])
+        async with limiter if limiter is not None else nullcontext():
+            rs.status, rs.started_at = "Progressing", datetime.now(UTC)
+            await self._step_event(run, rs)
+            try:
+                refusal = await check(run, step)
+                if refusal is not None:
+                    raise PermanentError(refusal)
+                if step["action"] == "noop":
+                    rs.status = "Unchanged"
+                else:
+                    resource, where = await target(step)
+                    reply = Reply()
+                    cls = Delete if step["action"] == "delete" else Apply
+                    await self.tell(
+                        step["node"], cls(resource, where, run.id, reply), provider=step["provider"]
+                    )
+                    with anyio.move_on_after(self._settings.step_timeout * 2):
+                        await reply.done.wait()
+                    status = reply.status.value if reply.status else "Failed"
+                    rs.status = "Failed" if status in ("Failed", "Blocked", "Deleting") else status  # type: ignore[assignment]
+                    rs.error = reply.error if reply.status else "no answer from the actor in time"
+            except ZtdpError as exc:
+                rs.status, rs.error = "Failed", exc.detail
+            if rs.status == "Failed":
+                failed[step["node"]] = rs.error or "failed"
+            rs.finished_at = datetime.now(UTC)
+            await self._step_event(run, rs)
+
+    async def _step_event(self, run: Run, rs: Any) -> None:
+        await self._events.publish(
+            make_event(
+                "run.step",
+                subject=rs.node,
+                run=run.id,
+                actor=run.actor,
+                data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
+            )
+        )
+
+
+async def _deleted(call: Awaitable[None]) -> Observation:
+    await call
+    return Observation(state={}, health="Ready")
+
+
+__all__ = ["ShuttingDown", "StepCheck", "StepTarget", "Supervisor"]
