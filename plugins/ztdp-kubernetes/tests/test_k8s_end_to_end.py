@@ -1,0 +1,131 @@
+"""End to end: `ztdp serve` as its own process, the README flow over HTTP, Kubernetes for real.
+
+The Kubernetes API is the sandbox on a loopback socket in this test's event loop (or a real
+cluster with ZTDP_TEST_KUBECONFIG, where readiness comes from the cluster's controllers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ztdp_kubernetes.sandbox import Sandbox
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path, json=body) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        code, data = await self.call(method, path, body)
+        assert 200 <= code < 300, (method, path, code, data)
+        return data
+
+    async def until(self, what: str, check: Any, timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def api(kube: Sandbox) -> AsyncIterator[Api]:
+    port = free_port()
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    env = {**os.environ, "ZTDP_KUBECONFIG": kube.kubeconfig, "ZTDP_OBSERVE_INTERVAL": "0.3",
+           "ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "off"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ztdp", "serve", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        async with aiohttp.ClientSession() as session:
+            a = Api(session, f"http://127.0.0.1:{port}")
+            for _ in range(200):
+                try:
+                    await a.call("GET", "/v1/healthz")
+                    break
+                except aiohttp.ClientError:
+                    if proc.poll() is not None:
+                        pytest.fail(log.read_text())
+                    await asyncio.sleep(0.05)
+            yield a
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert "Traceback" not in log.read_text(), log.read_text()
+
+
+async def test_readme_flow_creates_the_deployment_and_reaches_ready(api: Api, kube: Sandbox) -> None:
+    assert [p["kind"] for p in await api.ok("GET", "/v1/providers")] == ["kubernetes"]
+    for env in ("dev", "prod"):
+        await api.ok("POST", "/v1/environments", {"metadata": {"name": env, "owner": "platform"}})
+    await api.ok("POST", "/v1/applications", {"metadata": {"name": "checkout", "owner": "team-x"}})
+    await api.ok("POST", "/v1/applications/checkout/environments/allowed", ["dev"])
+    await api.ok("POST", "/v1/applications/checkout/services", {
+        "metadata": {"name": "checkout-api", "owner": "team-x"},
+        "spec": {"application": "checkout", "port": 8080, "public": True}})
+    await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions",
+                 {"version": "1.0.0", "owner": "team-x", "image": "ghcr.io/acme/checkout-api:1.0.0"})
+
+    accepted = await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+                            {"environment": "dev"})
+
+    async def finished() -> Any:
+        run = await api.ok("GET", f"/v1/runs/{accepted['run']}")
+        return run if run["status"] != "Running" else None
+
+    run = await api.until("the run to finish", finished)
+    assert run["status"] == "Succeeded", run
+    dep = await kube.deployment("dev", "checkout-api")
+    assert dep is not None
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/checkout-api:1.0.0"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ztdp"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
+    [deployment] = await api.ok("GET", "/v1/environments/dev/deployments")
+    assert deployment["status"] == "Progressing"
+
+    await kube.mark_ready("dev", "checkout-api")
+
+    async def ready() -> bool:
+        [d] = await api.ok("GET", "/v1/environments/dev/deployments")
+        return bool(d["status"] == "Ready")
+
+    await api.until("the deployment to be Ready", ready)
+    plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
+    assert plan["summary"]["noop"] == 1  # what is deployed is what is wanted
+
+    code, problem = await api.call(
+        "POST", "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy", {"environment": "prod"})
+    assert code == 403 and "builtin-allowed-environments" in problem["detail"]
+    await asyncio.sleep(0.5)
+    assert await kube.deployment("prod", "checkout-api") is None  # denied: nothing created
+
+    events = await api.ok("GET", f"/v1/events?run={accepted['run']}&limit=1000")
+    types = {e["type"] for e in events}
+    assert {"io.ztdp.run.started", "io.ztdp.run.step", "io.ztdp.run.finished"} <= types
+    assert all(e["specversion"] == "1.0" for e in events)
