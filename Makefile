@@ -2,12 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup serve demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -15,14 +15,17 @@ setup: $(VENV)/.installed
 serve: setup
 	$(VENV)/bin/ztdp serve
 
+demo: setup
+	$(VENV)/bin/ztdp demo
+
 lint: setup
-	$(VENV)/bin/ruff check ztdp tests benchmarks
-	$(VENV)/bin/ruff format --check ztdp tests benchmarks
+	$(VENV)/bin/ruff check ztdp tests benchmarks plugins
+	$(VENV)/bin/ruff format --check ztdp tests benchmarks plugins
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest tests plugins/ztdp-kubernetes/tests
 
 bench: setup
 	$(PY) benchmarks/plan.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+import anyio
 import typer
 from aiohttp import web
 from pydantic import ValidationError
@@ -27,6 +28,24 @@ def main() -> None:
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+@app.command()
+def demo(
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="a real cluster; default: a local sandbox [ZTDP_KUBECONFIG]")
+    ] = None,
+) -> None:
+    """Run the README flow end to end and narrate it: declare, plan, deploy, Ready, deny."""
+    from ztdp.cli.demo import DemoFailed, run_demo
+
+    logging.basicConfig(level="WARNING")
+    config = kubeconfig or Settings().kubeconfig
+    try:
+        anyio.run(run_demo, config, Console())
+    except DemoFailed as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-
 from ztdp_kubernetes.sandbox import Sandbox, sandbox
 
 

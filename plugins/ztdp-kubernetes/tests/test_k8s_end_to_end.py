@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from ztdp_kubernetes.sandbox import Sandbox
 
 
@@ -42,8 +41,8 @@ class Api:
         assert 200 <= code < 300, (method, path, code, data)
         return data
 
-    async def until(self, what: str, check: Any, timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
+    async def until(self, what: str, check: Any, seconds: float = 20) -> Any:
+        deadline = time.monotonic() + seconds
         while True:
             value = await check()
             if value:
@@ -57,11 +56,20 @@ class Api:
 async def api(kube: Sandbox) -> AsyncIterator[Api]:
     port = free_port()
     log = Path(tempfile.mkdtemp()) / "serve.log"
-    env = {**os.environ, "ZTDP_KUBECONFIG": kube.kubeconfig, "ZTDP_OBSERVE_INTERVAL": "0.3",
-           "ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "off"}
+    env = {
+        **os.environ,
+        "ZTDP_KUBECONFIG": kube.kubeconfig,
+        "ZTDP_OBSERVE_INTERVAL": "0.3",
+        "ZTDP_GRAPH_STORE": "memory",
+        "ZTDP_AUTH": "off",
+    }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ztdp", "serve", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once; runs beside the loop
+            [sys.executable, "-m", "ztdp", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         async with aiohttp.ClientSession() as session:
             a = Api(session, f"http://127.0.0.1:{port}")
@@ -80,20 +88,33 @@ async def api(kube: Sandbox) -> AsyncIterator[Api]:
         assert "Traceback" not in log.read_text(), log.read_text()
 
 
-async def test_readme_flow_creates_the_deployment_and_reaches_ready(api: Api, kube: Sandbox) -> None:
+async def test_readme_flow_creates_the_deployment_and_reaches_ready(
+    api: Api, kube: Sandbox
+) -> None:
     assert [p["kind"] for p in await api.ok("GET", "/v1/providers")] == ["kubernetes"]
     for env in ("dev", "prod"):
         await api.ok("POST", "/v1/environments", {"metadata": {"name": env, "owner": "platform"}})
     await api.ok("POST", "/v1/applications", {"metadata": {"name": "checkout", "owner": "team-x"}})
     await api.ok("POST", "/v1/applications/checkout/environments/allowed", ["dev"])
-    await api.ok("POST", "/v1/applications/checkout/services", {
-        "metadata": {"name": "checkout-api", "owner": "team-x"},
-        "spec": {"application": "checkout", "port": 8080, "public": True}})
-    await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions",
-                 {"version": "1.0.0", "owner": "team-x", "image": "ghcr.io/acme/checkout-api:1.0.0"})
+    await api.ok(
+        "POST",
+        "/v1/applications/checkout/services",
+        {
+            "metadata": {"name": "checkout-api", "owner": "team-x"},
+            "spec": {"application": "checkout", "port": 8080, "public": True},
+        },
+    )
+    await api.ok(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions",
+        {"version": "1.0.0", "owner": "team-x", "image": "ghcr.io/acme/checkout-api:1.0.0"},
+    )
 
-    accepted = await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
-                            {"environment": "dev"})
+    accepted = await api.ok(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+        {"environment": "dev"},
+    )
 
     async def finished() -> Any:
         run = await api.ok("GET", f"/v1/runs/{accepted['run']}")
@@ -103,7 +124,10 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(api: Api, ku
     assert run["status"] == "Succeeded", run
     dep = await kube.deployment("dev", "checkout-api")
     assert dep is not None
-    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/checkout-api:1.0.0"
+    assert (
+        dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "ghcr.io/acme/checkout-api:1.0.0"
+    )
     assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ztdp"
     assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
     [deployment] = await api.ok("GET", "/v1/environments/dev/deployments")
@@ -120,7 +144,10 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(api: Api, ku
     assert plan["summary"]["noop"] == 1  # what is deployed is what is wanted
 
     code, problem = await api.call(
-        "POST", "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy", {"environment": "prod"})
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+        {"environment": "prod"},
+    )
     assert code == 403 and "builtin-allowed-environments" in problem["detail"]
     await asyncio.sleep(0.5)
     assert await kube.deployment("prod", "checkout-api") is None  # denied: nothing created
@@ -129,3 +156,15 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(api: Api, ku
     types = {e["type"] for e in events}
     assert {"io.ztdp.run.started", "io.ztdp.run.step", "io.ztdp.run.finished"} <= types
     assert all(e["specversion"] == "1.0" for e in events)
+
+
+def test_ztdp_demo_runs_the_flow_on_the_sandbox_and_says_so() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ZTDP_KUBECONFIG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ztdp", "demo"], env=env, capture_output=True, text=True, timeout=120
+    )
+    out = " ".join((done.stdout + done.stderr).split())  # rich wraps lines
+    assert done.returncode == 0, out
+    assert "No kubeconfig: using a local Kubernetes API sandbox" in out
+    assert "checkout-api 1.0.0 in dev is Ready" in out
+    assert "prod is not in application checkout's allowed environments" in out

@@ -191,7 +191,7 @@ class KubernetesProvider:
                     lambda: core.read_namespaced_service(resource.name, ns),
                     lambda: core.delete_namespaced_service(resource.name, ns),
                 )
-        except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
         seen = await self.observe(resource=resource, target=target)
         assert seen is not None
@@ -238,7 +238,7 @@ class KubernetesProvider:
             if exc.status == 404:
                 return None
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
         container = dep.spec.template.spec.containers[0]
         annotations = dep.metadata.annotations or {}
@@ -270,7 +270,7 @@ class KubernetesProvider:
                 lambda: core.read_namespaced_service(resource.name, ns),
                 lambda: core.delete_namespaced_service(resource.name, ns),
             )
-        except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
 
     async def aclose(self) -> None:

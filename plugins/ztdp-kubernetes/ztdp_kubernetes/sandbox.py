@@ -21,7 +21,9 @@ try:
     import kmock
     from kmock._internal import parsing
 except ImportError as exc:  # pragma: no cover - only without the sandbox extra
-    raise ImportError("the Kubernetes sandbox needs: pip install 'ztdp-kubernetes[sandbox]'") from exc
+    raise ImportError(
+        "the Kubernetes sandbox needs: pip install 'ztdp-kubernetes[sandbox]'"
+    ) from exc
 
 _original_parse_path = parsing.parse_path
 
@@ -65,16 +67,25 @@ class Sandbox:
         if dep is None:
             raise LookupError(f"no deployment {namespace}/{name}")
         replicas = dep["spec"].get("replicas", 1)
-        status = {"status": {
-            "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-            "observedGeneration": dep["metadata"].get("generation", 1),
-            "conditions": [{"type": "Available", "status": "True"},
-                           {"type": "Progressing", "status": "True"}],
-        }}
+        status = {
+            "status": {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "observedGeneration": dep["metadata"].get("generation", 1),
+                "conditions": [
+                    {"type": "Available", "status": "True"},
+                    {"type": "Progressing", "status": "True"},
+                ],
+            }
+        }
         url = f"{self.url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"
-        async with aiohttp.ClientSession() as s, s.patch(
-            url, json=status, headers={"Content-Type": "application/merge-patch+json"}
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.patch(
+                url, json=status, headers={"Content-Type": "application/merge-patch+json"}
+            ) as r,
+        ):
             r.raise_for_status()
 
 
