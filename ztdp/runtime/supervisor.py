@@ -120,10 +120,15 @@ class Supervisor:
 
     async def tell(self, node: str, message: Message, *, provider: str | None = None) -> None:
         """Queue a message for a node's actor, activating it if it is idle."""
-        if not self._accepting or self._tg is None:
+        if not self._accepting:
             raise ShuttingDown(
                 f"the runtime is stopping; {type(message).__name__} for {node} refused"
             )
+        await self._deliver(node, message, provider)
+
+    async def _deliver(self, node: str, message: Message, provider: str | None) -> None:
+        # Runs already accepted keep delivering while the supervisor drains.
+        assert self._tg is not None, "the supervisor is not running"
         state = self.actor(node, provider)
         mailbox = self._active.get(node)
         if mailbox is None:
@@ -461,8 +466,8 @@ class Supervisor:
                     resource, where = await target(step)
                     reply = Reply()
                     cls = Delete if step["action"] == "delete" else Apply
-                    await self.tell(
-                        step["node"], cls(resource, where, run.id, reply), provider=step["provider"]
+                    await self._deliver(
+                        step["node"], cls(resource, where, run.id, reply), step["provider"]
                     )
                     with anyio.move_on_after(self._settings.step_timeout * 2):
                         await reply.done.wait()
@@ -471,6 +476,9 @@ class Supervisor:
                     rs.error = reply.error if reply.status else "no answer from the actor in time"
             except ZtdpError as exc:
                 rs.status, rs.error = "Failed", exc.detail
+            except Exception as exc:  # a bug here must fail the step, not the runtime
+                log.exception("step %s of run %s", rs.node, run.id)
+                rs.status, rs.error = "Failed", f"internal error: {exc!r}"
             if rs.status == "Failed":
                 failed[step["node"]] = rs.error or "failed"
             rs.finished_at = datetime.now(UTC)

@@ -1,0 +1,395 @@
+"""The runtime over HTTP: runs, actors, failures that say what is blocked and why, events.
+
+Providers here are test providers registered in a real registry: the outer boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import EntryPoint
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.helpers import Api
+from ztdp.api import create_app
+from ztdp.errors import PermanentError, TemporaryError
+from ztdp.events import MemoryEventBus
+from ztdp.planner import diff
+from ztdp.providers import (
+    Observation,
+    PluginInvalid,
+    ProviderInfo,
+    ProviderRegistry,
+    Resource,
+    Target,
+)
+from ztdp.runtime import Run, RunStep, Supervisor
+from ztdp.runtime.actor import Apply, Reply, Status
+from ztdp.settings import Settings
+from ztdp.state import MemoryStateStore
+
+
+class FakeProvider:
+    """Realises anything in memory; told per node to fail, hang or be briefly unreachable."""
+
+    def __init__(self, kind: str, delay: float = 0.0) -> None:
+        self.kind = kind
+        self.delay = delay
+        self.live: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, str] = {}
+        self.hang: set[str] = set()
+        self.unreachable: dict[str, int] = {}
+        self.applied: list[str] = []
+
+    async def validate(self, *, resource: Resource) -> None:
+        return None
+
+    async def diff(
+        self, *, desired: Mapping[str, Any], observed: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        return list(diff(observed, desired))  # type: ignore[arg-type]
+
+    async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        if resource.node in self.hang:
+            await anyio.sleep(3600)
+        if resource.node in self.fail:
+            raise PermanentError(self.fail[resource.node])
+        if self.unreachable.get(resource.node, 0) > 0:
+            self.unreachable[resource.node] -= 1
+            raise TemporaryError("connection refused", retry_after=0.01)
+        await anyio.sleep(self.delay)
+        self.applied.append(resource.node)
+        self.live[resource.node] = dict(resource.desired)
+        return Observation(state=dict(resource.desired), health="Ready")
+
+    async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
+        state = self.live.get(resource.node)
+        return None if state is None else Observation(state=state, health="Ready")
+
+    async def delete(self, *, resource: Resource, target: Target) -> None:
+        self.live.pop(resource.node, None)
+
+    async def health(self, *, resource: Resource, target: Target) -> str:
+        return "Ready"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def registry(*providers: FakeProvider) -> ProviderRegistry:
+    reg = ProviderRegistry()
+    for p in providers:
+        reg.register(p, ProviderInfo(p.kind, f"tests:{p.kind}", "tests", "0"))
+    return reg
+
+
+SETTINGS = Settings(step_timeout=0.5, retry_backoff=0.01, provider_retries=3, observe_interval=0)
+
+
+@pytest.fixture
+def kube() -> FakeProvider:
+    return FakeProvider("kubernetes")
+
+
+@pytest.fixture
+def pg() -> FakeProvider:
+    return FakeProvider("postgres")
+
+
+@pytest.fixture
+async def api(kube: FakeProvider, pg: FakeProvider) -> AsyncIterator[Api]:
+    app = create_app(SETTINGS, providers=registry(kube, pg))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        await api.basic()
+        yield api
+
+
+async def finished(api: Api, run_id: str, seconds: float = 10) -> dict[str, Any]:
+    with anyio.fail_after(seconds):
+        while True:
+            run = await api.ok("GET", f"/v1/runs/{run_id}")
+            if run["status"] != "Running":
+                return run  # type: ignore[no-any-return]
+            await asyncio.sleep(0.02)
+
+
+def steps(run: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    return {s["node"]: (s["status"], s["error"]) for s in run["steps"]}
+
+
+async def deploy(api: Api, svc: str, env: str = "dev") -> dict[str, Any]:
+    code, accepted = await api.deploy("checkout", svc, "1.0.0", env)
+    assert code == 202, accepted
+    return await finished(api, accepted["run"])
+
+
+async def test_a_deploy_runs_to_ready_and_the_next_plan_is_a_noop(
+    api: Api, kube: FakeProvider
+) -> None:
+    run = await deploy(api, "checkout-api")
+    assert run["status"] == "Succeeded" and run["trigger"] == "deploy"
+    assert steps(run) == {"deployment/checkout/checkout-api@dev": ("Ready", None)}
+    assert kube.applied == ["deployment/checkout/checkout-api@dev"]
+    [d] = await api.ok("GET", "/v1/environments/dev/deployments")
+    assert d["status"] == "Ready"
+    plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
+    assert plan["summary"] == {"create": 0, "update": 0, "delete": 0, "noop": 1}
+    await api.version("checkout", "checkout-api", "1.1.0")
+    _, accepted = await api.deploy("checkout", "checkout-api", "1.1.0", "dev")
+    plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
+    await finished(api, accepted["run"])
+    assert kube.live["deployment/checkout/checkout-api@dev"]["version"] == "1.1.0"
+
+
+async def with_database(api: Api) -> None:
+    """checkout-api uses pg-db; worker uses nothing."""
+    await api.ok(
+        "POST",
+        "/v1/resources",
+        {"metadata": {"name": "pg-db", "owner": "team-x"}, "spec": {"type": "postgres"}},
+    )
+    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=200)
+    await api.ok(
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200
+    )
+    await api.service("checkout", "worker")
+    await api.version("checkout", "worker", "1.0.0")
+
+
+async def test_a_failed_step_blocks_its_dependents_and_independent_work_goes_on(
+    api: Api, kube: FakeProvider, pg: FakeProvider
+) -> None:
+    await with_database(api)
+    pg.fail["resource/pg-db@dev"] = "disk quota exceeded"
+    first = await deploy(api, "worker")  # the application's plan: pg-db and worker, independent
+    assert steps(first) == {
+        "resource/pg-db@dev": ("Failed", "disk quota exceeded"),
+        "deployment/checkout/worker@dev": ("Ready", None),
+    }
+    run = await deploy(api, "checkout-api")
+    assert run["status"] == "Failed"
+    assert steps(run) == {
+        "resource/pg-db@dev": ("Failed", "disk quota exceeded"),
+        "deployment/checkout/checkout-api@dev": (
+            "Blocked",
+            "blocked by resource/pg-db@dev: disk quota exceeded",
+        ),
+        "deployment/checkout/worker@dev": ("Unchanged", None),
+    }
+    assert "deployment/checkout/checkout-api@dev" not in kube.live
+
+
+async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
+    kube = FakeProvider("kubernetes")
+    kube.fail["a"] = "image pull failed"
+    events = MemoryEventBus()
+    supervisor = Supervisor(
+        providers=registry(kube), state=MemoryStateStore(), events=events, settings=SETTINGS
+    )
+
+    def step(node: str, *deps: str) -> dict[str, Any]:
+        return {
+            "node": node,
+            "source": node,
+            "kind": "deployment",
+            "action": "create",
+            "provider": "kubernetes",
+            "depends_on": list(deps),
+            "desired": {"version": "1"},
+        }
+
+    waves = [
+        {"index": 0, "steps": [step("a"), step("c")]},
+        {"index": 1, "steps": [step("b", "a"), step("d", "c")]},
+        {"index": 2, "steps": [step("e", "b", "d")]},
+    ]
+    run = Run(
+        trigger="apply",
+        environment="dev",
+        actor="test",
+        steps=[
+            RunStep(
+                node=s["node"],
+                source=s["node"],
+                kind="deployment",
+                action="create",
+                provider="kubernetes",
+                wave=w["index"],
+            )
+            for w in waves
+            for s in w["steps"]
+        ],
+    )
+
+    async def target(s: Mapping[str, Any]) -> tuple[Resource, Target]:
+        return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
+
+    async def allow(r: Run, s: Mapping[str, Any]) -> None:
+        return None
+
+    async with supervisor:
+        supervisor.start(run, waves, target=target, check=allow)
+    assert {s.node: (s.status, s.error) for s in run.steps} == {
+        "a": ("Failed", "image pull failed"),
+        "b": ("Blocked", "blocked by a: image pull failed"),
+        "c": ("Ready", None),
+        "d": ("Ready", None),
+        "e": ("Blocked", "blocked by b: blocked by a: image pull failed"),
+    }
+    assert run.status == "Failed" and sorted(kube.applied) == ["c", "d"]
+
+
+async def test_a_hanging_provider_times_out_and_the_api_stays_responsive(
+    api: Api, kube: FakeProvider
+) -> None:
+    kube.hang.add("deployment/checkout/checkout-api@dev")
+    _, accepted = await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
+    with anyio.fail_after(0.3):
+        assert (await api.ok("GET", "/v1/status"))["revision"] > 0  # answered while the step hangs
+    run = await finished(api, accepted["run"])
+    assert steps(run)["deployment/checkout/checkout-api@dev"] == ("Failed", "timed out after 0.5 s")
+
+
+async def test_an_unreachable_target_is_retried_with_backoff(api: Api, kube: FakeProvider) -> None:
+    kube.unreachable["deployment/checkout/checkout-api@dev"] = 2
+    run = await deploy(api, "checkout-api")
+    assert run["status"] == "Succeeded"
+    retries = await api.ok("GET", f"/v1/events?run={run['id']}&type=actor.retry")
+    assert [e["data"]["attempt"] for e in retries] == [1, 2]
+    assert retries[0]["data"]["error"] == "connection refused"
+
+
+async def test_retries_give_up_with_the_connection_error(api: Api, kube: FakeProvider) -> None:
+    kube.unreachable["deployment/checkout/checkout-api@dev"] = 99
+    run = await deploy(api, "checkout-api")
+    assert steps(run)["deployment/checkout/checkout-api@dev"] == (
+        "Failed",
+        "connection refused (gave up after 3 retries)",
+    )
+
+
+async def test_a_missing_provider_fails_the_step_naming_it(kube: FakeProvider) -> None:
+    app = create_app(SETTINGS, providers=registry(kube))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        await api.basic()
+        await with_database(api)
+        run = await deploy(api, "checkout-api")
+        assert steps(run)["resource/pg-db@dev"] == (
+            "Failed",
+            "no provider 'postgres' is installed (installed: kubernetes)",
+        )
+        assert steps(run)["deployment/checkout/checkout-api@dev"][0] == "Blocked"
+
+
+async def test_events_cover_changes_decisions_runs_and_actors(api: Api) -> None:
+    run = await deploy(api, "checkout-api")
+    await api.deploy("checkout", "checkout-api", "1.0.0", "nowhere")
+    for kind in (
+        "graph.changed",
+        "policy.decision",
+        "run.started",
+        "run.step",
+        "run.finished",
+        "actor.status",
+    ):
+        events = await api.ok("GET", f"/v1/events?type={kind}")
+        assert events, kind
+        assert all(e["specversion"] == "1.0" and e["source"] == "/ztdp" for e in events)
+    by_node = await api.ok(
+        "GET", "/v1/events?node=deployment/checkout/checkout-api@dev&type=actor.status"
+    )
+    assert [e["data"]["status"] for e in by_node] == ["Progressing", "Ready"]
+    assert all(e["runid"] == run["id"] for e in by_node)
+
+
+async def test_events_stream_live_as_server_sent_events(api: Api) -> None:
+    resp = await api.client.get("/v1/events?type=run", headers={"Accept": "text/event-stream"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    _, accepted = await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
+    seen: list[dict[str, Any]] = []
+    with anyio.fail_after(5):
+        while not any(e["type"] == "io.ztdp.run.finished" for e in seen):
+            line = (await resp.content.readline()).decode()
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+    resp.close()
+    assert seen[0]["type"] == "io.ztdp.run.started" and seen[0]["runid"] == accepted["run"]
+
+
+async def test_providers_are_listed_with_their_origin(api: Api) -> None:
+    assert await api.ok("GET", "/v1/providers") == [
+        {
+            "kind": "kubernetes",
+            "entry_point": "tests:kubernetes",
+            "distribution": "tests",
+            "version": "0",
+        },
+        {
+            "kind": "postgres",
+            "entry_point": "tests:postgres",
+            "distribution": "tests",
+            "version": "0",
+        },
+    ]
+
+
+class Incomplete:
+    kind = "broken"
+
+    async def apply(self) -> None:
+        return None
+
+
+def test_a_plugin_missing_methods_is_refused_naming_it() -> None:
+    ep = EntryPoint(name="broken", value="tests.test_runtime:Incomplete", group="ztdp.providers")
+    with pytest.raises(PluginInvalid) as err:
+        ProviderRegistry.from_entry_points([ep])
+    assert "plugin 'broken' (tests.test_runtime:Incomplete)" in err.value.detail
+    assert (
+        "missing async method(s) validate, diff, observe, delete, health, aclose"
+        in err.value.detail
+    )
+
+
+def test_a_plugin_that_cannot_be_imported_is_refused_naming_it() -> None:
+    ep = EntryPoint(name="gone", value="no_such_module:Provider", group="ztdp.providers")
+    with pytest.raises(PluginInvalid, match=r"plugin 'gone' .* cannot be imported"):
+        ProviderRegistry.from_entry_points([ep])
+
+
+async def test_shutdown_finishes_every_accepted_message() -> None:
+    slow = FakeProvider("kubernetes", delay=0.02)
+    supervisor = Supervisor(
+        providers=registry(slow),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=SETTINGS,
+    )
+    replies = []
+    async with supervisor:
+        for i in range(20):
+            reply = Reply()
+            resource = Resource(
+                node=f"deployment/a/s{i % 4}@dev",
+                kind="deployment",
+                name=f"s{i % 4}",
+                application="a",
+                desired={"version": str(i)},
+            )
+            await supervisor.tell(
+                resource.node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
+            )
+            replies.append(reply)
+    assert all(r.status is Status.READY for r in replies)  # drained before the task group closed
+    assert len(slow.applied) == 20
+    assert {n: s["version"] for n, s in slow.live.items()} == {
+        f"deployment/a/s{i}@dev": str(16 + i) for i in range(4)
+    }  # one at a time, in order
+    assert not supervisor._active  # idle actors hold no task
