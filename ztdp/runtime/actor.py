@@ -7,6 +7,7 @@ records and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -66,10 +67,13 @@ class Reply:
     done: anyio.Event = field(default_factory=anyio.Event)
     status: Status | None = None
     error: str | None = None
+    on_done: Callable[[], None] | None = None  # e.g. free a parallelism slot at once
 
     def finish(self, status: Status, error: str | None = None) -> None:
         self.status, self.error = status, error
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from ztdp.errors import NotFound
 
@@ -39,8 +39,12 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     steps: list[RunStep] = Field(default_factory=list)
 
+    _by_node: dict[str, RunStep] = PrivateAttr(default_factory=dict)
+
     def step(self, node: str) -> RunStep:
-        return next(s for s in self.steps if s.node == node)
+        if len(self._by_node) != len(self.steps):
+            self._by_node = {s.node: s for s in self.steps}
+        return self._by_node[node]
 
 
 class RunStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, nullcontext
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from ztdp.runtime.actor import (
     Status,
 )
 from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
-from ztdp.runtime.runs import Run
+from ztdp.runtime.runs import Run, RunStep
 from ztdp.settings import Settings
 from ztdp.state import ObservedResource, StateStore
 
@@ -130,12 +130,19 @@ class Supervisor:
         # Runs already accepted keep delivering while the supervisor drains.
         assert self._tg is not None, "the supervisor is not running"
         state = self.actor(node, provider)
-        mailbox = self._active.get(node)
-        if mailbox is None:
-            mailbox = self._active[node] = self._new_mailbox(self._settings.mailbox_size)
-            self._enter()
-            self._tg.start_soon(self._run_actor, state, mailbox, name=f"actor {node}")
-        await mailbox.send(message)
+        while True:
+            mailbox = self._active.get(node)
+            if mailbox is None:
+                mailbox = self._active[node] = self._new_mailbox(self._settings.mailbox_size)
+                self._enter()
+                self._tg.start_soon(self._run_actor, state, mailbox, name=f"actor {node}")
+            try:
+                await mailbox.send(message)
+                return
+            except anyio.ClosedResourceError:
+                # We waited on a full mailbox and the actor drained it and went idle before
+                # our turn: the message is not in; activate the actor again and resend.
+                continue
 
     async def _run_actor(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
         try:
@@ -389,6 +396,8 @@ class Supervisor:
     async def _execute(
         self, run: Run, waves: list[Mapping[str, Any]], target: StepTarget, check: StepCheck
     ) -> None:
+        """Wave by wave: deliver each step to its actor (at most `apply_parallelism` at once),
+        then collect the outcomes. A step whose dependency failed is Blocked, naming it."""
         try:
             await self._events.publish(
                 make_event(
@@ -404,7 +413,7 @@ class Supervisor:
                 )
             )
             parallelism = self._settings.apply_parallelism
-            limiter = anyio.CapacityLimiter(parallelism) if parallelism else None
+            slots = anyio.Semaphore(parallelism) if parallelism else None
             failed: dict[str, str] = {}  # node -> why it failed or is blocked
             dependents: dict[str, list[str]] = {}
             for wave in waves:
@@ -413,22 +422,31 @@ class Supervisor:
                         for dep in step["depends_on"]:  # deleted after what depends on it
                             dependents.setdefault(dep, []).append(step["node"])
             for wave in waves:
-                async with anyio.create_task_group() as tg:
-                    for step in wave["steps"]:
-                        waits_for = (
-                            dependents.get(step["node"], [])
-                            if step["action"] == "delete"
-                            else step["depends_on"]
-                        )
-                        cause = next((d for d in waits_for if d in failed), None)
-                        rs = run.step(step["node"])
-                        if cause is not None:
-                            rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
-                            failed[step["node"]] = rs.error
-                            self.actor(step["node"], step["provider"]).status = Status.BLOCKED
-                            await self._step_event(run, rs)
+                pending: list[tuple[RunStep, Reply]] = []
+                for step in wave["steps"]:
+                    rs = run.step(step["node"])
+                    waits_for = (
+                        dependents.get(step["node"], [])
+                        if step["action"] == "delete"
+                        else step["depends_on"]
+                    )
+                    cause = next((d for d in waits_for if d in failed), None)
+                    if cause is not None:
+                        rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
+                        self.actor(step["node"], step["provider"]).status = Status.BLOCKED
+                    else:
+                        reply = await self._begin(run, rs, step, slots, target, check)
+                        if reply is not None:
+                            pending.append((rs, reply))
                             continue
-                        tg.start_soon(self._step, run, step, limiter, failed, target, check)
+                    await self._finish(run, rs, failed)
+                with anyio.move_on_after(self._settings.step_timeout * 2):
+                    for _, reply in pending:
+                        await reply.done.wait()
+                for rs, reply in pending:
+                    rs.status = _step_status(reply.status)
+                    rs.error = reply.error if reply.status else "no answer from the actor in time"
+                    await self._finish(run, rs, failed)
             run.status = "Failed" if failed else "Succeeded"
             run.finished_at = datetime.now(UTC)
             await self._events.publish(
@@ -443,46 +461,48 @@ class Supervisor:
         finally:
             self._leave()
 
-    async def _step(
+    async def _begin(
         self,
         run: Run,
+        rs: RunStep,
         step: Mapping[str, Any],
-        limiter: anyio.CapacityLimiter | None,
-        failed: dict[str, str],
+        slots: anyio.Semaphore | None,
         target: StepTarget,
         check: StepCheck,
-    ) -> None:
-        rs = run.step(step["node"])
-        async with limiter if limiter is not None else nullcontext():
-            rs.status, rs.started_at = "Progressing", datetime.now(UTC)
-            await self._step_event(run, rs)
-            try:
-                refusal = await check(run, step)
-                if refusal is not None:
-                    raise PermanentError(refusal)
-                if step["action"] == "noop":
-                    rs.status = "Unchanged"
-                else:
-                    resource, where = await target(step)
-                    reply = Reply()
-                    cls = Delete if step["action"] == "delete" else Apply
-                    await self._deliver(
-                        step["node"], cls(resource, where, run.id, reply), step["provider"]
-                    )
-                    with anyio.move_on_after(self._settings.step_timeout * 2):
-                        await reply.done.wait()
-                    status = reply.status.value if reply.status else "Failed"
-                    rs.status = "Failed" if status in ("Failed", "Blocked", "Deleting") else status  # type: ignore[assignment]
-                    rs.error = reply.error if reply.status else "no answer from the actor in time"
-            except ZtdpError as exc:
-                rs.status, rs.error = "Failed", exc.detail
-            except Exception as exc:  # a bug here must fail the step, not the runtime
-                log.exception("step %s of run %s", rs.node, run.id)
-                rs.status, rs.error = "Failed", f"internal error: {exc!r}"
-            if rs.status == "Failed":
-                failed[step["node"]] = rs.error or "failed"
-            rs.finished_at = datetime.now(UTC)
-            await self._step_event(run, rs)
+    ) -> Reply | None:
+        """Start a step: the reply to wait for, or None if it is already decided."""
+        if slots is not None:
+            await slots.acquire()
+        rs.status, rs.started_at = "Progressing", datetime.now(UTC)
+        await self._step_event(run, rs)
+        try:
+            refusal = await check(run, step)
+            if refusal is not None:
+                raise PermanentError(refusal)
+            if step["action"] == "noop":
+                rs.status = "Unchanged"
+            else:
+                resource, where = await target(step)
+                reply = Reply(on_done=slots.release if slots is not None else None)
+                cls = Delete if step["action"] == "delete" else Apply
+                await self._deliver(
+                    step["node"], cls(resource, where, run.id, reply), step["provider"]
+                )
+                return reply
+        except ZtdpError as exc:
+            rs.status, rs.error = "Failed", exc.detail
+        except Exception as exc:  # a bug here must fail the step, not the runtime
+            log.exception("step %s of run %s", rs.node, run.id)
+            rs.status, rs.error = "Failed", f"internal error: {exc!r}"
+        if slots is not None:
+            slots.release()
+        return None
+
+    async def _finish(self, run: Run, rs: RunStep, failed: dict[str, str]) -> None:
+        if rs.status in ("Failed", "Blocked"):
+            failed[rs.node] = rs.error or rs.status.lower()
+        rs.finished_at = datetime.now(UTC)
+        await self._step_event(run, rs)
 
     async def _step_event(self, run: Run, rs: Any) -> None:
         await self._events.publish(
@@ -494,6 +514,12 @@ class Supervisor:
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+def _step_status(status: Status | None) -> Any:
+    if status is None or status in (Status.FAILED, Status.BLOCKED, Status.DELETING):
+        return "Failed"
+    return status.value
 
 
 async def _deleted(call: Awaitable[None]) -> Observation:

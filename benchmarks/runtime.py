@@ -1,0 +1,202 @@
+"""Runtime figures, each against a baseline measured in the same process.
+
+1. Apply makespan of a generated 1,000-node plan of depth 10 with a provider taking 20 ms per
+   apply, divided by the critical path (10 x 20 ms). Goal <= 1.2 with unbounded parallelism;
+   also with parallelism 10 against the ideal for that limit (1,000 x 20 ms / 10).
+2. Messages per second through actor mailboxes, beside a bare anyio memory stream. Goal >= 0.5.
+3. Memory per idle actor with 100,000 actors, state included. Goal < 5 KB.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _providers import registry
+
+from ztdp.events import MemoryEventBus
+from ztdp.providers import Resource, Target
+from ztdp.runtime import Run, RunStep, Supervisor
+from ztdp.runtime.actor import Apply, Observe, Reply
+from ztdp.settings import Settings
+from ztdp.state import MemoryStateStore
+
+NODES, DEPTH, APPLY = 1_000, 10, 0.020
+
+
+class NullBus(MemoryEventBus):
+    """Events are kept but not counted in the runtime's figures."""
+
+
+def supervisor(seconds: float, parallelism: int) -> Supervisor:
+    settings = Settings(apply_parallelism=parallelism, observe_interval=0, step_timeout=60)
+    return Supervisor(
+        providers=registry(seconds), state=MemoryStateStore(), events=NullBus(), settings=settings
+    )
+
+
+def plan() -> list[dict[str, Any]]:
+    width = NODES // DEPTH
+    waves = []
+    for level in range(DEPTH):
+        steps = []
+        for i in range(width):
+            deps = [f"n{level - 1}-{(i + k) % width}" for k in range(3)] if level else []
+            steps.append(
+                {
+                    "node": f"n{level}-{i}",
+                    "source": "",
+                    "kind": "deployment",
+                    "action": "create",
+                    "provider": "kubernetes",
+                    "depends_on": deps,
+                    "desired": {"version": "1"},
+                }
+            )
+        waves.append({"index": level, "steps": steps})
+    return waves
+
+
+async def makespan(parallelism: int) -> float:
+    waves = plan()
+    run = Run(
+        trigger="apply",
+        environment="dev",
+        actor="bench",
+        steps=[
+            RunStep(
+                node=s["node"],
+                source="",
+                kind="deployment",
+                action="create",
+                provider="kubernetes",
+                wave=w["index"],
+            )
+            for w in waves
+            for s in w["steps"]
+        ],
+    )
+
+    async def target(step: Any) -> tuple[Resource, Target]:
+        return Resource(step["node"], "deployment", step["node"], "a", step["desired"]), Target(
+            "dev"
+        )
+
+    async def allow(r: Any, s: Any) -> None:
+        return None
+
+    sup = supervisor(APPLY, parallelism)
+    async with sup:
+        start = time.perf_counter()
+        sup.start(run, waves, target=target, check=allow)
+        while run.status == "Running":
+            await anyio.sleep(0.001)
+        elapsed = time.perf_counter() - start
+    assert run.status == "Succeeded", run.status
+    return elapsed
+
+
+async def mailbox_rate(messages: int = 100_000) -> tuple[float, float]:
+    # Baseline: a bare anyio memory stream of the same size, one consumer.
+    send, receive = anyio.create_memory_object_stream[object](64)
+
+    async def consume() -> None:
+        async with receive:
+            async for _ in receive:
+                pass
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        async with send:
+            for _ in range(messages):
+                # the same enqueue as the actor mailbox: no yield while there is room
+                try:
+                    send.send_nowait(None)
+                except anyio.WouldBlock:
+                    await send.send(None)
+    bare = messages / (time.perf_counter() - start)
+
+    sup = supervisor(0, 0)
+    async with sup:
+        sup.actor("deployment/a/s@dev", "kubernetes")  # an idle actor with nothing to observe
+        last = Reply()
+        start = time.perf_counter()
+        for i in range(messages):
+            await sup.tell("deployment/a/s@dev", Observe(reply=last if i == messages - 1 else None))
+        await last.done.wait()
+        actors = messages / (time.perf_counter() - start)
+    return actors, bare
+
+
+async def memory_per_actor(count: int = 100_000) -> float:
+    sup = supervisor(0, 0)
+    async with sup:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        last = Reply()
+        for i in range(count):
+            node = f"deployment/app-{i // 100}/svc-{i % 100}@dev"
+            resource = Resource(
+                node,
+                "deployment",
+                f"svc-{i % 100}",
+                f"app-{i // 100}",
+                {
+                    "version": "1.0.0",
+                    "image": f"svc-{i}:1.0.0",
+                    "config_ref": "",
+                    "port": 8080,
+                    "public": False,
+                },
+            )
+            await sup.tell(
+                node,
+                Apply(resource, Target("dev"), None, last if i == count - 1 else None),
+                provider="kubernetes",
+            )
+        await last.done.wait()
+        while sup._active:  # every actor goes idle: its task and mailbox are released
+            await anyio.sleep(0.01)
+        sup._events = NullBus()  # events are history, not actor state
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    return (after - before) / count
+
+
+async def main() -> None:
+    ideal = DEPTH * APPLY
+    unbounded = await makespan(0)
+    print(
+        f"makespan, unbounded parallelism: {unbounded:.3f} s; critical path {ideal:.3f} s; "
+        f"ratio {unbounded / ideal:.2f} (goal <= 1.2)"
+    )
+    bounded = await makespan(10)
+    ideal10 = NODES * APPLY / 10
+    print(
+        f"makespan, parallelism 10:        {bounded:.3f} s; ideal {ideal10:.3f} s; "
+        f"ratio {bounded / ideal10:.2f}"
+    )
+    actors, bare = await mailbox_rate()
+    print(
+        f"messages/s through an actor mailbox: {actors:,.0f}; bare anyio stream: {bare:,.0f}; "
+        f"ratio {actors / bare:.2f} (goal >= 0.5)"
+    )
+    per_actor = await memory_per_actor()
+    print(
+        f"memory per idle actor (100,000, state and observed state included): "
+        f"{per_actor / 1024:.2f} KB (goal < 5 KB)"
+    )
+
+
+if __name__ == "__main__":
+    anyio.run(main)
