@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from cloudevents.core.formats.json import JSONFormat
 
 from tests.helpers import Api
 from ztdp.api import create_app
@@ -393,3 +394,60 @@ async def test_shutdown_finishes_every_accepted_message() -> None:
         f"deployment/a/s{i}@dev": str(16 + i) for i in range(4)
     }  # one at a time, in order
     assert not supervisor._active  # idle actors hold no task
+
+
+@pytest.fixture
+async def watched(kube: FakeProvider, pg: FakeProvider) -> AsyncIterator[Api]:
+    """The API with actors observing their nodes every 0.05 s."""
+    settings = SETTINGS.model_copy(update={"observe_interval": 0.05})
+    app = create_app(settings, providers=registry(kube, pg))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        await api.basic()
+        await api.ok(
+            "POST",
+            "/v1/environments",
+            {"metadata": {"name": "audit", "owner": "p"}, "spec": {"reconcile": "report-only"}},
+        )
+        await api.ok("POST", "/v1/applications/checkout/environments/audit/allowed", status=200)
+        yield api
+
+
+async def wait_for_events(api: Api, query: str) -> list[dict[str, Any]]:
+    with anyio.fail_after(5):
+        while not (events := await api.ok("GET", f"/v1/events?{query}")):  # noqa: ASYNC110 - polls the API as a client does
+            await asyncio.sleep(0.02)
+    return events  # type: ignore[no-any-return]
+
+
+async def test_drift_is_detected_and_repaired(watched: Api, kube: FakeProvider) -> None:
+    await deploy(watched, "checkout-api")
+    node = "deployment/checkout/checkout-api@dev"
+    kube.live[node]["image"] = "evil:1"  # changed behind ZTDP's back
+    [drift, *_] = await wait_for_events(watched, f"node={node}&type=drift.detected")
+    assert drift["data"]["changes"] == [
+        {"path": "image", "before": "evil:1", "after": "checkout-api:1.0.0"}
+    ]
+    await wait_for_events(watched, f"node={node}&type=drift.repaired")
+    assert kube.live[node]["image"] == "checkout-api:1.0.0"
+
+
+async def test_report_only_environments_record_drift_without_repairing(
+    watched: Api, kube: FakeProvider
+) -> None:
+    await deploy(watched, "checkout-api", env="audit")
+    node = "deployment/checkout/checkout-api@audit"
+    kube.live[node]["image"] = "evil:1"
+    await wait_for_events(watched, f"node={node}&type=drift.detected")
+    await asyncio.sleep(0.2)
+    assert kube.live[node]["image"] == "evil:1"
+    assert await watched.ok("GET", f"/v1/events?node={node}&type=drift.repaired") == []
+
+
+async def test_every_event_is_valid_cloudevents_json(api: Api) -> None:
+    await deploy(api, "checkout-api")
+    events = await api.ok("GET", "/v1/events?limit=10000")
+    fmt = JSONFormat()
+    for event in events:
+        parsed = fmt.read(None, json.dumps(event).encode())
+        assert parsed.get_specversion() == "1.0" and parsed.get_type() == event["type"]

@@ -38,6 +38,8 @@ def _check_image(value: str) -> str:
     return value
 
 
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=253)]
+
 ImageRef = Annotated[
     str,
     StringConstraints(min_length=1, max_length=512),
@@ -100,6 +102,10 @@ class ServiceVersionIn(Strict):
     image: ImageRef | None = Field(
         default=None, description="defaults to '<service>:<version>' when omitted"
     )
+    replicas: int = Field(default=1, ge=0, le=1000)
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+        default_factory=dict, max_length=256, description="environment variables of the container"
+    )
 
     _image = field_validator("image", mode="after")(
         lambda v: None if v is None else _check_image(v)
@@ -130,6 +136,9 @@ class KubernetesTarget(Strict):
 class EnvironmentSpec(Strict):
     description: ShortText = ""
     kubernetes: KubernetesTarget | None = None
+    reconcile: Literal["repair", "report-only"] = Field(
+        default="repair", description="on drift: repair it, or only record it"
+    )
 
 
 class Environment(Envelope):

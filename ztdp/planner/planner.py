@@ -108,6 +108,8 @@ def desired_in_environment(
                     "config_ref": ver["config_ref"],
                     "port": spec["port"],
                     "public": spec["public"],
+                    "replicas": ver.get("replicas", 1),
+                    "env": ver.get("env", {}),
                 }
                 desired = out[nid] = Desired(nid, vid, "deployment", KUBERNETES, state)
                 users.append((desired, graph.out(owned, EdgeType.USES)))

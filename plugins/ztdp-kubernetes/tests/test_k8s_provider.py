@@ -19,6 +19,8 @@ DESIRED = {
     "config_ref": "cfg",
     "port": 8080,
     "public": True,
+    "replicas": 2,
+    "env": {"LOG_LEVEL": "debug"},
 }
 
 
@@ -53,7 +55,10 @@ async def test_apply_creates_namespace_deployment_and_service(
     seen = await provider.apply(resource=resource(), target=target(kube, namespace))
     dep = await kube.deployment(namespace, "api")
     assert dep is not None
-    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/api:1.0.0"
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/acme/api:1.0.0"
+    assert container["env"] == [{"name": "LOG_LEVEL", "value": "debug"}]
+    assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["labels"] == {
         "app.kubernetes.io/name": "api",
         "app.kubernetes.io/version": "1.0.0",
@@ -118,6 +123,7 @@ async def test_drift_is_visible_in_observe_and_diff(
                                     "name": "api",
                                     "image": "evil:1",
                                     "ports": [{"containerPort": 8080}],
+                                    "env": [{"name": "LOG_LEVEL", "value": "debug"}],
                                 }
                             ]
                         }

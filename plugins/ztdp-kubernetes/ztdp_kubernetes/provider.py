@@ -249,6 +249,8 @@ class KubernetesProvider:
             "config_ref": annotations.get(f"{ANNOTATION}config-ref", ""),
             "port": ports[0].container_port if ports else None,
             "public": annotations.get(f"{ANNOTATION}public") == "true",
+            "replicas": dep.spec.replicas if dep.spec.replicas is not None else 1,
+            "env": {e.name: e.value for e in container.env or []},
         }
         health, message = _health(dep)
         return Observation(state=state, health=health, message=message)
@@ -279,7 +281,7 @@ class KubernetesProvider:
         self._clients.clear()
 
 
-_COMPARED = ("version", "image", "config_ref", "port", "public")
+_COMPARED = ("version", "image", "config_ref", "port", "public", "replicas", "env")
 
 
 def _patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
