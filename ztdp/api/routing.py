@@ -20,7 +20,7 @@ from ztdp.api.access import Access
 from ztdp.api.keys import AUTH, IDENTITY
 from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
 from ztdp.auth import ANONYMOUS
-from ztdp.catalog.actor import acting_as
+from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.contracts import DNS_LABEL_PATTERN
 
 Reply = tuple[int, Any]
@@ -84,8 +84,11 @@ class Endpoint:
             if value is not None and q.pattern and not re.match(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
         await self.access.authorize(request, identity, body)
-        with acting_as(identity.name):
+        token = set_actor(identity.name)
+        try:
             status, payload = await self.handler(request, body)
+        finally:
+            reset_actor(token)
         return json_response(status, payload)
 
 

@@ -16,7 +16,9 @@ LOG_MAX_LENGTH = 10_000
 class MemoryGraphStore:
     def __init__(self) -> None:
         self._graph = Graph()
-        self._log: deque[Change] = deque(maxlen=LOG_MAX_LENGTH)
+        # (revision, actor, time, batch): the batch's ops are kept as they are and turned into
+        # JSON only when read, so a write allocates no copy of its data.
+        self._log: deque[tuple[int, str, datetime, Sequence[Op]]] = deque(maxlen=LOG_MAX_LENGTH)
 
     async def read(self) -> Graph:
         return self._graph
@@ -32,18 +34,15 @@ class MemoryGraphStore:
         batch = graph.expand(ops)
         graph.check(batch)
         graph.apply(batch, graph.revision + 1)
-        self._log.append(
-            Change(
-                revision=graph.revision,
-                actor=actor,
-                at=datetime.now(UTC),
-                ops=[op_to_json(op) for op in batch],
-            )
-        )
+        self._log.append((graph.revision, actor, datetime.now(UTC), batch))
         return graph.revision
 
     async def changes(self, *, since: int, limit: int) -> list[Change]:
-        return [c for c in self._log if c.revision > since][:limit]
+        return [
+            Change(revision=rev, actor=actor, at=at, ops=[op_to_json(op) for op in batch])
+            for rev, actor, at, batch in self._log
+            if rev > since
+        ][:limit]
 
     async def ping(self) -> None:
         return None
