@@ -254,7 +254,7 @@ async def test_a_hanging_provider_times_out_and_the_api_stays_responsive(
     with anyio.fail_after(0.3):
         assert (await api.ok("GET", "/v1/status"))["revision"] > 0  # answered while the step hangs
     run = await finished(api, accepted["run"])
-    assert steps(run)["deployment/checkout/checkout-api@dev"] == ("Failed", "timed out after 0.5 s")
+    assert steps(run)["deployment/checkout/checkout-api@dev"] == ("Failed", "apply timed out after 0.5 s")
 
 
 async def test_an_unreachable_target_is_retried_with_backoff(api: Api, kube: FakeProvider) -> None:

@@ -651,12 +651,10 @@ async def get_check(request: web.Request, body: None) -> Reply:
     access=team("record checks of this application", subject_app),
 )
 async def update_check(request: web.Request, body: Check) -> Reply:
-    if body.metadata.name != _p(request, "name"):
-        from ztdp.errors import InvalidInput
-
-        raise InvalidInput("metadata.name does not match the path", field="metadata.name")
     catalog = request.app[CATALOG]
-    return 200, await catalog.put_check(body, create=False, if_match=_if_match(request))
+    return 200, await catalog.put_check(
+        body, create=False, name=_p(request, "name"), if_match=_if_match(request)
+    )
 
 
 @router.add(

@@ -218,11 +218,7 @@ class Catalog:
         self, name: str, app: Application, *, if_match: int | None = None
     ) -> dict[str, Any]:
         nid = node_id(NodeKind.APPLICATION, name)
-        if app.metadata.name != name:
-            raise InvalidInput(
-                f"metadata.name {app.metadata.name!r} does not match the path's {name!r}",
-                field="metadata.name",
-            )
+        same_name(app.metadata.name, name)
         expected = if_match if if_match is not None else app.metadata.revision
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
@@ -573,11 +569,7 @@ class Catalog:
         self, name: str, policy: Policy, *, if_match: int | None = None
     ) -> dict[str, Any]:
         nid = node_id(NodeKind.POLICY, name)
-        if policy.metadata.name != name:
-            raise InvalidInput(
-                f"metadata.name {policy.metadata.name!r} does not match the path's {name!r}",
-                field="metadata.name",
-            )
+        same_name(policy.metadata.name, name)
         expected = if_match if if_match is not None else policy.metadata.revision
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
@@ -608,8 +600,11 @@ class Catalog:
         )
 
     async def put_check(
-        self, check: Check, *, create: bool, if_match: int | None = None
+        self, check: Check, *, create: bool, name: str | None = None, if_match: int | None = None
     ) -> dict[str, Any]:
+        """Create a check (`create`), or update the one called `name`."""
+        if name is not None:
+            same_name(check.metadata.name, name)
         nid = node_id(NodeKind.CHECK, check.metadata.name)
         expected = if_match if if_match is not None else check.metadata.revision
 
@@ -744,6 +739,14 @@ class Catalog:
         observed = await self._state.observed(environment=environment)
         return make_plan(
             desired, observed, application=None, environment=environment, revision=revision
+        )
+
+
+def same_name(body: str, path: str) -> None:
+    """An update names its object twice, in the path and in metadata.name: they must agree."""
+    if body != path:
+        raise InvalidInput(
+            f"metadata.name {body!r} does not match the path's {path!r}", field="metadata.name"
         )
 
 

@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 
 from ztdp.errors import PermanentError, TemporaryError, ZtdpError
 from ztdp.events import EventBus, make_event
-from ztdp.providers import Observation, ProviderRegistry, Resource, Target
+from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
     ActorState,
     Apply,
@@ -220,43 +220,55 @@ class Supervisor:
                 )
             )
 
+    def _provider(self, state: ActorState) -> Provider | None:
+        return self.providers.get(state.provider or "")
+
+    async def _call(
+        self,
+        state: ActorState,
+        run: str | None,
+        provider: Provider,
+        call: Callable[[], Awaitable[Observation]],
+        what: str,
+    ) -> Observation | None:
+        """One provider call with the step timeout and retries; a failure sets Failed."""
+        try:
+            with anyio.fail_after(self._settings.step_timeout):
+                return await self._retrying(state, run, call)
+        except TimeoutError:
+            error = f"{what} timed out after {self._settings.step_timeout:g} s"
+        except ZtdpError as exc:
+            error = exc.detail
+        except Exception as exc:  # a provider bug is that provider's failure, not ours
+            error = f"provider {provider.kind} failed: {exc!r}"
+        await self._status(state, Status.FAILED, run=run, error=error)
+        return None
+
+    async def _missing_provider(self, state: ActorState, run: str | None) -> None:
+        installed = ", ".join(self.providers.kinds()) or "none"
+        await self._status(
+            state,
+            Status.FAILED,
+            run=run,
+            error=f"no provider {state.provider!r} is installed (installed: {installed})",
+        )
+
     async def _apply(self, state: ActorState, run: str | None) -> None:
-        provider = self.providers.get(state.provider or "")
+        provider = self._provider(state)
         if provider is None:
-            installed = ", ".join(self.providers.kinds()) or "none"
-            await self._status(
-                state,
-                Status.FAILED,
-                run=run,
-                error=f"no provider {state.provider!r} is installed (installed: {installed})",
-            )
+            await self._missing_provider(state, run)
             return
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
         await self._status(state, Status.PROGRESSING, run=run)
-        try:
-            with anyio.fail_after(self._settings.step_timeout):
-                await provider.validate(resource=resource)
-                observation = await self._retrying(
-                    state, run, lambda: provider.apply(resource=resource, target=target)
-                )
-        except TimeoutError:
-            await self._status(
-                state,
-                Status.FAILED,
-                run=run,
-                error=f"timed out after {self._settings.step_timeout:g} s",
-            )
-            return
-        except ZtdpError as exc:
-            await self._status(state, Status.FAILED, run=run, error=exc.detail)
-            return
-        except Exception as exc:
-            await self._status(
-                state, Status.FAILED, run=run, error=f"provider {provider.kind} failed: {exc!r}"
-            )
-            return
-        await self._observed(state, observation, run)
+
+        async def validate_and_apply() -> Observation:
+            await provider.validate(resource=resource)
+            return await provider.apply(resource=resource, target=target)
+
+        observation = await self._call(state, run, provider, validate_and_apply, "apply")
+        if observation is not None:
+            await self._observed(state, observation, run)
 
     async def _retrying(
         self, state: ActorState, run: str | None, call: Callable[[], Awaitable[Observation]]
@@ -310,30 +322,19 @@ class Supervisor:
         )
 
     async def _delete(self, state: ActorState, run: str | None) -> None:
-        provider = self.providers.get(state.provider or "")
-        assert state.resource is not None and state.target is not None
+        provider = self._provider(state)
         if provider is None:
-            await self._status(
-                state, Status.FAILED, run=run, error=f"no provider {state.provider!r} is installed"
-            )
+            await self._missing_provider(state, run)
             return
-        await self._status(state, Status.DELETING, run=run)
+        assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
-        try:
-            with anyio.fail_after(self._settings.step_timeout):
-                await self._retrying(
-                    state, run, lambda: _deleted(provider.delete(resource=resource, target=target))
-                )
-        except TimeoutError:
-            await self._status(
-                state,
-                Status.FAILED,
-                run=run,
-                error=f"delete timed out after {self._settings.step_timeout:g} s",
-            )
-            return
-        except ZtdpError as exc:
-            await self._status(state, Status.FAILED, run=run, error=exc.detail)
+        await self._status(state, Status.DELETING, run=run)
+
+        async def delete() -> Observation:
+            await provider.delete(resource=resource, target=target)
+            return Observation(state={}, health="Ready")
+
+        if await self._call(state, run, provider, delete, "delete") is None:
             return
         await self._state.delete(state.node)
         state.observed = None
@@ -520,11 +521,6 @@ def _step_status(status: Status | None) -> Any:
     if status is None or status in (Status.FAILED, Status.BLOCKED, Status.DELETING):
         return "Failed"
     return status.value
-
-
-async def _deleted(call: Awaitable[None]) -> Observation:
-    await call
-    return Observation(state={}, health="Ready")
 
 
 __all__ = ["ShuttingDown", "StepCheck", "StepTarget", "Supervisor"]
