@@ -79,6 +79,8 @@ async def main() -> None:
             dag.add_node(sid)
             dag.add_edges_from((dep, sid) for dep in graph.successors(sid, "uses"))  # type: ignore[arg-type]
     baseline = best(lambda: list(nx.topological_generations(dag)))
+    # Second baseline: the stored intent graph itself (every node and edge the plan reads).
+    whole = best(lambda: list(nx.topological_generations(graph.g)))
 
     async def time_plans(label: str) -> None:
         times = []
@@ -99,11 +101,13 @@ async def main() -> None:
         )
         print(f"[{label}] plan of one application:       {min(per_app) * 1000:8.1f} ms")
         print(
-            f"[{label}] ratio plan / topological_generations: {min(times) / baseline:.2f}"
-            "  (goal <= 3)"
+            f"[{label}] ratio plan / topological_generations: {min(times) / baseline:.2f} "
+            f"on the deployments' dependency graph, {min(times) / whole:.2f} on the whole "
+            "intent graph  (goal <= 3)"
         )
 
-    print(f"topological_generations baseline: {baseline * 1000:8.1f} ms")
+    print(f"topological_generations, deployments' dependency graph: {baseline * 1000:8.1f} ms")
+    print(f"topological_generations, whole intent graph:            {whole * 1000:8.1f} ms")
     await time_plans("gc default")
     # A long-running control plane holds the graph for its lifetime; freezing that heap keeps
     # the cyclic GC from re-scanning 10,000s of long-lived objects on every plan.
