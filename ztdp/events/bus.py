@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +32,7 @@ def make_event(
     """
     event: dict[str, Any] = {
         "specversion": "1.0",
-        "id": uuid.uuid4().hex,
+        "id": os.urandom(16).hex(),  # 128 random bits, as a UUID4 has
         "source": SOURCE,
         "type": f"io.ztdp.{type_}",
         "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

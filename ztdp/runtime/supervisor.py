@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ztdp.errors import PermanentError, TemporaryError, ZtdpError
 from ztdp.events import EventBus, make_event
@@ -306,7 +309,7 @@ class Supervisor:
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
         await self._state.put(
-            ObservedResource(
+            ObservedResource.model_construct(  # built here from checked fields
                 node=state.node,
                 source=state.node,
                 kind=state.resource.kind,
@@ -397,8 +400,12 @@ class Supervisor:
     async def _execute(
         self, run: Run, waves: list[Mapping[str, Any]], target: StepTarget, check: StepCheck
     ) -> None:
-        """Wave by wave: deliver each step to its actor (at most `apply_parallelism` at once),
-        then collect the outcomes. A step whose dependency failed is Blocked, naming it."""
+        """Run a plan's steps in dependency order, at most `apply_parallelism` at once.
+
+        A step starts as soon as everything it waits for has finished, which is never later
+        than wave by wave: a slow step holds back its dependents only. A step waiting for one
+        that failed is Blocked, naming it. Deletions wait for the deletion of their dependents.
+        """
         try:
             await self._events.publish(
                 make_event(
@@ -413,41 +420,80 @@ class Supervisor:
                     },
                 )
             )
+            steps = {s["node"]: s for w in waves for s in w["steps"]}
+            waits: dict[str, list[str]] = {n: [] for n in steps}
+            for node, step in steps.items():
+                for dep in step["depends_on"]:
+                    if dep not in steps:
+                        continue
+                    if step["action"] == "delete":
+                        waits[dep].append(node)  # delete what depends on it first
+                    else:
+                        waits[node].append(dep)
+            left = {n: set(w) for n, w in waits.items()}
+            dependents: dict[str, list[str]] = {n: [] for n in steps}
+            for node, before in waits.items():
+                for b in before:
+                    dependents[b].append(node)
+
             parallelism = self._settings.apply_parallelism
             slots = anyio.Semaphore(parallelism) if parallelism else None
+            finished_send, finished = anyio.create_memory_object_stream[str](max(len(steps), 1))
             failed: dict[str, str] = {}  # node -> why it failed or is blocked
-            dependents: dict[str, list[str]] = {}
-            for wave in waves:
-                for step in wave["steps"]:
-                    if step["action"] == "delete":
-                        for dep in step["depends_on"]:  # deleted after what depends on it
-                            dependents.setdefault(dep, []).append(step["node"])
-            for wave in waves:
-                pending: list[tuple[RunStep, Reply]] = []
-                for step in wave["steps"]:
-                    rs = run.step(step["node"])
-                    waits_for = (
-                        dependents.get(step["node"], [])
-                        if step["action"] == "delete"
-                        else step["depends_on"]
-                    )
-                    cause = next((d for d in waits_for if d in failed), None)
+            flying: dict[str, Reply] = {}
+            ready = deque(n for n in steps if not left[n])
+
+            def resolve(node: str) -> None:
+                for dependent in dependents[node]:
+                    left[dependent].discard(node)
+                    if not left[dependent]:
+                        ready.append(dependent)
+
+            def on_done(node: str) -> Callable[[], None]:
+                def done() -> None:
+                    if slots is not None:
+                        slots.release()
+                    # an answer after the run gave up on it has nobody to go to
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        finished_send.send_nowait(node)
+
+                return done
+
+            while ready or flying:
+                while ready:
+                    node = ready.popleft()
+                    rs = run.step(node)
+                    cause = next((d for d in waits[node] if d in failed), None)
                     if cause is not None:
                         rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
-                        self.actor(step["node"], step["provider"]).status = Status.BLOCKED
+                        self.actor(node, steps[node]["provider"]).status = Status.BLOCKED
                     else:
-                        reply = await self._begin(run, rs, step, slots, target, check)
+                        reply = await self._begin(
+                            run, rs, steps[node], slots, target, check, on_done(node)
+                        )
                         if reply is not None:
-                            pending.append((rs, reply))
+                            flying[node] = reply
                             continue
                     await self._finish(run, rs, failed)
-                with anyio.move_on_after(self._settings.step_timeout * 2):
-                    for _, reply in pending:
-                        await reply.done.wait()
-                for rs, reply in pending:
-                    rs.status = _step_status(reply.status)
-                    rs.error = reply.error if reply.status else "no answer from the actor in time"
+                    resolve(node)
+                if not flying:
+                    break
+                done = await _next(finished, self._settings.step_timeout * 2)
+                if done is not None:
+                    reply = flying.pop(done)
+                    rs = run.step(done)
+                    rs.status, rs.error = _step_status(reply.status), reply.error
                     await self._finish(run, rs, failed)
+                    resolve(done)
+                    continue
+                for node in list(flying):  # the actors did not answer in time
+                    flying.pop(node)
+                    rs = run.step(node)
+                    rs.status, rs.error = "Failed", "no answer from the actor in time"
+                    await self._finish(run, rs, failed)
+                    resolve(node)
+            finished_send.close()
+            finished.close()
             run.status = "Failed" if failed else "Succeeded"
             run.finished_at = datetime.now(UTC)
             await self._events.publish(
@@ -470,6 +516,7 @@ class Supervisor:
         slots: anyio.Semaphore | None,
         target: StepTarget,
         check: StepCheck,
+        on_done: Callable[[], None],
     ) -> Reply | None:
         """Start a step: the reply to wait for, or None if it is already decided."""
         if slots is not None:
@@ -484,7 +531,7 @@ class Supervisor:
                 rs.status = "Unchanged"
             else:
                 resource, where = await target(step)
-                reply = Reply(on_done=slots.release if slots is not None else None)
+                reply = Reply(on_done=on_done)
                 cls = Delete if step["action"] == "delete" else Apply
                 await self._deliver(
                     step["node"], cls(resource, where, run.id, reply), step["provider"]
@@ -515,6 +562,16 @@ class Supervisor:
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+async def _next(stream: MemoryObjectReceiveStream[str], seconds: float) -> str | None:
+    """The next item, or None after `seconds`; without a cancel scope when one is waiting."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        with anyio.move_on_after(seconds):
+            return await stream.receive()
+    return None
 
 
 def _step_status(status: Status | None) -> Any:
