@@ -46,6 +46,7 @@ class FakeProvider:
         self.hang: set[str] = set()
         self.unreachable: dict[str, int] = {}
         self.applied: list[str] = []
+        self.slow: dict[str, float] = {}
 
     async def validate(self, *, resource: Resource) -> None:
         return None
@@ -63,7 +64,7 @@ class FakeProvider:
         if self.unreachable.get(resource.node, 0) > 0:
             self.unreachable[resource.node] -= 1
             raise TemporaryError("connection refused", retry_after=0.01)
-        await anyio.sleep(self.delay)
+        await anyio.sleep(self.slow.get(resource.node, self.delay))
         self.applied.append(resource.node)
         self.live[resource.node] = dict(resource.desired)
         return Observation(state=dict(resource.desired), health="Ready")
@@ -254,7 +255,10 @@ async def test_a_hanging_provider_times_out_and_the_api_stays_responsive(
     with anyio.fail_after(0.3):
         assert (await api.ok("GET", "/v1/status"))["revision"] > 0  # answered while the step hangs
     run = await finished(api, accepted["run"])
-    assert steps(run)["deployment/checkout/checkout-api@dev"] == ("Failed", "apply timed out after 0.5 s")
+    assert steps(run)["deployment/checkout/checkout-api@dev"] == (
+        "Failed",
+        "apply timed out after 0.5 s",
+    )
 
 
 async def test_an_unreachable_target_is_retried_with_backoff(api: Api, kube: FakeProvider) -> None:
@@ -363,6 +367,61 @@ def test_a_plugin_that_cannot_be_imported_is_refused_naming_it() -> None:
     ep = EntryPoint(name="gone", value="no_such_module:Provider", group="ztdp.providers")
     with pytest.raises(PluginInvalid, match=r"plugin 'gone' .* cannot be imported"):
         ProviderRegistry.from_entry_points([ep])
+
+
+async def test_a_step_starts_when_its_dependencies_are_done_not_its_whole_wave() -> None:
+    kube = FakeProvider("kubernetes")
+    kube.slow["slow"] = 0.3
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=SETTINGS,
+    )
+
+    def step(node: str, *deps: str) -> dict[str, Any]:
+        return {
+            "node": node,
+            "source": node,
+            "kind": "deployment",
+            "action": "create",
+            "provider": "kubernetes",
+            "depends_on": list(deps),
+            "desired": {"version": "1"},
+        }
+
+    waves = [
+        {"index": 0, "steps": [step("slow"), step("fast")]},
+        {"index": 1, "steps": [step("after-fast", "fast"), step("after-slow", "slow")]},
+    ]
+    run = Run(
+        trigger="apply",
+        environment="dev",
+        actor="test",
+        steps=[
+            RunStep(
+                node=s["node"],
+                source=s["node"],
+                kind="deployment",
+                action="create",
+                provider="kubernetes",
+                wave=w["index"],
+            )
+            for w in waves
+            for s in w["steps"]
+        ],
+    )
+
+    async def target(s: Mapping[str, Any]) -> tuple[Resource, Target]:
+        return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
+
+    async def allow(r: Run, s: Mapping[str, Any]) -> None:
+        return None
+
+    async with supervisor:
+        supervisor.start(run, waves, target=target, check=allow)
+    assert kube.applied == ["fast", "after-fast", "slow", "after-slow"]
+    assert run.status == "Succeeded"
 
 
 async def test_shutdown_finishes_every_accepted_message() -> None:
