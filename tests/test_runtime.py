@@ -510,3 +510,43 @@ async def test_every_event_is_valid_cloudevents_json(api: Api) -> None:
     for event in events:
         parsed = fmt.read(None, json.dumps(event).encode())
         assert parsed.get_specversion() == "1.0" and parsed.get_type() == event["type"]
+
+
+class BrokenObservation(FakeProvider):
+    """Answers its first apply with a health no actor knows: the actor itself breaks."""
+
+    async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        seen = await super().apply(resource=resource, target=target)
+        if resource.node == "crashy" and self.applied.count("crashy") == 1:
+            return Observation(state=seen.state, health="Exploded")  # type: ignore[arg-type]
+        return seen
+
+
+async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on() -> None:
+    kube = BrokenObservation("kubernetes")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=SETTINGS,
+    )
+
+    async def apply(node: str) -> Reply:
+        reply = Reply()
+        resource = Resource(node, "deployment", node, "app", {"version": "1"})
+        await supervisor.tell(
+            node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
+        )
+        return reply
+
+    async with supervisor:
+        first, sibling = await apply("crashy"), await apply("sibling")
+        await first.done.wait()
+        await sibling.done.wait()
+        second = await apply("crashy")  # queued behind the restart backoff
+        await second.done.wait()
+    assert first.status is Status.FAILED and first.error is not None
+    assert first.error.startswith("actor crashed: KeyError('Exploded')")
+    assert sibling.status is Status.READY
+    assert second.status is Status.READY
+    assert supervisor.actors["crashy"].restarts == 1
