@@ -959,17 +959,21 @@ async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> we
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    async with bus.subscribe(flt) as events:
-        while True:
-            with anyio.move_on_after(15) as heartbeat:
-                event = await events.receive()
-            if heartbeat.cancelled_caught:
-                await response.write(b": keep-alive\n\n")
-                continue
-            payload = json.dumps(event)
-            await response.write(
-                f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
-            )
+    try:
+        async with bus.subscribe(flt) as events:
+            while True:
+                with anyio.move_on_after(15) as heartbeat:
+                    event = await events.receive()
+                if heartbeat.cancelled_caught:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                payload = json.dumps(event)
+                await response.write(
+                    f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
+                )
+    except (ConnectionResetError, anyio.EndOfStream, anyio.ClosedResourceError):
+        pass  # the client left, or the bus dropped a subscriber that fell behind
+    return response
 
 
 @router.add(

@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ztdp.errors import PermanentError, TemporaryError, ZtdpError
+from ztdp.errors import BackendUnavailable, PermanentError, TemporaryError, ZtdpError
 from ztdp.events import EventBus, make_event
 from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
@@ -47,7 +47,7 @@ StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
 StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
 
 
-class ShuttingDown(ZtdpError):
+class ShuttingDown(BackendUnavailable):
     """The runtime is stopping and takes no new work: retry against another process."""
 
     title = "Shutting down"
