@@ -369,9 +369,12 @@ async def test_no_token_or_secret_reaches_logs_or_changes(
     await Caller(world.client, issued["secret"] + "x").call("GET", "/v1/whoami")
     changes = await world.admin.ok("GET", "/v1/changes")
     graph = await world.admin.ok("GET", "/v1/graph")
+    events = await world.admin.ok("GET", "/v1/events?limit=10000")
+    assert events  # the fixture's writes and decisions were recorded
     for secret in (issued["secret"], world.admin.token):
         assert secret not in caplog.text
-        assert secret not in str(changes) and secret not in str(graph)
+        assert secret not in str(changes) and secret not in str(graph) and secret not in str(events)
+    assert {e["actor"] for e in events if e["type"] == "io.ztdp.graph.changed"} == {"ztdp", "admin"}
 
 
 # --- who did it, and approvals -------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
         ] == ["dev"]
         changes = call(f"{second.url}/v1/changes", token=token)[1]
         # the seeded postgres resource type, then the three writes above: all by the admin token
-        assert [c["actor"] for c in changes] == ["anonymous", "admin", "admin", "admin"]
+        assert [c["actor"] for c in changes] == ["ztdp", "admin", "admin", "admin"]
     finally:
         second.stop()
 

@@ -28,6 +28,7 @@ from ztdp.auth import (
     TokenStore,
 )
 from ztdp.catalog import Catalog
+from ztdp.catalog.actor import acting_as
 from ztdp.events import MemoryEventBus
 from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
@@ -198,7 +199,8 @@ def create_app(
         )
         registry = providers or ProviderRegistry.from_entry_points()
         try:
-            await catalog.ensure_resource_types(settings.seed_resource_types)
+            with acting_as("ztdp"):  # changes ZTDP makes itself are recorded as its own
+                await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
             app[EVENTS] = events
             app[AUTH] = await _authenticator(settings, token_store, announce)
