@@ -1,4 +1,5 @@
-"""Every Kubernetes API behaviour the provider relies on, checked against the API the tests use.
+"""Every Kubernetes API behaviour the provider relies on, checked against the API the tests use
+(the sandbox, and a real cluster with ZTDP_TEST_KUBECONFIG).
 
 If the sandbox (kmock) or a cluster stops behaving like this, these fail first and say which
 behaviour is missing, rather than a provider test failing obscurely.
@@ -6,69 +7,110 @@ behaviour is missing, rather than a provider test failing obscurely.
 
 from __future__ import annotations
 
-import aiohttp
+from typing import Any
+
 import pytest
-from ztdp_kubernetes.sandbox import Sandbox
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-async def test_namespaces_can_be_created_and_read(kube: Sandbox, namespace: str) -> None:
-    async with aiohttp.ClientSession() as s:
-        r = await s.post(
-            f"{kube.url}/api/v1/namespaces",
-            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        )
-        assert r.status in (200, 201)
-        r = await s.get(f"{kube.url}/api/v1/namespaces/{namespace}")
-        assert r.status == 200 and (await r.json())["metadata"]["name"] == namespace
+async def test_namespaces_can_be_created_and_read(kube: Any, namespace: str) -> None:
+    code, _ = await kube.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    assert code in (200, 201)
+    code, ns = await kube.get(f"/api/v1/namespaces/{namespace}")
+    assert code == 200 and ns["metadata"]["name"] == namespace
 
 
 @pytest.mark.parametrize(
-    ("collection", "kind", "api"),
+    ("collection", "kind", "api", "spec"),
     [
-        ("deployments", "Deployment", "apis/apps/v1"),
-        ("services", "Service", "api/v1"),
+        (
+            "deployments",
+            "Deployment",
+            "apis/apps/v1",
+            {
+                "replicas": 1,
+                "selector": {"matchLabels": {"a": "1"}},
+                "template": {
+                    "metadata": {"labels": {"a": "1"}},
+                    "spec": {
+                        "containers": [{"name": "c", "image": "x:1"}, {"name": "d", "image": "y:1"}]
+                    },
+                },
+            },
+        ),
+        (
+            "services",
+            "Service",
+            "api/v1",
+            {"ports": [{"port": 80, "name": "a"}, {"port": 81, "name": "b"}]},
+        ),
     ],
 )
 async def test_namespaced_objects_create_read_conflict_patch_delete(
-    kube: Sandbox, namespace: str, collection: str, kind: str, api: str
+    kube: Any, namespace: str, collection: str, kind: str, api: str, spec: dict[str, Any]
 ) -> None:
-    base = f"{kube.url}/{api}/namespaces/{namespace}/{collection}"
+    await kube.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    base = f"/{api}/namespaces/{namespace}/{collection}"
     body = {
         "apiVersion": api.removeprefix("apis/").removeprefix("api/"),
         "kind": kind,
         "metadata": {"name": "x", "namespace": namespace, "labels": {"a": "1"}},
-        "spec": {"k": [1, 2]},
+        "spec": spec,
     }
-    async with aiohttp.ClientSession() as s:
-        assert (await s.get(f"{base}/x")).status == 404  # missing reads are 404
-        assert (await s.post(base, json=body)).status in (200, 201)
-        assert (await s.post(base, json=body)).status == 409  # creating twice is a conflict
-        r = await s.patch(
-            f"{base}/x",
-            json={"spec": {"k": [3]}, "metadata": {"labels": {"b": "2"}}},
-            headers=MERGE,
-        )
-        patched = await r.json()
-        assert r.status == 200 and patched["spec"]["k"] == [3]  # merge-patch replaces lists whole
-        assert patched["metadata"]["labels"] == {"a": "1", "b": "2"}  # and merges maps
-        assert (await s.delete(f"{base}/x")).status == 200
-        assert (await s.get(f"{base}/x")).status == 404
+    assert (await kube.get(f"{base}/x"))[0] == 404  # missing reads are 404
+    assert (await kube.request("POST", base, body))[0] in (200, 201)
+    assert (await kube.request("POST", base, body))[0] == 409  # creating twice is a conflict
+    shorter = (
+        {"template": {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}}
+        if kind == "Deployment"
+        else {"ports": [{"port": 82, "name": "c"}]}
+    )
+    code, patched = await kube.request(
+        "PATCH", f"{base}/x", {"spec": shorter, "metadata": {"labels": {"b": "2"}}}, merge=True
+    )
+    assert code == 200
+    if kind == "Deployment":  # merge-patch replaces lists whole
+        assert [c["name"] for c in patched["spec"]["template"]["spec"]["containers"]] == ["c"]
+    else:
+        assert [p["port"] for p in patched["spec"]["ports"]] == [82]
+    assert {"a": "1", "b": "2"}.items() <= patched["metadata"]["labels"].items()  # maps merge
+    assert (await kube.request("DELETE", f"{base}/x"))[0] in (200, 202)
 
 
-async def test_status_patches_merge_into_the_object(kube: Sandbox, namespace: str) -> None:
-    base = f"{kube.url}/apis/apps/v1/namespaces/{namespace}/deployments"
-    async with aiohttp.ClientSession() as s:
-        await s.post(
-            base,
-            json={
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "d", "namespace": namespace},
-                "spec": {"replicas": 1},
+async def test_status_patches_merge_into_the_object(kube: Any, namespace: str) -> None:
+    await kube.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    base = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    await kube.request(
+        "POST",
+        base,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"a": "1"}},
+                "template": {
+                    "metadata": {"labels": {"a": "1"}},
+                    "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+                },
             },
-        )
-        await s.patch(f"{base}/d/status", json={"status": {"availableReplicas": 1}}, headers=MERGE)
-        obj = await (await s.get(f"{base}/d")).json()
-    assert obj["status"]["availableReplicas"] == 1 and obj["spec"]["replicas"] == 1
+        },
+    )
+    code, _ = await kube.request(
+        "PATCH", f"{base}/d/status", {"status": {"observedGeneration": 1}}, merge=True
+    )
+    assert code == 200
+    obj = (await kube.get(f"{base}/d"))[1]
+    assert obj["spec"]["replicas"] == 1

@@ -38,6 +38,8 @@ def _parse_path(path: str) -> parsing.ParsedPath:
 
 parsing.parse_path = _parse_path  # the emulator's URL parser, extended for namespaces
 
+MERGE_PATCH = "application/merge-patch+json"
+
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{{name: sandbox, cluster: {{server: "{url}"}}}}]
@@ -53,9 +55,19 @@ class Sandbox:
     kubeconfig: str
     emulator: Any
 
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.get(self.url + path) as r:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, merge: bool = False
+    ) -> tuple[int, Any]:
+        """A raw API call: (status, decoded JSON body)."""
+        headers = {"Content-Type": MERGE_PATCH if merge else "application/json"}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, self.url + path, json=body, headers=headers) as r,
+        ):
             return r.status, await r.json(content_type=None)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        return await self.request("GET", path)
 
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         status, body = await self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
@@ -79,14 +91,10 @@ class Sandbox:
                 ],
             }
         }
-        url = f"{self.url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"
-        async with (
-            aiohttp.ClientSession() as s,
-            s.patch(
-                url, json=status, headers={"Content-Type": "application/merge-patch+json"}
-            ) as r,
-        ):
-            r.raise_for_status()
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"
+        code, body = await self.request("PATCH", path, status, merge=True)
+        if code != 200:
+            raise RuntimeError(f"status patch of {namespace}/{name} answered {code}: {body}")
 
 
 @asynccontextmanager
