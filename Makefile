@@ -30,6 +30,7 @@ test: lint
 bench: setup
 	$(PY) benchmarks/plan.py
 	$(PY) benchmarks/api_throughput.py
+	$(PY) benchmarks/runtime.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
