@@ -187,31 +187,21 @@ async def test_a_failed_step_blocks_its_dependents_and_independent_work_goes_on(
     assert "deployment/checkout/checkout-api@dev" not in kube.live
 
 
-async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
-    kube = FakeProvider("kubernetes")
-    kube.fail["a"] = "image pull failed"
-    events = MemoryEventBus()
-    supervisor = Supervisor(
-        providers=registry(kube), state=MemoryStateStore(), events=events, settings=SETTINGS
-    )
+def plan_step(node: str, *deps: str) -> dict[str, Any]:
+    """A plan step as the planner makes it, for runs driven without the API."""
+    return {
+        "node": node,
+        "source": node,
+        "kind": "deployment",
+        "action": "create",
+        "provider": "kubernetes",
+        "depends_on": list(deps),
+        "desired": {"version": "1"},
+    }
 
-    def step(node: str, *deps: str) -> dict[str, Any]:
-        return {
-            "node": node,
-            "source": node,
-            "kind": "deployment",
-            "action": "create",
-            "provider": "kubernetes",
-            "depends_on": list(deps),
-            "desired": {"version": "1"},
-        }
 
-    waves = [
-        {"index": 0, "steps": [step("a"), step("c")]},
-        {"index": 1, "steps": [step("b", "a"), step("d", "c")]},
-        {"index": 2, "steps": [step("e", "b", "d")]},
-    ]
-    run = Run(
+def run_of(waves: list[dict[str, Any]]) -> Run:
+    return Run(
         trigger="apply",
         environment="dev",
         actor="test",
@@ -229,14 +219,32 @@ async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
         ],
     )
 
-    async def target(s: Mapping[str, Any]) -> tuple[Resource, Target]:
-        return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
 
-    async def allow(r: Run, s: Mapping[str, Any]) -> None:
-        return None
+async def target_of(s: Mapping[str, Any]) -> tuple[Resource, Target]:
+    return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
+
+
+async def allow(r: Run, s: Mapping[str, Any]) -> None:
+    return None
+
+
+async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
+    kube = FakeProvider("kubernetes")
+    kube.fail["a"] = "image pull failed"
+    events = MemoryEventBus()
+    supervisor = Supervisor(
+        providers=registry(kube), state=MemoryStateStore(), events=events, settings=SETTINGS
+    )
+
+    waves = [
+        {"index": 0, "steps": [plan_step("a"), plan_step("c")]},
+        {"index": 1, "steps": [plan_step("b", "a"), plan_step("d", "c")]},
+        {"index": 2, "steps": [plan_step("e", "b", "d")]},
+    ]
+    run = run_of(waves)
 
     async with supervisor:
-        supervisor.start(run, waves, target=target, check=allow)
+        supervisor.start(run, waves, target=target_of, check=allow)
     assert {s.node: (s.status, s.error) for s in run.steps} == {
         "a": ("Failed", "image pull failed"),
         "b": ("Blocked", "blocked by a: image pull failed"),
@@ -379,47 +387,14 @@ async def test_a_step_starts_when_its_dependencies_are_done_not_its_whole_wave()
         settings=SETTINGS,
     )
 
-    def step(node: str, *deps: str) -> dict[str, Any]:
-        return {
-            "node": node,
-            "source": node,
-            "kind": "deployment",
-            "action": "create",
-            "provider": "kubernetes",
-            "depends_on": list(deps),
-            "desired": {"version": "1"},
-        }
-
     waves = [
-        {"index": 0, "steps": [step("slow"), step("fast")]},
-        {"index": 1, "steps": [step("after-fast", "fast"), step("after-slow", "slow")]},
+        {"index": 0, "steps": [plan_step("slow"), plan_step("fast")]},
+        {"index": 1, "steps": [plan_step("after-fast", "fast"), plan_step("after-slow", "slow")]},
     ]
-    run = Run(
-        trigger="apply",
-        environment="dev",
-        actor="test",
-        steps=[
-            RunStep(
-                node=s["node"],
-                source=s["node"],
-                kind="deployment",
-                action="create",
-                provider="kubernetes",
-                wave=w["index"],
-            )
-            for w in waves
-            for s in w["steps"]
-        ],
-    )
-
-    async def target(s: Mapping[str, Any]) -> tuple[Resource, Target]:
-        return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
-
-    async def allow(r: Run, s: Mapping[str, Any]) -> None:
-        return None
+    run = run_of(waves)
 
     async with supervisor:
-        supervisor.start(run, waves, target=target, check=allow)
+        supervisor.start(run, waves, target=target_of, check=allow)
     assert kube.applied == ["fast", "after-fast", "slow", "after-slow"]
     assert run.status == "Succeeded"
 
