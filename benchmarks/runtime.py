@@ -24,7 +24,7 @@ from _providers import registry
 
 from ztdp.events import MemoryEventBus
 from ztdp.providers import Resource, Target
-from ztdp.runtime import Run, RunStep, Supervisor
+from ztdp.runtime import Run, Supervisor
 from ztdp.runtime.actor import Apply, Observe, Reply
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore
@@ -67,23 +67,7 @@ def plan() -> list[dict[str, Any]]:
 
 async def makespan(parallelism: int) -> float:
     waves = plan()
-    run = Run(
-        trigger="apply",
-        environment="dev",
-        actor="bench",
-        steps=[
-            RunStep(
-                node=s["node"],
-                source="",
-                kind="deployment",
-                action="create",
-                provider="kubernetes",
-                wave=w["index"],
-            )
-            for w in waves
-            for s in w["steps"]
-        ],
-    )
+    run = Run.from_plan(waves, trigger="apply", environment="dev", actor="bench")
 
     async def target(step: Any) -> tuple[Resource, Target]:
         return Resource(step["node"], "deployment", step["node"], "a", step["desired"]), Target(

@@ -29,7 +29,7 @@ from ztdp.providers import (
     Resource,
     Target,
 )
-from ztdp.runtime import Run, RunStep, Supervisor
+from ztdp.runtime import Run, Supervisor
 from ztdp.runtime.actor import Apply, Reply, Status
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore
@@ -144,7 +144,6 @@ async def test_a_deploy_runs_to_ready_and_the_next_plan_is_a_noop(
     assert plan["summary"] == {"create": 0, "update": 0, "delete": 0, "noop": 1}
     await api.version("checkout", "checkout-api", "1.1.0")
     _, accepted = await api.deploy("checkout", "checkout-api", "1.1.0", "dev")
-    plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
     await finished(api, accepted["run"])
     assert kube.live["deployment/checkout/checkout-api@dev"]["version"] == "1.1.0"
 
@@ -201,23 +200,7 @@ def plan_step(node: str, *deps: str) -> dict[str, Any]:
 
 
 def run_of(waves: list[dict[str, Any]]) -> Run:
-    return Run(
-        trigger="apply",
-        environment="dev",
-        actor="test",
-        steps=[
-            RunStep(
-                node=s["node"],
-                source=s["node"],
-                kind="deployment",
-                action="create",
-                provider="kubernetes",
-                wave=w["index"],
-            )
-            for w in waves
-            for s in w["steps"]
-        ],
-    )
+    return Run.from_plan(waves, trigger="apply", environment="dev", actor="test")
 
 
 async def target_of(s: Mapping[str, Any]) -> tuple[Resource, Target]:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
-from ztdp.events import MemoryEventBus
+from ztdp.events import EventBus
 from ztdp.runtime import Runtime
 from ztdp.settings import Settings
 
@@ -17,7 +17,7 @@ SETTINGS = web.AppKey("settings", Settings)
 GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])
 AUTH = web.AppKey("auth", Authenticator)
 RUNTIME = web.AppKey("runtime", Runtime)
-EVENTS = web.AppKey("events", MemoryEventBus)
+EVENTS = web.AppKey("events", EventBus)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller
 
 

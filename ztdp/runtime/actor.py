@@ -77,7 +77,7 @@ class Reply:
 
 
 @dataclass(slots=True)
-class Apply:
+class _ResourceMessage:
     resource: Resource
     target: Target
     run: str | None = None
@@ -85,11 +85,13 @@ class Apply:
 
 
 @dataclass(slots=True)
-class Delete:
-    resource: Resource
-    target: Target
-    run: str | None = None
-    reply: Reply | None = None
+class Apply(_ResourceMessage):
+    """Make the resource as desired."""
+
+
+@dataclass(slots=True)
+class Delete(_ResourceMessage):
+    """Remove what was made for the resource."""
 
 
 @dataclass(slots=True)

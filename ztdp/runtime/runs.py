@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -40,6 +41,37 @@ class Run(BaseModel):
     steps: list[RunStep] = Field(default_factory=list)
 
     _by_node: dict[str, RunStep] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_plan(
+        cls,
+        waves: Sequence[Mapping[str, Any]],
+        *,
+        trigger: Literal["deploy", "apply"],
+        environment: str,
+        actor: str,
+        application: str | None = None,
+    ) -> Run:
+        """A run with one Pending step for every step of the plan's waves."""
+        steps = [
+            RunStep(
+                node=s["node"],
+                source=s["source"],
+                kind=s["kind"],
+                action=s["action"],
+                provider=s["provider"],
+                wave=w["index"],
+            )
+            for w in waves
+            for s in w["steps"]
+        ]
+        return cls(
+            trigger=trigger,
+            environment=environment,
+            application=application,
+            actor=actor,
+            steps=steps,
+        )
 
     def step(self, node: str) -> RunStep:
         if len(self._by_node) != len(self.steps):

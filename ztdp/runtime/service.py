@@ -12,7 +12,7 @@ from ztdp.planner import Plan
 from ztdp.policy import Transition, evaluate
 from ztdp.providers import Resource, Target
 from ztdp.runtime.actor import Status
-from ztdp.runtime.runs import Run, RunStep, RunStore
+from ztdp.runtime.runs import Run, RunStore
 from ztdp.runtime.supervisor import Supervisor
 from ztdp.settings import Settings
 
@@ -64,23 +64,12 @@ class Runtime:
         environment: str,
         application: str | None,
     ) -> Run:
-        run = Run(
+        run = Run.from_plan(
+            plan.waves,
             trigger=trigger,
             environment=environment,
             application=application,
             actor=current_actor(),
-            steps=[
-                RunStep(
-                    node=s["node"],
-                    source=s["source"],
-                    kind=s["kind"],
-                    action=s["action"],
-                    provider=s["provider"],
-                    wave=w["index"],
-                )
-                for w in plan.waves
-                for s in w["steps"]
-            ],
         )
         self.runs.add(run)
         self.supervisor.start(run, list(plan.waves), target=self._target, check=self._check)

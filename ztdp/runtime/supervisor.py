@@ -256,20 +256,28 @@ class Supervisor:
             error=f"no provider {state.provider!r} is installed (installed: {installed})",
         )
 
-    async def _apply(self, state: ActorState, run: str | None) -> None:
+    async def _provider_step(
+        self,
+        state: ActorState,
+        run: str | None,
+        starting: Status,
+        what: str,
+        action: Callable[[Provider, Resource, Target], Awaitable[Observation]],
+    ) -> Observation | None:
+        """Find the node's provider, report `starting`, then run `action` as one call."""
         provider = self._provider(state)
         if provider is None:
             await self._missing_provider(state, run)
-            return
+            return None
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
-        await self._status(state, Status.PROGRESSING, run=run)
+        await self._status(state, starting, run=run)
+        return await self._call(
+            state, run, provider, lambda: action(provider, resource, target), what
+        )
 
-        async def validate_and_apply() -> Observation:
-            await provider.validate(resource=resource)
-            return await provider.apply(resource=resource, target=target)
-
-        observation = await self._call(state, run, provider, validate_and_apply, "apply")
+    async def _apply(self, state: ActorState, run: str | None) -> None:
+        observation = await self._provider_step(state, run, Status.PROGRESSING, "apply", _apply)
         if observation is not None:
             await self._observed(state, observation, run)
 
@@ -325,19 +333,7 @@ class Supervisor:
         )
 
     async def _delete(self, state: ActorState, run: str | None) -> None:
-        provider = self._provider(state)
-        if provider is None:
-            await self._missing_provider(state, run)
-            return
-        assert state.resource is not None and state.target is not None
-        resource, target = state.resource, state.target
-        await self._status(state, Status.DELETING, run=run)
-
-        async def delete() -> Observation:
-            await provider.delete(resource=resource, target=target)
-            return Observation(state={}, health="Ready")
-
-        if await self._call(state, run, provider, delete, "delete") is None:
+        if await self._provider_step(state, run, Status.DELETING, "delete", _delete) is None:
             return
         await self._state.delete(state.node)
         state.observed = None
@@ -562,6 +558,16 @@ class Supervisor:
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+async def _apply(provider: Provider, resource: Resource, target: Target) -> Observation:
+    await provider.validate(resource=resource)
+    return await provider.apply(resource=resource, target=target)
+
+
+async def _delete(provider: Provider, resource: Resource, target: Target) -> Observation:
+    await provider.delete(resource=resource, target=target)
+    return Observation(state={}, health="Ready")
 
 
 async def _next(stream: MemoryObjectReceiveStream[str], seconds: float) -> str | None:
