@@ -26,6 +26,11 @@ def call(
         return err.code, json.loads(err.read())
 
 
+def redis_env(url: str, prefix: str) -> dict[str, str]:
+    """`ztdp serve` on the Redis store, with this test's own keys."""
+    return {"ZTDP_GRAPH_STORE": "redis", "ZTDP_REDIS_URL": url, "ZTDP_REDIS_PREFIX": prefix}
+
+
 def test_serve_starts_on_the_embedded_memory_store() -> None:
     server = ServerProcess({"ZTDP_GRAPH_STORE": "memory"}).start()
     try:
@@ -46,11 +51,7 @@ def test_serve_says_plainly_that_authentication_is_off() -> None:
 
 @pytest.mark.redis
 def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_prefix: str) -> None:
-    env = {
-        "ZTDP_GRAPH_STORE": "redis",
-        "ZTDP_REDIS_URL": redis_url,
-        "ZTDP_REDIS_PREFIX": redis_prefix,
-    }
+    env = redis_env(redis_url, redis_prefix)
     first = ServerProcess(env).start()
     try:
         token = first.admin_token()
@@ -106,12 +107,7 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
 def test_redis_without_authentication_needs_an_explicit_off(
     redis_url: str, redis_prefix: str
 ) -> None:
-    env = {
-        "ZTDP_GRAPH_STORE": "redis",
-        "ZTDP_REDIS_URL": redis_url,
-        "ZTDP_REDIS_PREFIX": redis_prefix,
-        "ZTDP_AUTH": "off",
-    }
+    env = {**redis_env(redis_url, redis_prefix), "ZTDP_AUTH": "off"}
     server = ServerProcess(env).start()
     try:
         assert call(f"{server.url}/v1/status")[1]["authentication"] == "off"
@@ -124,12 +120,7 @@ def test_redis_without_authentication_needs_an_explicit_off(
 def test_two_api_processes_on_one_redis_see_each_others_writes(
     redis_url: str, redis_prefix: str
 ) -> None:
-    env = {
-        "ZTDP_GRAPH_STORE": "redis",
-        "ZTDP_REDIS_URL": redis_url,
-        "ZTDP_REDIS_PREFIX": redis_prefix,
-        "ZTDP_AUTH": "off",
-    }
+    env = {**redis_env(redis_url, redis_prefix), "ZTDP_AUTH": "off"}
     a, b = ServerProcess(env).start(), ServerProcess(env).start()
     try:
         assert (

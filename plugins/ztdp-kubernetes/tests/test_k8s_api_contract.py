@@ -113,4 +113,4 @@ async def test_status_patches_merge_into_the_object(kube: Any, namespace: str) -
     )
     assert code == 200
     obj = (await kube.get(f"{base}/d"))[1]
-    assert obj["spec"]["replicas"] == 1
+    assert obj["status"]["observedGeneration"] == 1 and obj["spec"]["replicas"] == 1
