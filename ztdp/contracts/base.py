@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 import semver
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 API_VERSION = "ztdp/v1"
@@ -86,11 +93,6 @@ class Metadata(Strict):
     )
 
 
-def kind_field(kind: str) -> Any:
-    """The `kind` of an enveloped contract: optional on input, always set on output."""
-    return Field(default=kind, description=f"always {kind!r}; may be omitted on input")
-
-
 class Envelope(Strict):
     """`{"apiVersion", "kind", "metadata", "spec"}`: the shape of every enveloped object."""
 
@@ -100,3 +102,11 @@ class Envelope(Strict):
     )
     kind: str
     metadata: Metadata
+
+    @field_validator("kind", mode="after")
+    @classmethod
+    def _canonical_kind(cls, value: str) -> str:
+        # The original clients send lower-case kinds ("resource"); store the canonical spelling.
+        if value.replace("_", "").lower() == cls.KIND.lower():
+            return cls.KIND
+        return value

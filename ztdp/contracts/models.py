@@ -47,13 +47,6 @@ ImageRef = Annotated[
 ]
 
 
-def _canonical_kind(value: Any, kind: str) -> Any:
-    # The original clients send lower-case kinds ("resource"); store the canonical spelling.
-    if isinstance(value, str) and value.replace("_", "").lower() == kind.lower():
-        return kind
-    return value
-
-
 # --- Application ---------------------------------------------------------------------------
 
 
@@ -69,8 +62,6 @@ class Application(Envelope):
     KIND: ClassVar[str] = "Application"
     kind: Literal["Application", "application"] = "Application"
     spec: ApplicationSpec = Field(default_factory=ApplicationSpec)
-
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Application"))
 
 
 # --- Service -------------------------------------------------------------------------------
@@ -88,8 +79,6 @@ class Service(Envelope):
     KIND: ClassVar[str] = "Service"
     kind: Literal["Service", "service"] = "Service"
     spec: ServiceSpec
-
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Service"))
 
 
 # --- ServiceVersion (flat, as the original clients send it) ------------------------------
@@ -113,7 +102,6 @@ class ServiceVersionIn(Strict):
 
 
 class ServiceVersion(ServiceVersionIn):
-    KIND: ClassVar[str] = "ServiceVersion"
     application: DnsLabel
     service: DnsLabel
     image: ImageRef
@@ -146,8 +134,6 @@ class Environment(Envelope):
     kind: Literal["Environment", "environment"] = "Environment"
     spec: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
 
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Environment"))
-
 
 # --- Resources -----------------------------------------------------------------------------
 
@@ -162,8 +148,6 @@ class ResourceType(Envelope):
     kind: Literal["ResourceType", "resourcetype", "resource_type"]
     spec: ResourceTypeSpec
 
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "ResourceType"))
-
 
 class ResourceSpec(Strict):
     type: DnsLabel = Field(description="name of a resource type, e.g. 'postgres'")
@@ -175,8 +159,6 @@ class Resource(Envelope):
     KIND: ClassVar[str] = "Resource"
     kind: Literal["Resource", "resource"] = "Resource"
     spec: ResourceSpec
-
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Resource"))
 
 
 # --- Policies, checks, approvals -----------------------------------------------------------
@@ -243,8 +225,6 @@ class Policy(Envelope):
     kind: Literal["Policy", "policy"] = "Policy"
     spec: PolicySpec
 
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Policy"))
-
 
 class VersionRef(Strict):
     application: DnsLabel
@@ -264,8 +244,6 @@ class Check(Envelope):
     kind: Literal["Check", "check"] = "Check"
     spec: CheckSpec
 
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Check"))
-
 
 class ApprovalSpec(Strict):
     policy: DnsLabel = Field(description="the approval policy this approval satisfies")
@@ -279,8 +257,6 @@ class Approval(Envelope):
     KIND: ClassVar[str] = "Approval"
     kind: Literal["Approval", "approval"] = "Approval"
     spec: ApprovalSpec
-
-    _kind = field_validator("kind", mode="after")(lambda v: _canonical_kind(v, "Approval"))
 
 
 # --- Small request bodies ------------------------------------------------------------------
