@@ -753,16 +753,13 @@ async def get_graph(request: web.Request, body: None) -> Reply:
 )
 async def get_status(request: web.Request, body: None) -> Reply:
     graph = await request.app[CATALOG].graph()
-    counts: dict[str, int] = {}
-    for _, attrs in graph.g.nodes(data=True):
-        counts[attrs["kind"].value] = counts.get(attrs["kind"].value, 0) + 1
     return 200, Status(
         version=__version__,
         authentication="on" if request.app[AUTH].enabled else "off",
         graph_store=request.app[SETTINGS].graph_store,
         revision=graph.revision,
-        nodes=counts,
-        edges=graph.g.number_of_edges(),
+        nodes=graph.counts(),
+        edges=graph.edge_count(),
     )
 
 

@@ -6,6 +6,7 @@ so a store can validate a whole batch first and then apply it all or nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -114,6 +115,13 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self._kind)
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes of each kind."""
+        return dict(Counter(k.value for k in self._kind.values()))
+
+    def edge_count(self) -> int:
+        return int(self.g.number_of_edges())
 
     def kind(self, nid: str) -> NodeKind | None:
         return self._kind.get(nid)
