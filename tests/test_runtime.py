@@ -499,10 +499,10 @@ async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on(
 
     async with supervisor:
         first, sibling = await apply("crashy"), await apply("sibling")
-        await first.done.wait()
-        await sibling.done.wait()
+        await first.wait()
+        await sibling.wait()
         second = await apply("crashy")  # queued behind the restart backoff
-        await second.done.wait()
+        await second.wait()
     assert first.status is Status.FAILED and first.error is not None
     assert first.error.startswith("actor crashed: KeyError('Exploded')")
     assert sibling.status is Status.READY

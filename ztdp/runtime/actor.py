@@ -62,16 +62,24 @@ class ActorState:
 
 @dataclass(slots=True)
 class Reply:
-    """How a sender waits for the outcome of one message."""
+    """How a sender learns the outcome of one message: wait for it, or be called back."""
 
-    done: anyio.Event = field(default_factory=anyio.Event)
+    on_done: Callable[[], None] | None = None  # e.g. free a parallelism slot at once
     status: Status | None = None
     error: str | None = None
-    on_done: Callable[[], None] | None = None  # e.g. free a parallelism slot at once
+    finished: bool = False
+    _event: anyio.Event | None = None  # made only if someone waits
+
+    async def wait(self) -> None:
+        if not self.finished:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
 
     def finish(self, status: Status, error: str | None = None) -> None:
-        self.status, self.error = status, error
-        self.done.set()
+        self.status, self.error, self.finished = status, error, True
+        if self._event is not None:
+            self._event.set()
         if self.on_done is not None:
             self.on_done()
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ztdp.errors import BackendUnavailable, PermanentError, TemporaryError, ZtdpError
 from ztdp.events import EventBus, make_event
@@ -45,6 +44,44 @@ MAX_BACKOFF = 30.0
 StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
 # The node's resource and target, for a plan step.
 StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
+# An actor with mail and the mailbox it drains until empty.
+Activation = tuple[ActorState, Mailbox[Message]]
+
+
+@dataclass(slots=True)
+class _IdleWorker:
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    activation: Activation | None = None
+
+
+class _Answers:
+    """Steps whose actors have answered, in order, for the run's executor to pick up."""
+
+    __slots__ = ("_arrived", "_closed", "_nodes")
+
+    def __init__(self) -> None:
+        self._nodes: deque[str] = deque()
+        self._arrived: anyio.Event | None = None
+        self._closed = False
+
+    def put(self, node: str) -> None:
+        if self._closed:
+            return  # an answer after the run gave up on it has nobody to go to
+        self._nodes.append(node)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def next(self, seconds: float) -> str | None:
+        """The next answer, or None if none comes within `seconds`."""
+        if not self._nodes:
+            self._arrived = anyio.Event()
+            with anyio.move_on_after(seconds):
+                await self._arrived.wait()
+            self._arrived = None
+        return self._nodes.popleft() if self._nodes else None
+
+    def close(self) -> None:
+        self._closed = True
 
 
 class ShuttingDown(BackendUnavailable):
@@ -70,6 +107,7 @@ class Supervisor:
         self._settings = settings
         self._new_mailbox = mailbox
         self._active: dict[str, Mailbox[Message]] = {}
+        self._idle: deque[_IdleWorker] = deque()  # workers waiting for an activation
         self._busy = 0  # running plans and active actors
         self._quiet = anyio.Event()
         self._accepting = False
@@ -138,7 +176,7 @@ class Supervisor:
             if mailbox is None:
                 mailbox = self._active[node] = self._new_mailbox(self._settings.mailbox_size)
                 self._enter()
-                self._tg.start_soon(self._run_actor, state, mailbox, name=f"actor {node}")
+                self._activate(state, mailbox)
             try:
                 await mailbox.send(message)
                 return
@@ -147,7 +185,39 @@ class Supervisor:
                 # our turn: the message is not in; activate the actor again and resend.
                 continue
 
+    def _activate(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
+        """Give an actor with mail to an idle worker, or to a new one if none is idle."""
+        if self._idle:
+            idle = self._idle.pop()  # the most recently idle: likeliest still in the caches
+            idle.activation = (state, mailbox)
+            idle.wake.set()
+        else:
+            assert self._tg is not None
+            self._tg.start_soon(self._worker, state, mailbox, name="actor worker")
+
+    async def _worker(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
+        """Run activations one after another, waiting idle in between while few others wait.
+
+        Waking a waiting task costs a fraction of spawning one, which matters when a plan
+        starts hundreds of steps at once; the idle pool is capped so that a burst does not
+        leave a task behind for every actor it touched.
+        """
+        while True:
+            await self._run_actor(state, mailbox)
+            if len(self._idle) >= self._settings.idle_workers:
+                return
+            idle = _IdleWorker()
+            self._idle.append(idle)
+            try:
+                await idle.wake.wait()
+            finally:
+                if idle.activation is None:  # cancelled while waiting: stopping
+                    self._idle.remove(idle)
+            assert idle.activation is not None  # woken only with an activation
+            state, mailbox = idle.activation
+
     async def _run_actor(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
+        """One activation: handle the mailbox until it is empty, then let the actor go idle."""
         try:
             while True:
                 try:
@@ -236,9 +306,8 @@ class Supervisor:
     ) -> Observation | None:
         """One provider call with the step timeout and retries; a failure sets Failed."""
         try:
-            with anyio.fail_after(self._settings.step_timeout):
+            with _deadline(self._settings.step_timeout):
                 return await self._retrying(state, run, call)
-        except TimeoutError:
             error = f"{what} timed out after {self._settings.step_timeout:g} s"
         except ZtdpError as exc:
             error = exc.detail
@@ -317,7 +386,7 @@ class Supervisor:
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
         await self._state.put(
-            ObservedResource.model_construct(  # built here from checked fields
+            ObservedResource(
                 node=state.node,
                 source=state.node,
                 kind=state.resource.kind,
@@ -417,6 +486,7 @@ class Supervisor:
                 )
             )
             steps = {s["node"]: s for w in waves for s in w["steps"]}
+            run_steps = {rs.node: rs for rs in run.steps}
             waits: dict[str, list[str]] = {n: [] for n in steps}
             for node, step in steps.items():
                 for dep in step["depends_on"]:
@@ -434,7 +504,7 @@ class Supervisor:
 
             parallelism = self._settings.apply_parallelism
             slots = anyio.Semaphore(parallelism) if parallelism else None
-            finished_send, finished = anyio.create_memory_object_stream[str](max(len(steps), 1))
+            answers = _Answers()
             failed: dict[str, str] = {}  # node -> why it failed or is blocked
             flying: dict[str, Reply] = {}
             ready = deque(n for n in steps if not left[n])
@@ -449,16 +519,14 @@ class Supervisor:
                 def done() -> None:
                     if slots is not None:
                         slots.release()
-                    # an answer after the run gave up on it has nobody to go to
-                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        finished_send.send_nowait(node)
+                    answers.put(node)
 
                 return done
 
             while ready or flying:
                 while ready:
                     node = ready.popleft()
-                    rs = run.step(node)
+                    rs = run_steps[node]
                     cause = next((d for d in waits[node] if d in failed), None)
                     if cause is not None:
                         rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
@@ -474,22 +542,21 @@ class Supervisor:
                     resolve(node)
                 if not flying:
                     break
-                done = await _next(finished, self._settings.step_timeout * 2)
+                done = await answers.next(self._settings.step_timeout * 2)
                 if done is not None:
                     reply = flying.pop(done)
-                    rs = run.step(done)
+                    rs = run_steps[done]
                     rs.status, rs.error = _step_status(reply.status), reply.error
                     await self._finish(run, rs, failed)
                     resolve(done)
                     continue
                 for node in list(flying):  # the actors did not answer in time
                     flying.pop(node)
-                    rs = run.step(node)
+                    rs = run_steps[node]
                     rs.status, rs.error = "Failed", "no answer from the actor in time"
                     await self._finish(run, rs, failed)
                     resolve(node)
-            finished_send.close()
-            finished.close()
+            answers.close()
             run.status = "Failed" if failed else "Succeeded"
             run.finished_at = datetime.now(UTC)
             await self._events.publish(
@@ -570,14 +637,12 @@ async def _delete(provider: Provider, resource: Resource, target: Target) -> Obs
     return Observation(state={}, health="Ready")
 
 
-async def _next(stream: MemoryObjectReceiveStream[str], seconds: float) -> str | None:
-    """The next item, or None after `seconds`; without a cancel scope when one is waiting."""
-    try:
-        return stream.receive_nowait()
-    except anyio.WouldBlock:
-        with anyio.move_on_after(seconds):
-            return await stream.receive()
-    return None
+def _deadline(seconds: float) -> anyio.CancelScope:
+    """A scope cancelled after `seconds`; code after its block runs only if that happened.
+
+    `anyio.fail_after` without its generator wrapper: it is on the path of every step.
+    """
+    return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
 
 def _step_status(status: Status | None) -> Any:

@@ -1,25 +1,27 @@
 """Observed state: what providers last saw of each realised node.
 
-Until providers exist (issue 3) nothing writes here, so every plan step is a `create`; the
-planner still compares against it so that updates, no-ops and deletions follow by themselves.
+Actors write it after every apply and observation; the planner compares desired state with it,
+so updates, no-ops and deletions follow by themselves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
 
+@dataclass(slots=True, frozen=True)
+class ObservedResource:
+    """A plain record rather than a model: actors write one per step, from checked fields."""
 
-class ObservedResource(BaseModel):
-    node: str = Field(description="realised node id, e.g. deployment/checkout/checkout-api@dev")
-    source: str = Field(default="", description="the graph node it realised")
+    node: str  # realised node id, e.g. deployment/checkout/checkout-api@dev
     kind: str
     application: str
     environment: str
+    source: str = ""  # the graph node it realised
     provider: str | None = None
-    state: dict[str, Any] = Field(default_factory=dict)
-    depends_on: list[str] = Field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    depends_on: list[str] = field(default_factory=list)
 
 
 class StateStore(Protocol):
