@@ -7,7 +7,7 @@ records and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,6 +16,12 @@ from typing import Any
 import anyio
 
 from ztdp.providers import Resource, Target
+from ztdp.runtime.runs import Run, RunStep
+
+# A step is refused by the caller's check (policy) with a reason, or allowed with None.
+StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
+# The node's resource and target, for a plan step.
+StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
 
 
 class Status(StrEnum):
@@ -112,4 +118,19 @@ class Reconcile:
     reply: Reply | None = None
 
 
-Message = Apply | Delete | Observe | Reconcile
+@dataclass(slots=True)
+class Step:
+    """Carry out one step of a run: check it against policy just before, then do it.
+
+    The actor records the outcome in `record`, the run's record of the step.
+    """
+
+    run: Run
+    record: RunStep
+    step: Mapping[str, Any]  # the plan's step
+    check: StepCheck
+    target: StepTarget
+    reply: Reply | None = None
+
+
+Message = Apply | Delete | Observe | Reconcile | Step

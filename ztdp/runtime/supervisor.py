@@ -26,6 +26,9 @@ from ztdp.runtime.actor import (
     Reconcile,
     Reply,
     Status,
+    Step,
+    StepCheck,
+    StepTarget,
 )
 from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
 from ztdp.runtime.runs import Run, RunStep
@@ -40,10 +43,6 @@ HEALTH_STATUS = {
     "Degraded": Status.DEGRADED,
 }
 MAX_BACKOFF = 30.0
-# A step is refused by the caller's check (policy) with a reason, or allowed with None.
-StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
-# The node's resource and target, for a plan step.
-StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
 # An actor with mail and the mailbox it drains until empty.
 Activation = tuple[ActorState, Mailbox[Message]]
 
@@ -246,13 +245,13 @@ class Supervisor:
     async def _handle(self, state: ActorState, message: Message) -> None:
         match message:
             case Apply(resource=resource, target=target, run=run):
-                state.resource, state.target = resource, target
-                state.desired = dict(resource.desired)
-                state.generation += 1
+                _desire(state, resource, target)
                 await self._apply(state, run)
             case Delete(resource=resource, target=target, run=run):
                 state.resource, state.target = resource, target
                 await self._delete(state, run)
+            case Step():
+                await self._step(state, message)
             case Observe():
                 await self._observe(state)
             case Reconcile():
@@ -263,6 +262,36 @@ class Supervisor:
                     await self._apply(state, None)
         if message.reply is not None:
             message.reply.finish(state.status, state.last_error)
+
+    async def _step(self, state: ActorState, message: Step) -> None:
+        run, rs, step = message.run, message.record, message.step
+        if rs.finished_at is not None:
+            return  # the run gave up waiting for this step: too late to start it
+        rs.status, rs.started_at = "Progressing", datetime.now(UTC)
+        await self._step_event(run, rs)
+        try:
+            refusal = await message.check(run, step)
+            if refusal is not None:
+                raise PermanentError(refusal)
+            resource, target = await message.target(step)
+        except ZtdpError as exc:
+            rs.status, rs.error = "Failed", exc.detail
+        except Exception as exc:  # a bug in the caller's hooks fails the step, not the actor
+            log.exception("step %s of run %s", rs.node, run.id)
+            rs.status, rs.error = "Failed", f"internal error: {exc!r}"
+        else:
+            if step["action"] == "noop":
+                rs.status = "Unchanged"
+            elif step["action"] == "delete":
+                state.resource, state.target = resource, target
+                await self._delete(state, run.id)
+                rs.status, rs.error = _step_status(state.status), state.last_error
+            else:
+                _desire(state, resource, target)
+                await self._apply(state, run.id)
+                rs.status, rs.error = _step_status(state.status), state.last_error
+        rs.finished_at = datetime.now(UTC)
+        await self._step_event(run, rs)
 
     # --- what actors do --------------------------------------------------------------------
 
@@ -523,6 +552,12 @@ class Supervisor:
 
                 return done
 
+            def settle(node: str) -> None:
+                rs = run_steps[node]
+                if rs.status in ("Failed", "Blocked"):
+                    failed[node] = rs.error or rs.status.lower()
+                resolve(node)
+
             while ready or flying:
                 while ready:
                     node = ready.popleft()
@@ -531,31 +566,35 @@ class Supervisor:
                     if cause is not None:
                         rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
                         self.actor(node, steps[node]["provider"]).status = Status.BLOCKED
-                    else:
-                        reply = await self._begin(
-                            run, rs, steps[node], slots, target, check, on_done(node)
-                        )
-                        if reply is not None:
-                            flying[node] = reply
-                            continue
-                    await self._finish(run, rs, failed)
-                    resolve(node)
+                        await self._finish(run, rs)
+                        settle(node)
+                        continue
+                    # The actor checks and carries out the step; this loop only dispatches,
+                    # so that no step waits here behind another's policy check.
+                    if slots is not None:
+                        await slots.acquire()
+                    flying[node] = reply = Reply(on_done=on_done(node))
+                    step = steps[node]
+                    await self._deliver(
+                        node, Step(run, rs, step, check, target, reply), step["provider"]
+                    )
                 if not flying:
                     break
                 done = await answers.next(self._settings.step_timeout * 2)
                 if done is not None:
                     reply = flying.pop(done)
                     rs = run_steps[done]
-                    rs.status, rs.error = _step_status(reply.status), reply.error
-                    await self._finish(run, rs, failed)
-                    resolve(done)
+                    if rs.finished_at is None:  # the actor broke before recording the outcome
+                        rs.status, rs.error = "Failed", reply.error or "the actor stopped"
+                        await self._finish(run, rs)
+                    settle(done)
                     continue
                 for node in list(flying):  # the actors did not answer in time
                     flying.pop(node)
                     rs = run_steps[node]
                     rs.status, rs.error = "Failed", "no answer from the actor in time"
-                    await self._finish(run, rs, failed)
-                    resolve(node)
+                    await self._finish(run, rs)
+                    settle(node)
             answers.close()
             run.status = "Failed" if failed else "Succeeded"
             run.finished_at = datetime.now(UTC)
@@ -571,47 +610,7 @@ class Supervisor:
         finally:
             self._leave()
 
-    async def _begin(
-        self,
-        run: Run,
-        rs: RunStep,
-        step: Mapping[str, Any],
-        slots: anyio.Semaphore | None,
-        target: StepTarget,
-        check: StepCheck,
-        on_done: Callable[[], None],
-    ) -> Reply | None:
-        """Start a step: the reply to wait for, or None if it is already decided."""
-        if slots is not None:
-            await slots.acquire()
-        rs.status, rs.started_at = "Progressing", datetime.now(UTC)
-        await self._step_event(run, rs)
-        try:
-            refusal = await check(run, step)
-            if refusal is not None:
-                raise PermanentError(refusal)
-            if step["action"] == "noop":
-                rs.status = "Unchanged"
-            else:
-                resource, where = await target(step)
-                reply = Reply(on_done=on_done)
-                cls = Delete if step["action"] == "delete" else Apply
-                await self._deliver(
-                    step["node"], cls(resource, where, run.id, reply), step["provider"]
-                )
-                return reply
-        except ZtdpError as exc:
-            rs.status, rs.error = "Failed", exc.detail
-        except Exception as exc:  # a bug here must fail the step, not the runtime
-            log.exception("step %s of run %s", rs.node, run.id)
-            rs.status, rs.error = "Failed", f"internal error: {exc!r}"
-        if slots is not None:
-            slots.release()
-        return None
-
-    async def _finish(self, run: Run, rs: RunStep, failed: dict[str, str]) -> None:
-        if rs.status in ("Failed", "Blocked"):
-            failed[rs.node] = rs.error or rs.status.lower()
+    async def _finish(self, run: Run, rs: RunStep) -> None:
         rs.finished_at = datetime.now(UTC)
         await self._step_event(run, rs)
 
@@ -635,6 +634,12 @@ async def _apply(provider: Provider, resource: Resource, target: Target) -> Obse
 async def _delete(provider: Provider, resource: Resource, target: Target) -> Observation:
     await provider.delete(resource=resource, target=target)
     return Observation(state={}, health="Ready")
+
+
+def _desire(state: ActorState, resource: Resource, target: Target) -> None:
+    state.resource, state.target = resource, target
+    state.desired = dict(resource.desired)
+    state.generation += 1
 
 
 def _deadline(seconds: float) -> anyio.CancelScope:
