@@ -22,7 +22,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).parent))
 from _providers import registry
 
-from ztdp.events import MemoryEventBus
+from ztdp.events import Event, MemoryEventBus
 from ztdp.providers import Resource, Target
 from ztdp.runtime import Run, Supervisor
 from ztdp.runtime.actor import Apply, Observe, Reply
@@ -37,8 +37,8 @@ class NullBus(MemoryEventBus):
 
     finished_at = 0.0
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        if event["type"] == "io.ztdp.run.finished":
+    async def publish(self, event: Event) -> None:
+        if event.type == "io.ztdp.run.finished":
             self.finished_at = time.perf_counter()
         await super().publish(event)
 

@@ -1,5 +1,5 @@
 """Events: CloudEvents 1.0 on a pluggable bus (memory for now)."""
 
-from ztdp.events.bus import EventBus, EventFilter, MemoryEventBus, make_event
+from ztdp.events.bus import Event, EventBus, EventFilter, MemoryEventBus, make_event
 
-__all__ = ["EventBus", "EventFilter", "MemoryEventBus", "make_event"]
+__all__ = ["Event", "EventBus", "EventFilter", "MemoryEventBus", "make_event"]

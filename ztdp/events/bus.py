@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 SOURCE = "/ztdp"
+
+
+_PROCESS = os.urandom(8).hex()  # event ids are this process's prefix and a sequence number
+_sequence = itertools.count(1)
+
+
+class Event(NamedTuple):
+    """An event as it was recorded; `cloudevent()` is its CloudEvents 1.0 structured form.
+
+    Recording is on the hot path (a run records several per step), so it only notes the
+    facts; the CloudEvents document is rendered when someone reads the event.
+    """
+
+    type: str  # full type, e.g. io.ztdp.run.step
+    subject: str
+    data: Mapping[str, Any]
+    actor: str
+    run: str | None
+    time: float  # seconds since the epoch
+    sequence: int
+
+    @property
+    def id(self) -> str:
+        # unique per source, as CloudEvents requires: a random per-process prefix and a count
+        return f"{_PROCESS}-{self.sequence:012x}"
+
+    def cloudevent(self) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": SOURCE,
+            "type": self.type,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat().replace("+00:00", "Z"),
+            "subject": self.subject,
+            "datacontenttype": "application/json",
+            "actor": self.actor,
+        }
+        if self.run is not None:
+            event["runid"] = self.run
+        event["data"] = dict(self.data)
+        return event
 
 
 def make_event(
@@ -23,27 +66,14 @@ def make_event(
     data: Mapping[str, Any],
     actor: str = "ztdp",
     run: str | None = None,
-) -> dict[str, Any]:
-    """A CloudEvents 1.0 event in its structured JSON form.
+) -> Event:
+    """Record an event of type `io.ztdp.<type_>`.
 
-    `type_` is appended to `io.ztdp.`; the extensions `actor` and `runid` say who and which run.
-    Built as a dict on the hot path (a run emits several per step); the tests read every kind
-    back with the CloudEvents SDK to prove the format.
+    The extensions `actor` and `runid` of its CloudEvents form say who and which run. `data`
+    must not change afterwards: it is rendered when the event is read. The tests read every
+    kind back with the CloudEvents SDK to prove the format.
     """
-    event: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": os.urandom(16).hex(),  # 128 random bits, as a UUID4 has
-        "source": SOURCE,
-        "type": f"io.ztdp.{type_}",
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "actor": actor,
-    }
-    if run is not None:
-        event["runid"] = run
-    event["data"] = dict(data)
-    return event
+    return Event(f"io.ztdp.{type_}", subject, data, actor, run, time.time(), next(_sequence))
 
 
 @dataclass(frozen=True)
@@ -52,21 +82,23 @@ class EventFilter:
     run: str | None = None
     type: str | None = None  # a prefix of the type after "io.ztdp.", e.g. "actor" or "run.step"
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
+    def matches(self, event: Event) -> bool:
         return (
-            (self.node is None or event.get("subject") == self.node)
-            and (self.run is None or event.get("runid") == self.run)
-            and (self.type is None or str(event.get("type", "")).startswith(f"io.ztdp.{self.type}"))
+            (self.node is None or event.subject == self.node)
+            and (self.run is None or event.run == self.run)
+            and (self.type is None or event.type.startswith(f"io.ztdp.{self.type}"))
         )
 
 
 class EventBus(Protocol):
-    async def publish(self, event: dict[str, Any]) -> None: ...
+    async def publish(self, event: Event) -> None: ...
 
-    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]: ...
+    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` matching events, oldest first, in their CloudEvents form."""
+        ...
 
     def subscribe(self, flt: EventFilter) -> Any:
-        """An async context manager yielding an async iterator of matching new events."""
+        """An async context manager yielding a stream of matching new events (CloudEvents)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -80,23 +112,27 @@ class MemoryEventBus:
     """
 
     def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
-        self._events: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._events: deque[Event] = deque(maxlen=keep)
         self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], EventFilter] = {}
         self._buffer = buffer
 
-    async def publish(self, event: dict[str, Any]) -> None:
+    async def publish(self, event: Event) -> None:
         self._events.append(event)
+        if not self._subscribers:
+            return
+        rendered = None
         for stream, flt in list(self._subscribers.items()):
             if flt.matches(event):
+                rendered = rendered or event.cloudevent()
                 try:
-                    stream.send_nowait(event)
+                    stream.send_nowait(rendered)
                 except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self._subscribers.pop(stream, None)
                     stream.close()
 
     async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         found = [e for e in self._events if flt.matches(e)]
-        return found[-limit:]
+        return [e.cloudevent() for e in found[-limit:]]
 
     @asynccontextmanager
     async def subscribe(
