@@ -37,7 +37,8 @@ def test_serve_starts_on_the_embedded_memory_store() -> None:
         code, status = call(f"{server.url}/v1/status")
         assert code == 200 and status["graph_store"] == "memory"
     finally:
-        server.stop()
+        out = server.stop()
+    assert "event loop: uvloop" in out  # the default where uvloop is installed
 
 
 def test_serve_says_plainly_that_authentication_is_off() -> None:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     oidc_name_claim: str = "sub"
     cors_origins: list[str] = Field(default_factory=list, description="closed unless listed")
 
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop where installed, else the standard asyncio loop"
+    )
     apply_parallelism: int = Field(default=16, ge=0, description="steps at once; 0: unbounded")
     step_timeout: float = Field(default=60.0, gt=0, description="seconds per plan step")
     mailbox_size: int = Field(default=64, ge=1, description="messages queued per actor")

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ztdp import __version__
 from ztdp.api.app import create_app
+from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.settings import Settings
 
 app = typer.Typer(help="ZTDP, the Zero Touch Developer Platform.", no_args_is_help=True)
@@ -74,4 +75,18 @@ def serve(
             "[bold yellow]authentication OFF[/bold yellow]: anyone who reaches this port acts "
             "as platform-admin (set ZTDP_AUTH=on to require tokens)"
         )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    loop = loop_factory(settings.event_loop)()
+    console.print(f"event loop: {type(loop).__module__.split('.')[0]}")
+    api = create_app(settings)
+
+    async def settle(_: web.Application) -> None:
+        settle_heap()  # last of the start-up hooks: the stores and plugins are loaded
+
+    api.on_startup.append(settle)
+    web.run_app(
+        api,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        loop=loop,
+    )
