@@ -45,7 +45,8 @@ class FakeProvider:
         self.fail: dict[str, str] = {}
         self.hang: set[str] = set()
         self.unreachable: dict[str, int] = {}
-        self.applied: list[str] = []
+        self.applied: list[str] = []  # applies that finished
+        self.started: list[str] = []  # every apply called, finished or not
         self.slow: dict[str, float] = {}
 
     async def validate(self, *, resource: Resource) -> None:
@@ -57,6 +58,7 @@ class FakeProvider:
         return list(diff(observed, desired))  # type: ignore[arg-type]
 
     async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        self.started.append(resource.node)
         if resource.node in self.hang:
             await anyio.sleep(3600)
         if resource.node in self.fail:
@@ -236,6 +238,90 @@ async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
         "e": ("Blocked", "blocked by b: blocked by a: image pull failed"),
     }
     assert run.status == "Failed" and sorted(kube.applied) == ["c", "d"]
+
+
+async def test_policy_is_checked_by_the_actor_just_before_its_step() -> None:
+    kube = FakeProvider("kubernetes")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=SETTINGS,
+    )
+    seen: dict[str, list[str]] = {}
+
+    async def check(r: Run, s: Mapping[str, Any]) -> str | None:
+        seen[s["node"]] = list(kube.applied)  # what was done when this step was checked
+        return "denied by policy: frozen" if s["node"] == "b" else None
+
+    waves = [
+        {"index": 0, "steps": [plan_step("a")]},
+        {"index": 1, "steps": [plan_step("b", "a"), plan_step("c", "a")]},
+        {"index": 2, "steps": [plan_step("d", "b")]},
+    ]
+    run = run_of(waves)
+    async with supervisor:
+        supervisor.start(run, waves, target=target_of, check=check)
+    assert seen == {"a": [], "b": ["a"], "c": ["a"]}  # after its dependency, not at the start
+    assert {s.node: (s.status, s.error) for s in run.steps} == {
+        "a": ("Ready", None),
+        "b": ("Failed", "denied by policy: frozen"),
+        "c": ("Ready", None),
+        "d": ("Blocked", "blocked by b: denied by policy: frozen"),
+    }
+    assert "b" not in kube.started
+    assert supervisor.actors["b"].status is Status.PENDING  # a refusal is not the actor's failure
+
+
+async def test_a_check_that_breaks_fails_its_step_not_the_actor() -> None:
+    kube = FakeProvider("kubernetes")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=SETTINGS,
+    )
+
+    async def check(r: Run, s: Mapping[str, Any]) -> str | None:
+        if s["node"] == "a":
+            raise LookupError("no such graph node")
+        return None
+
+    waves = [{"index": 0, "steps": [plan_step("a"), plan_step("b")]}]
+    run = run_of(waves)
+    async with supervisor:
+        supervisor.start(run, waves, target=target_of, check=check)
+    assert {s.node: (s.status, s.error) for s in run.steps} == {
+        "a": ("Failed", "internal error: LookupError('no such graph node')"),
+        "b": ("Ready", None),
+    }
+    assert supervisor.actors["a"].restarts == 0
+
+
+async def test_a_step_the_run_gave_up_on_is_not_started_late() -> None:
+    """An actor busy past twice the step timeout: the run fails the step and moves on, and the
+    actor, reaching the step later, does not carry it out."""
+    kube = FakeProvider("kubernetes")
+    kube.hang.add("busy")
+    settings = SETTINGS.model_copy(update={"step_timeout": 0.1})
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        settings=settings,
+    )
+    waves = [{"index": 0, "steps": [plan_step("busy")]}]
+    run = run_of(waves)
+    async with supervisor:
+        resource = Resource("busy", "deployment", "busy", "app", {"version": "0"})
+        for _ in range(3):  # 0.3 s of hanging applies, each cut at the 0.1 s timeout
+            await supervisor.tell(
+                "busy", Apply(resource, Target("dev"), None, None), provider="kubernetes"
+            )
+        supervisor.start(run, waves, target=target_of, check=allow)
+    [step] = run.steps
+    assert (step.status, step.error) == ("Failed", "no answer from the actor in time")
+    assert kube.started == ["busy"] * 3  # the queued applies ran; the run's step did not
 
 
 async def test_a_hanging_provider_times_out_and_the_api_stays_responsive(
