@@ -53,6 +53,40 @@ class _IdleWorker:
     activation: Activation | None = None
 
 
+class _StepOrder:
+    """The order a plan's steps may run in, and which of them are ready to start.
+
+    A step waits for the steps it depends on; a deletion waits instead for the deletion of
+    the steps that depend on it. Dependencies outside the plan are already in place.
+    """
+
+    def __init__(self, waves: list[Mapping[str, Any]]) -> None:
+        self.steps = {s["node"]: s for w in waves for s in w["steps"]}
+        self.waits: dict[str, list[str]] = {n: [] for n in self.steps}
+        for node, step in self.steps.items():
+            for dep in step["depends_on"]:
+                if dep not in self.steps:
+                    continue
+                if step["action"] == "delete":
+                    self.waits[dep].append(node)
+                else:
+                    self.waits[node].append(dep)
+        self._left = {n: set(w) for n, w in self.waits.items()}
+        self._dependents: dict[str, list[str]] = {n: [] for n in self.steps}
+        for node, before in self.waits.items():
+            for b in before:
+                self._dependents[b].append(node)
+        self.ready = deque(n for n in self.steps if not self._left[n])
+
+    def done(self, node: str) -> None:
+        """`node` has finished, whatever its outcome: what waited only for it is ready."""
+        for dependent in self._dependents[node]:
+            left = self._left[dependent]
+            left.discard(node)
+            if not left:
+                self.ready.append(dependent)
+
+
 class _Answers:
     """Steps whose actors have answered, in order, for the run's executor to pick up."""
 
@@ -514,35 +548,13 @@ class Supervisor:
                     },
                 )
             )
-            steps = {s["node"]: s for w in waves for s in w["steps"]}
+            order = _StepOrder(waves)
             run_steps = {rs.node: rs for rs in run.steps}
-            waits: dict[str, list[str]] = {n: [] for n in steps}
-            for node, step in steps.items():
-                for dep in step["depends_on"]:
-                    if dep not in steps:
-                        continue
-                    if step["action"] == "delete":
-                        waits[dep].append(node)  # delete what depends on it first
-                    else:
-                        waits[node].append(dep)
-            left = {n: set(w) for n, w in waits.items()}
-            dependents: dict[str, list[str]] = {n: [] for n in steps}
-            for node, before in waits.items():
-                for b in before:
-                    dependents[b].append(node)
-
             parallelism = self._settings.apply_parallelism
             slots = anyio.Semaphore(parallelism) if parallelism else None
             answers = _Answers()
             failed: dict[str, str] = {}  # node -> why it failed or is blocked
             flying: dict[str, Reply] = {}
-            ready = deque(n for n in steps if not left[n])
-
-            def resolve(node: str) -> None:
-                for dependent in dependents[node]:
-                    left[dependent].discard(node)
-                    if not left[dependent]:
-                        ready.append(dependent)
 
             def on_done(node: str) -> Callable[[], None]:
                 def done() -> None:
@@ -556,16 +568,17 @@ class Supervisor:
                 rs = run_steps[node]
                 if rs.status in ("Failed", "Blocked"):
                     failed[node] = rs.error or rs.status.lower()
-                resolve(node)
+                order.done(node)
 
+            ready = order.ready
             while ready or flying:
                 while ready:
                     node = ready.popleft()
-                    rs = run_steps[node]
-                    cause = next((d for d in waits[node] if d in failed), None)
+                    rs, step = run_steps[node], order.steps[node]
+                    cause = next((d for d in order.waits[node] if d in failed), None)
                     if cause is not None:
                         rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
-                        self.actor(node, steps[node]["provider"]).status = Status.BLOCKED
+                        self.actor(node, step["provider"]).status = Status.BLOCKED
                         await self._finish(run, rs)
                         settle(node)
                         continue
@@ -574,7 +587,6 @@ class Supervisor:
                     if slots is not None:
                         await slots.acquire()
                     flying[node] = reply = Reply(on_done=on_done(node))
-                    step = steps[node]
                     await self._deliver(
                         node, Step(run, rs, step, check, target, reply), step["provider"]
                     )
@@ -582,6 +594,8 @@ class Supervisor:
                     break
                 done = await answers.next(self._settings.step_timeout * 2)
                 if done is not None:
+                    # Only flying steps answer: once the run gives up on its flying steps, all
+                    # that is left of it is blocked, and it ends before a late answer comes.
                     reply = flying.pop(done)
                     rs = run_steps[done]
                     if rs.finished_at is None:  # the actor broke before recording the outcome
