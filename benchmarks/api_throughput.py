@@ -3,6 +3,7 @@
 A ZTDP API process (memory store) also serves `GET /hello`, a bare aiohttp handler; `wrk`
 drives each endpoint the same way (1 thread, 32 connections, a few seconds) and the script
 prints requests/s and the ratio to hello-world. Goal: `POST .../services` >= 0.3 of hello.
+The server runs as `ztdp serve` does (ZTDP_EVENT_LOOP, start-up heap frozen).
 Needs `wrk` (Debian: apt-get install wrk).
 """
 
@@ -42,15 +43,29 @@ def serve(port: int) -> None:
     from aiohttp import web
 
     from ztdp.api import create_app
+    from ztdp.cli.process import loop_factory, settle_heap
     from ztdp.settings import Settings
 
-    app = create_app(Settings())
+    settings = Settings()
+    app = create_app(settings)
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="Hello, world")
 
+    async def settle(_: web.Application) -> None:
+        settle_heap()
+
     app.router.add_get("/hello", hello)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    app.on_startup.append(settle)
+    # As `ztdp serve` runs: on its event loop, with the start-up heap frozen.
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        print=None,
+        access_log=None,
+        loop=loop_factory(settings.event_loop)(),
+    )
 
 
 def post(url: str, body: object) -> int:
