@@ -1,8 +1,8 @@
 """Actors: one per realised node, handling its mailbox one message at a time.
 
-An actor's state is a small record that lives as long as the node. Its task and mailbox exist
-only while it has messages (a virtual actor, as in Orleans): 100,000 idle actors cost their
-records and nothing else.
+An actor's state is a small record that lives as long as the node. It has a mailbox, and a
+worker task draining it, only while it has messages (a virtual actor, as in Orleans): 100,000
+idle actors cost their records and nothing else.
 """
 
 from __future__ import annotations
