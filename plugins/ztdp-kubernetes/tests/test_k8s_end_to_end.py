@@ -86,7 +86,12 @@ async def api(kube: Any) -> AsyncIterator[Api]:
             yield a
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave the server running past the test
+            proc.wait()
+            pytest.fail(f"ztdp serve did not stop within 15 s of SIGTERM:\n{log.read_text()}")
         assert "Traceback" not in log.read_text(), log.read_text()
 
 
