@@ -19,7 +19,7 @@ from cloudevents.core.formats.json import JSONFormat
 from tests.helpers import Api
 from ztdp.api import create_app
 from ztdp.errors import PermanentError, TemporaryError
-from ztdp.events import MemoryEventBus
+from ztdp.events import Event, MemoryEventBus
 from ztdp.planner import diff
 from ztdp.providers import (
     Observation,
@@ -593,4 +593,37 @@ async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on(
     assert first.error.startswith("actor crashed: KeyError('Exploded')")
     assert sibling.status is Status.READY
     assert second.status is Status.READY
+    assert supervisor.actors["crashy"].restarts == 1
+
+
+class FailingReports(MemoryEventBus):
+    """An event bus that cannot take an actor's failure (a transport down, say)."""
+
+    async def publish(self, event: Event) -> None:
+        if event.type == "io.ztdp.actor.status" and event.data["status"] == "Failed":
+            raise ConnectionError("event transport unreachable")
+        await super().publish(event)
+
+
+async def test_a_crash_that_cannot_be_reported_still_fails_only_its_message() -> None:
+    kube = BrokenObservation("kubernetes")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=FailingReports(),
+        settings=SETTINGS,
+    )
+    replies = []
+    async with supervisor:
+        for node in ("crashy", "sibling", "crashy"):
+            reply = Reply()
+            resource = Resource(node, "deployment", node, "app", {"version": "1"})
+            await supervisor.tell(
+                node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
+            )
+            replies.append(reply)
+        for reply in replies:
+            await reply.wait()
+    assert [r.status for r in replies] == [Status.FAILED, Status.READY, Status.READY]
+    assert replies[0].error is not None and replies[0].error.startswith("actor crashed")
     assert supervisor.actors["crashy"].restarts == 1

@@ -264,17 +264,26 @@ class Supervisor:
                 try:
                     await self._handle(state, message)
                 except Exception as exc:  # the actor itself broke, not its provider
-                    state.restarts += 1
-                    log.exception("actor %s crashed", state.node)
-                    await self._status(state, Status.FAILED, error=f"actor crashed: {exc!r}")
-                    if message.reply is not None:
-                        message.reply.finish(Status.FAILED, state.last_error)
+                    await self._crashed(state, message, exc)
                     # Restart after a backoff; siblings are untouched.
                     await anyio.sleep(
                         min(self._settings.retry_backoff * 2 ** (state.restarts - 1), MAX_BACKOFF)
                     )
         finally:
             self._leave()
+
+    async def _crashed(self, state: ActorState, message: Message, exc: Exception) -> None:
+        """Fail the message that crashed the actor; nothing here may take the worker down."""
+        state.restarts += 1
+        log.exception("actor %s crashed", state.node)
+        error = f"actor crashed: {exc!r}"
+        try:
+            await self._status(state, Status.FAILED, error=error)
+        except Exception:
+            state.status, state.last_error = Status.FAILED, error
+            log.exception("actor %s: its crash could not be reported", state.node)
+        if message.reply is not None:
+            message.reply.finish(Status.FAILED, error)
 
     async def _handle(self, state: ActorState, message: Message) -> None:
         match message:
