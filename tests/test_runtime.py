@@ -627,3 +627,35 @@ async def test_a_crash_that_cannot_be_reported_still_fails_only_its_message() ->
     assert [r.status for r in replies] == [Status.FAILED, Status.READY, Status.READY]
     assert replies[0].error is not None and replies[0].error.startswith("actor crashed")
     assert supervisor.actors["crashy"].restarts == 1
+
+
+class FailingRunReports(MemoryEventBus):
+    async def publish(self, event: Event) -> None:
+        if event.type == "io.ztdp.run.started":
+            raise ConnectionError("event transport unreachable")
+        await super().publish(event)
+
+
+async def test_a_run_that_breaks_fails_alone_and_the_supervisor_goes_on() -> None:
+    kube = FakeProvider("kubernetes")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=FailingRunReports(),
+        settings=SETTINGS,
+    )
+    waves = [{"index": 0, "steps": [plan_step("a")]}]
+    run = run_of(waves)
+    async with supervisor:
+        supervisor.start(run, waves, target=target_of, check=allow)
+        reply = Reply()
+        resource = Resource("b", "deployment", "b", "app", {"version": "1"})
+        await supervisor.tell(
+            "b", Apply(resource, Target("dev"), None, reply), provider="kubernetes"
+        )
+        await reply.wait()
+    assert run.status == "Failed"
+    assert [(s.status, s.error) for s in run.steps] == [
+        ("Failed", "the run broke: ConnectionError('event transport unreachable')")
+    ]
+    assert reply.status is Status.READY

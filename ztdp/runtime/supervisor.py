@@ -630,6 +630,12 @@ class Supervisor:
                     data={"status": run.status, "failed": sorted(failed)},
                 )
             )
+        except Exception as exc:  # a broken run must not take the supervisor down with it
+            log.exception("run %s broke", run.id)
+            run.status, run.finished_at = "Failed", datetime.now(UTC)
+            for rs in run.steps:
+                if rs.finished_at is None:
+                    rs.status, rs.error = "Failed", f"the run broke: {exc!r}"
         finally:
             self._leave()
 
