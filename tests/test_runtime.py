@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib.metadata import EntryPoint
 from typing import Any
 
@@ -213,13 +213,30 @@ async def allow(r: Run, s: Mapping[str, Any]) -> None:
     return None
 
 
+def supervisor_of(
+    *providers: FakeProvider, events: MemoryEventBus | None = None, settings: Settings = SETTINGS
+) -> Supervisor:
+    return Supervisor(
+        providers=registry(*providers),
+        state=MemoryStateStore(),
+        events=events or MemoryEventBus(),
+        settings=settings,
+    )
+
+
+async def apply(supervisor: Supervisor, node: str, version: str = "1") -> Reply:
+    """Send the node's actor an Apply outside any run; the reply tells how it went."""
+    reply = Reply()
+    resource = Resource(node, "deployment", node, "app", {"version": version})
+    await supervisor.tell(node, Apply(resource, Target("dev"), None, reply), provider="kubernetes")
+    return reply
+
+
 async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
     kube = FakeProvider("kubernetes")
     kube.fail["a"] = "image pull failed"
     events = MemoryEventBus()
-    supervisor = Supervisor(
-        providers=registry(kube), state=MemoryStateStore(), events=events, settings=SETTINGS
-    )
+    supervisor = supervisor_of(kube, events=events)
 
     waves = [
         {"index": 0, "steps": [plan_step("a"), plan_step("c")]},
@@ -242,12 +259,7 @@ async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
 
 async def test_policy_is_checked_by_the_actor_just_before_its_step() -> None:
     kube = FakeProvider("kubernetes")
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=SETTINGS,
-    )
+    supervisor = supervisor_of(kube)
     seen: dict[str, list[str]] = {}
 
     async def check(r: Run, s: Mapping[str, Any]) -> str | None:
@@ -275,12 +287,7 @@ async def test_policy_is_checked_by_the_actor_just_before_its_step() -> None:
 
 async def test_a_check_that_breaks_fails_its_step_not_the_actor() -> None:
     kube = FakeProvider("kubernetes")
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=SETTINGS,
-    )
+    supervisor = supervisor_of(kube)
 
     async def check(r: Run, s: Mapping[str, Any]) -> str | None:
         if s["node"] == "a":
@@ -304,12 +311,7 @@ async def test_a_step_the_run_gave_up_on_is_not_started_late() -> None:
     kube = FakeProvider("kubernetes")
     kube.hang.add("busy")
     settings = SETTINGS.model_copy(update={"step_timeout": 0.1})
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=settings,
-    )
+    supervisor = supervisor_of(kube, settings=settings)
     waves = [{"index": 0, "steps": [plan_step("busy")]}]
     run = run_of(waves)
     async with supervisor:
@@ -449,12 +451,7 @@ def test_a_plugin_that_cannot_be_imported_is_refused_naming_it() -> None:
 async def test_a_step_starts_when_its_dependencies_are_done_not_its_whole_wave() -> None:
     kube = FakeProvider("kubernetes")
     kube.slow["slow"] = 0.3
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=SETTINGS,
-    )
+    supervisor = supervisor_of(kube)
 
     waves = [
         {"index": 0, "steps": [plan_step("slow"), plan_step("fast")]},
@@ -470,27 +467,9 @@ async def test_a_step_starts_when_its_dependencies_are_done_not_its_whole_wave()
 
 async def test_shutdown_finishes_every_accepted_message() -> None:
     slow = FakeProvider("kubernetes", delay=0.02)
-    supervisor = Supervisor(
-        providers=registry(slow),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=SETTINGS,
-    )
-    replies = []
+    supervisor = supervisor_of(slow)
     async with supervisor:
-        for i in range(20):
-            reply = Reply()
-            resource = Resource(
-                node=f"deployment/a/s{i % 4}@dev",
-                kind="deployment",
-                name=f"s{i % 4}",
-                application="a",
-                desired={"version": str(i)},
-            )
-            await supervisor.tell(
-                resource.node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
-            )
-            replies.append(reply)
+        replies = [await apply(supervisor, f"deployment/a/s{i % 4}@dev", str(i)) for i in range(20)]
     assert all(r.status is Status.READY for r in replies)  # drained before the task group closed
     assert len(slow.applied) == 20
     assert {n: s["version"] for n, s in slow.live.items()} == {
@@ -568,26 +547,13 @@ class BrokenObservation(FakeProvider):
 
 async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on() -> None:
     kube = BrokenObservation("kubernetes")
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=MemoryEventBus(),
-        settings=SETTINGS,
-    )
-
-    async def apply(node: str) -> Reply:
-        reply = Reply()
-        resource = Resource(node, "deployment", node, "app", {"version": "1"})
-        await supervisor.tell(
-            node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
-        )
-        return reply
+    supervisor = supervisor_of(kube)
 
     async with supervisor:
-        first, sibling = await apply("crashy"), await apply("sibling")
+        first, sibling = await apply(supervisor, "crashy"), await apply(supervisor, "sibling")
         await first.wait()
         await sibling.wait()
-        second = await apply("crashy")  # queued behind the restart backoff
+        second = await apply(supervisor, "crashy")  # queued behind the restart backoff
         await second.wait()
     assert first.status is Status.FAILED and first.error is not None
     assert first.error.startswith("actor crashed: KeyError('Exploded')")
@@ -596,32 +562,29 @@ async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on(
     assert supervisor.actors["crashy"].restarts == 1
 
 
-class FailingReports(MemoryEventBus):
-    """An event bus that cannot take an actor's failure (a transport down, say)."""
+class RefusingBus(MemoryEventBus):
+    """An event bus that cannot take some events (its transport down, say)."""
+
+    def __init__(self, refuse: Callable[[Event], bool]) -> None:
+        super().__init__()
+        self._refuse = refuse
 
     async def publish(self, event: Event) -> None:
-        if event.type == "io.ztdp.actor.status" and event.data["status"] == "Failed":
+        if self._refuse(event):
             raise ConnectionError("event transport unreachable")
         await super().publish(event)
 
 
 async def test_a_crash_that_cannot_be_reported_still_fails_only_its_message() -> None:
     kube = BrokenObservation("kubernetes")
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=FailingReports(),
-        settings=SETTINGS,
+    supervisor = supervisor_of(
+        kube,
+        events=RefusingBus(
+            lambda e: e.type == "io.ztdp.actor.status" and e.data["status"] == "Failed"
+        ),
     )
-    replies = []
     async with supervisor:
-        for node in ("crashy", "sibling", "crashy"):
-            reply = Reply()
-            resource = Resource(node, "deployment", node, "app", {"version": "1"})
-            await supervisor.tell(
-                node, Apply(resource, Target("dev"), None, reply), provider="kubernetes"
-            )
-            replies.append(reply)
+        replies = [await apply(supervisor, node) for node in ("crashy", "sibling", "crashy")]
         for reply in replies:
             await reply.wait()
     assert [r.status for r in replies] == [Status.FAILED, Status.READY, Status.READY]
@@ -629,30 +592,14 @@ async def test_a_crash_that_cannot_be_reported_still_fails_only_its_message() ->
     assert supervisor.actors["crashy"].restarts == 1
 
 
-class FailingRunReports(MemoryEventBus):
-    async def publish(self, event: Event) -> None:
-        if event.type == "io.ztdp.run.started":
-            raise ConnectionError("event transport unreachable")
-        await super().publish(event)
-
-
 async def test_a_run_that_breaks_fails_alone_and_the_supervisor_goes_on() -> None:
     kube = FakeProvider("kubernetes")
-    supervisor = Supervisor(
-        providers=registry(kube),
-        state=MemoryStateStore(),
-        events=FailingRunReports(),
-        settings=SETTINGS,
-    )
+    supervisor = supervisor_of(kube, events=RefusingBus(lambda e: e.type == "io.ztdp.run.started"))
     waves = [{"index": 0, "steps": [plan_step("a")]}]
     run = run_of(waves)
     async with supervisor:
         supervisor.start(run, waves, target=target_of, check=allow)
-        reply = Reply()
-        resource = Resource("b", "deployment", "b", "app", {"version": "1"})
-        await supervisor.tell(
-            "b", Apply(resource, Target("dev"), None, reply), provider="kubernetes"
-        )
+        reply = await apply(supervisor, "b")
         await reply.wait()
     assert run.status == "Failed"
     assert [(s.status, s.error) for s in run.steps] == [
