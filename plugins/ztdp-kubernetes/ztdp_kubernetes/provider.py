@@ -50,6 +50,15 @@ def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
         f"{ANNOTATION}config-ref": str(d.get("config_ref") or ""),
         f"{ANNOTATION}public": "true" if d.get("public") else "false",
     }
+
+    def metadata() -> dict[str, Any]:  # the Deployment's and the Service's, each its own copy
+        return {
+            "name": resource.name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        }
+
     container: dict[str, Any] = {"name": resource.name, "image": d["image"]}
     if d.get("port"):
         container["ports"] = [{"containerPort": d["port"], "name": "http"}]
@@ -64,12 +73,7 @@ def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
         "deployment": {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {
-                "name": resource.name,
-                "namespace": namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
+            "metadata": metadata(),
             "spec": {
                 "replicas": int(d.get("replicas", 1)),
                 "selector": {"matchLabels": selector},
@@ -81,12 +85,7 @@ def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
         out["service"] = {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": resource.name,
-                "namespace": namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
+            "metadata": metadata(),
             "spec": {
                 "selector": selector,
                 "ports": [{"name": "http", "port": d["port"], "targetPort": d["port"]}],
