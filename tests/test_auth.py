@@ -81,6 +81,7 @@ async def world() -> AsyncIterator[World]:
                 {"role": "developer", "team": "team-x"},
             ],
             "dave": [{"role": "approver", "environments": ["prod"]}],
+            "ci-x": [{"role": "ci", "team": "team-x"}],
         }
         callers = {name: Caller(client, await issue(admin, name, g)) for name, g in people.items()}
         callers["admin"] = admin
@@ -222,7 +223,8 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
         },
     ),
     "update_check": (
-        *TEAM_X,
+        "ci-x",
+        ("viewer", "dev-x", "dev-y", "dave"),
         lambda: {
             "metadata": {"name": "unit-1", "owner": "ci"},
             "spec": {"check": "unit-tests", "subject": SUBJECT, "status": "succeeded"},

@@ -54,8 +54,8 @@ async def test_a_valid_jwt_authenticates_with_its_roles(client: TestClient) -> N
     code, me = await whoami(client, token)
     assert code == 200 and me["name"] == "alice" and me["source"] == "oidc"
     assert me["grants"] == [
-        {"role": "developer", "team": "team-x", "environments": []},
-        {"role": "approver", "team": None, "environments": ["prod", "staging"]},
+        {"role": "developer", "team": "team-x", "environments": [], "checks": []},
+        {"role": "approver", "team": None, "environments": ["prod", "staging"], "checks": []},
     ]
     resp = await client.post(
         "/v1/environments",

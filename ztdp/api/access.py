@@ -1,24 +1,33 @@
 """Who may call each endpoint: declared once per route, enforced by the route interceptor.
 
-A rule names what the caller needs (`read`, `admin`, a `team`, an `approver`) and how to find
-the team or environment the request touches (from the path or the validated body). No handler
-checks permissions itself, so an endpoint added later is covered by declaring its rule.
+A rule names what the caller needs (`read`, `admin`, a `team`, an `approver`, a check
+`recorder`) and how to find the teams a request touches, from the path, the validated body and
+the graph. No handler checks permissions itself, so an endpoint added later is covered by
+declaring its rule.
+
+Rules that depend on what is stored (who owns an application, a resource, a check) are not
+decided once before the handler runs: they become a write guard (`ztdp.catalog.guard`) that
+the catalog evaluates inside every attempt of its atomic write, on the graph the write commits
+against. A request racing another team's create can therefore never land in what that team
+owns. The route interceptor also runs the guard once on the current graph first, so a refused
+request fails fast and a rule is enforced even if a handler ends up writing nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
-from ztdp.api.keys import CATALOG
 from ztdp.auth import Identity
+from ztdp.catalog.guard import WriteGuard
 from ztdp.errors import Forbidden
+from ztdp.graph import Graph, NodeKind, node_id
 
-TeamsOf = Callable[[web.Request, Any], Awaitable[set[str]]]
-Need = Literal["public", "read", "admin", "team", "approver"]
+TeamsOf = Callable[[web.Request, Any, Graph], set[str]]
+Need = Literal["public", "read", "admin", "team", "approver", "recorder"]
 
 
 @dataclass(frozen=True)
@@ -30,20 +39,29 @@ class Access:
     # Let a body pick a stricter rule (a ResourceType needs admin, a Resource a team).
     refine: Callable[[Any], Access] | None = None
 
-    async def authorize(self, request: web.Request, identity: Identity, body: Any) -> None:
+    def guard(self, request: web.Request, identity: Identity, body: Any) -> WriteGuard | None:
+        """Check what needs no stored state now; return what must be checked on the graph."""
         if identity.source == "anonymous":
-            return  # authentication is off: there is nobody to tell apart
+            return None  # authentication is off: there is nobody to tell apart
         if self.refine is not None:
-            await self.refine(body).authorize(request, identity, body)
-            return
+            return self.refine(body).guard(request, identity, body)
         match self.need:
             case "public" | "read":
-                return  # any authenticated identity reads
+                return None  # any authenticated identity reads
             case "admin":
                 identity.require_admin(self.what)
+                return None
             case "team":
                 assert self.teams is not None
-                identity.require_team(await self.teams(request, body), self.what)
+                identity.require_writer(self.what)  # a viewer never writes, whatever exists
+                teams = self.teams
+
+                def team_guard(graph: Graph) -> None:
+                    identity.require_team(teams(request, body, graph), self.what)
+
+                return None if identity.is_admin else team_guard
+            case "recorder":
+                return _check_guard(identity, body, request, self.what)
             case "approver":
                 assert self.environment is not None
                 env = self.environment(body)
@@ -53,6 +71,7 @@ class Access:
                     raise Forbidden(
                         f"{identity.name} may only approve as itself, not as {approver}"
                     )
+                return None
 
 
 PUBLIC = Access("public")
@@ -67,29 +86,79 @@ def team(what: str, teams: TeamsOf) -> Access:
     return Access("team", what, teams=teams)
 
 
-# --- where the team comes from ---------------------------------------------------------------
+def recorder(what: str) -> Access:
+    """Checks: a team declares them, only a CI identity (or an admin) records a result."""
+    return Access("recorder", what)
 
 
-async def _owner(request: web.Request, app: str) -> set[str]:
-    owner = await request.app[CATALOG].owner_of(app)
-    return set() if owner is None else {owner}  # a missing application is the handler's 404
+# --- where the teams come from -------------------------------------------------------------
 
 
-async def path_app(request: web.Request, body: Any) -> set[str]:
+def _owner(graph: Graph, app: str) -> set[str]:
+    data = graph.data(node_id(NodeKind.APPLICATION, app))
+    # A missing application is the handler's 404; the writer check already refused viewers.
+    return set() if data is None else {str(data["metadata"]["owner"])}
+
+
+def path_app(request: web.Request, body: Any, graph: Graph) -> set[str]:
     """The team owning the application in the path."""
-    return await _owner(request, request.match_info["app"])
+    return _owner(graph, request.match_info["app"])
 
 
-async def body_owner(request: web.Request, body: Any) -> set[str]:
+def body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
     """The team the body names as owner."""
     return {body.metadata.owner}
 
 
-async def path_app_and_body_owner(request: web.Request, body: Any) -> set[str]:
-    """Changing an application: its current team and the team it would belong to."""
-    return await path_app(request, body) | {body.metadata.owner}
+def path_app_and_body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
+    """Changing an application, or adding to it: its team and the team the body names.
+
+    Enveloped bodies name their owner in `metadata.owner`; a version (flat) in `owner`.
+    """
+    owner = body.metadata.owner if hasattr(body, "metadata") else body.owner
+    return path_app(request, body, graph) | {owner}
 
 
-async def subject_app(request: web.Request, body: Any) -> set[str]:
-    """The team owning the application of the version a check is about."""
-    return await _owner(request, body.spec.subject.application)
+def _resource_teams(graph: Graph, res: str) -> set[str]:
+    data = graph.data(node_id(NodeKind.RESOURCE, res))
+    if data is None or data.get("spec", {}).get("shared"):
+        return set()  # missing: the handler's 404; shared: the platform team lent it to all
+    return {str(data["metadata"]["owner"])}
+
+
+def path_app_and_resource(request: web.Request, body: Any, graph: Graph) -> set[str]:
+    """Linking a resource: the application's team and the resource's, unless it is shared."""
+    res = request.match_info.get("res") or body.resource
+    return path_app(request, body, graph) | _resource_teams(graph, res)
+
+
+def _check_guard(identity: Identity, body: Any, request: web.Request, what: str) -> WriteGuard:
+    """A check is declared `pending` by its team; any result is recorded by CI or an admin.
+
+    Both the stored check (on update) and the body are authorized: the team of every
+    application either one is about, and a recorder grant for the check's name whenever the
+    stored or the new status is a result, so a team can neither mark its own checks
+    succeeded nor wipe a failure. A check belongs to its subject's application; its
+    `metadata.owner` is informative (often the CI system).
+    """
+    if not identity.is_admin and not identity.teams and not identity.records_any_check:
+        raise Forbidden(f"{identity.name} may not {what}: it has no developer or ci grant")
+    name = request.match_info.get("name")
+
+    def check_guard(graph: Graph) -> None:
+        if identity.is_admin:
+            return
+        stored = graph.data(node_id(NodeKind.CHECK, name)) if name else None
+        records = [body.spec.model_dump(mode="json")]
+        if stored is not None:
+            records.append(stored["spec"])
+        apps = {r["subject"]["application"] for r in records}
+        teams = set().union(*(_owner(graph, app) for app in apps))
+        result = any(r["status"] != "pending" for r in records)
+        if result:
+            for check in {r["check"] for r in records}:
+                identity.require_recorder(teams, check, what)
+        else:
+            identity.require_team(teams, what)
+
+    return check_guard

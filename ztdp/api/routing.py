@@ -17,10 +17,11 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ztdp.api.access import Access
-from ztdp.api.keys import AUTH, IDENTITY
+from ztdp.api.keys import AUTH, CATALOG, IDENTITY
 from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
 from ztdp.auth import ANONYMOUS
 from ztdp.catalog.actor import reset_actor, set_actor
+from ztdp.catalog.guard import guarded
 from ztdp.contracts import DNS_LABEL_PATTERN
 
 Reply = tuple[int, Any]
@@ -83,10 +84,13 @@ class Endpoint:
                 raise _query_error(q, "is required")
             if value is not None and q.pattern and not re.match(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
-        await self.access.authorize(request, identity, body)
+        guard = self.access.guard(request, identity, body)
+        if guard is not None:
+            guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
         token = set_actor(identity.name)
         try:
-            status, payload = await self.handler(request, body)
+            with guarded(guard):
+                status, payload = await self.handler(request, body)
         finally:
             reset_actor(token)
         return json_response(status, payload)

@@ -19,7 +19,8 @@ from ztdp.api.access import (
     body_owner,
     path_app,
     path_app_and_body_owner,
-    subject_app,
+    path_app_and_resource,
+    recorder,
     team,
 )
 from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS, identity_of
@@ -57,6 +58,8 @@ router = Router()
 def _resource_access(body: Any) -> Access:
     if isinstance(body, ResourceType):
         return admin("create resource types")
+    if body.spec.shared:
+        return admin("create shared resources")
     return team("create resources for that team", body_owner)
 
 
@@ -207,7 +210,7 @@ async def service_schema(request: web.Request, body: None) -> Reply:
     tag="services",
     body=Service,
     responses={201: Service, **WRITE},
-    access=team("add services to this application", path_app),
+    access=team("add services to this application", path_app_and_body_owner),
 )
 async def create_service(request: web.Request, body: Service) -> Reply:
     return 201, await request.app[CATALOG].create_service(_p(request, "app"), body)
@@ -244,7 +247,7 @@ async def get_service(request: web.Request, body: None) -> Reply:
     tag="versions",
     body=ServiceVersionIn,
     responses={201: ServiceVersion, **WRITE},
-    access=team("add versions to this application", path_app),
+    access=team("add versions to this application", path_app_and_body_owner),
 )
 async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
     catalog = request.app[CATALOG]
@@ -456,7 +459,7 @@ async def list_resources(request: web.Request, body: None) -> Reply:
     "Give an application a resource",
     tag="resources",
     responses={200: Resource, **WRITE},
-    access=team("change this application", path_app),
+    access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_application_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -482,7 +485,7 @@ async def list_application_resources(request: web.Request, body: None) -> Reply:
     tag="resources",
     body=ResourceLinkRequest,
     responses={200: Resource, **WRITE},
-    access=team("change this application", path_app),
+    access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_service_resource_body(request: web.Request, body: ResourceLinkRequest) -> Reply:
     catalog = request.app[CATALOG]
@@ -509,7 +512,7 @@ async def list_service_resources(request: web.Request, body: None) -> Reply:
     "Let a service use one of its application's resources",
     tag="resources",
     responses={200: Resource, **WRITE},
-    access=team("change this application", path_app),
+    access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
@@ -610,7 +613,7 @@ async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Re
     tag="policies",
     body=Check,
     responses={201: Check, **WRITE},
-    access=team("record checks of this application", subject_app),
+    access=recorder("record checks of this application"),
 )
 async def create_check(request: web.Request, body: Check) -> Reply:
     return 201, await request.app[CATALOG].put_check(body, create=True)
@@ -648,7 +651,7 @@ async def get_check(request: web.Request, body: None) -> Reply:
     body=Check,
     responses={200: Check, **WRITE},
     if_match=True,
-    access=team("record checks of this application", subject_app),
+    access=recorder("record checks of this application"),
 )
 async def update_check(request: web.Request, body: Check) -> Reply:
     catalog = request.app[CATALOG]

@@ -16,6 +16,7 @@ class Role(StrEnum):
     PLATFORM_ADMIN = "platform-admin"
     DEVELOPER = "developer"
     APPROVER = "approver"
+    CI = "ci"
     VIEWER = "viewer"
 
 
@@ -23,13 +24,19 @@ class Grant(BaseModel):
     """One role, scoped where the role needs it: a developer's team, an approver's environments."""
 
     role: Role
-    team: DnsLabel | None = Field(default=None, description="required for developer")
+    team: DnsLabel | None = Field(default=None, description="required for developer and ci")
     environments: list[DnsLabel] = Field(default_factory=list, description="for approver")
+    checks: list[DnsLabel] = Field(
+        default_factory=list,
+        description="for ci: the checks it may record results of; empty means every check",
+    )
 
     @model_validator(mode="after")
     def _scoped(self) -> Grant:
-        if self.role is Role.DEVELOPER and self.team is None:
-            raise ValueError("a developer grant needs a team")
+        if self.role in (Role.DEVELOPER, Role.CI) and self.team is None:
+            raise ValueError(f"a {self.role.value} grant needs a team")
+        if self.checks and self.role is not Role.CI:
+            raise ValueError("only a ci grant lists checks")
         if self.role is Role.APPROVER and not self.environments:
             raise ValueError("an approver grant needs environments")
         return self
@@ -51,6 +58,17 @@ class Identity:
     def is_admin(self) -> bool:
         return any(g.role is Role.PLATFORM_ADMIN for g in self.grants)
 
+    @property
+    def records_any_check(self) -> bool:
+        return any(g.role is Role.CI for g in self.grants)
+
+    def records(self, team: str, check: str) -> bool:
+        """May record results of `check` for versions of `team`'s applications."""
+        return any(
+            g.role is Role.CI and g.team == team and (not g.checks or check in g.checks)
+            for g in self.grants
+        )
+
     def approves(self, environment: str) -> bool:
         return any(g.role is Role.APPROVER and environment in g.environments for g in self.grants)
 
@@ -67,6 +85,21 @@ class Identity:
         if missing:
             raise Forbidden(
                 f"{self.name} may not {what}: it is not a developer of team {', '.join(missing)}"
+            )
+
+    def require_writer(self, what: str) -> None:
+        """Writing anything a team owns takes a developer grant (or admin): viewers never write."""
+        if not self.is_admin and not self.teams:
+            raise Forbidden(f"{self.name} may not {what}: it has no developer grant for any team")
+
+    def require_recorder(self, teams: set[str], check: str, what: str) -> None:
+        if self.is_admin:
+            return
+        missing = sorted(t for t in teams if not self.records(t, check))
+        if missing:
+            raise Forbidden(
+                f"{self.name} may not {what}: recording a result of check {check} needs a ci "
+                f"grant for team {', '.join(missing)}; developers may only declare it pending"
             )
 
     def require_approver(self, environment: str, what: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from ztdp.catalog.actor import current_actor
+from ztdp.catalog.guard import check_write
 from ztdp.contracts import (
     Application,
     Approval,
@@ -109,16 +110,12 @@ class Catalog:
     async def changes(self, *, since: int, limit: int) -> list[Change]:
         return await self._store.changes(since=since, limit=limit)
 
-    async def owner_of(self, app: str) -> str | None:
-        """The team owning an application, or None if there is no such application."""
-        data = (await self.graph()).data(node_id(NodeKind.APPLICATION, app))
-        return None if data is None else str(data["metadata"]["owner"])
-
     async def _write(self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]) -> T:
         """Validate and commit one batch; `build` gets the graph and the revision it will make."""
         async with self._lock:
             for _ in range(self._retries):
                 graph = await self._store.read()
+                check_write(graph)  # on this attempt's graph: the one the batch commits on
                 ops, result = build(graph, graph.revision + 1)
                 try:
                     revision = await self._store.commit(

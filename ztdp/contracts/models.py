@@ -153,6 +153,11 @@ class ResourceSpec(Strict):
     type: DnsLabel = Field(description="name of a resource type, e.g. 'postgres'")
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
     description: ShortText = ""
+    shared: bool = Field(
+        default=False,
+        description="set by the platform team (needs platform-admin): any team may link it "
+        "to its applications; otherwise linking needs the resource's team too",
+    )
 
 
 class Resource(Envelope):
