@@ -1,5 +1,5 @@
 """The HTTP API (aiohttp)."""
 
-from ztdp.api.app import create_app, openapi_document
+from ztdp.api.app import PARSER_LIMIT, create_app, openapi_document
 
-__all__ = ["create_app", "openapi_document"]
+__all__ = ["PARSER_LIMIT", "create_app", "openapi_document"]

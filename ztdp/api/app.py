@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
 from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
-from ztdp.api.problems import Handler, problem_middleware
+from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
     Authenticator,
@@ -138,6 +138,11 @@ def cors_middleware(origins: Sequence[str]) -> Middleware:
     return cors
 
 
+# What aiohttp's HTTP parser accepts before our own, tighter limits answer in problem+json
+# (ztdp.api.problems.limits_middleware); anything beyond gets aiohttp's plain 400.
+PARSER_LIMIT = 65536
+
+
 def openapi_document() -> dict[str, object]:
     return router.openapi(title="ZTDP", version=__version__, description=DESCRIPTION)
 
@@ -166,7 +171,7 @@ def create_app(
     `announce` receives what must reach the operator but never a log: the first admin token.
     """
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_origins), problem_middleware],
+        middlewares=[cors_middleware(settings.cors_origins), problem_middleware, limits_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

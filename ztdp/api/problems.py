@@ -104,6 +104,37 @@ def validation_problem(exc: ValidationError, *, prefix: str = "") -> web.Respons
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The HTTP parser is given room beyond these (PARSER_LIMIT in ztdp.api.app), so that an
+# over-long URL or header reaches this middleware and is refused as problem+json instead of
+# aiohttp's plain-text error echoing the request.
+MAX_URL_LENGTH = 4096
+MAX_HEADER_LENGTH = 8190
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """Enough of a client's input to recognise it in a message, never all of it."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if len(request.raw_path) > MAX_URL_LENGTH:
+        return problem(
+            414,
+            "URI too long",
+            f"the request URL has {len(request.raw_path)} characters; at most "
+            f"{MAX_URL_LENGTH} are accepted",
+        )
+    for name, value in request.headers.items():
+        if len(name) + len(value) > MAX_HEADER_LENGTH:
+            return problem(
+                431,
+                "Request header fields too large",
+                f"header {_short(name, 40)!r} has {len(value)} characters; at most "
+                f"{MAX_HEADER_LENGTH} are accepted",
+            )
+    return await handler(request)
+
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -124,16 +155,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except ZtdpError as exc:
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         if status == 500:
-            log.error("unmapped error on %s %s: %s", request.method, request.path, exc.detail)
+            log.error(
+                "unmapped error on %s %s: %s", request.method, _short(request.path), exc.detail
+            )
         return problem(status, exc.title, exc.detail, **exc.extensions)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         if exc.status == 404:
-            detail = f"no route {request.method} {request.path}"
+            detail = f"no route {request.method} {_short(request.path)}"
         elif exc.status == 405:
-            detail = f"{request.method} is not allowed on {request.path}"
+            detail = f"{request.method} is not allowed on {_short(request.path)}"
         elif exc.status == 413:
             detail = f"request body larger than {request.client_max_size} bytes"
         response = problem(exc.status, exc.reason, detail)
@@ -141,7 +174,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
+        log.exception("internal error on %s %s", request.method, _short(request.path))
         return problem(
             500, "Internal error", "ZTDP failed to handle the request; the failure is logged"
         )

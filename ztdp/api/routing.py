@@ -75,7 +75,8 @@ class Endpoint:
             if not raw.strip():
                 raise BadRequest("request body is required and must be JSON")
             try:
-                body = self._adapter.validate_json(raw)
+                # Strict: `"port": true` or `"public": "yes"` is an error, not 1 or True.
+                body = self._adapter.validate_json(raw, strict=True)
             except ValidationError as exc:
                 return validation_problem(exc)
         for q in self.query:

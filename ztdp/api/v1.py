@@ -114,8 +114,10 @@ def _if_match(request: web.Request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise BadRequest(f'If-Match header {raw!r} is not a revision number such as "12"')
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        shown = ascii(raw[:40]) + ("..." if len(raw) > 40 else "")
+        raise BadRequest(f'If-Match header {shown} is not a revision number such as "12"')
     return int(value)
 
 

@@ -13,7 +13,7 @@ import anyio
 from aiohttp import web
 from rich.console import Console
 
-from ztdp.api import create_app
+from ztdp.api import PARSER_LIMIT, create_app
 from ztdp.settings import Settings
 
 
@@ -48,7 +48,12 @@ async def run_demo(kubeconfig: str | None, console: Console) -> None:
         settings = Settings(
             graph_store="memory", auth="off", kubeconfig=config, observe_interval=0.5
         )
-        runner = web.AppRunner(create_app(settings, announce=console.print), access_log=None)
+        runner = web.AppRunner(
+            create_app(settings, announce=console.print),
+            access_log=None,
+            max_line_size=PARSER_LIMIT,
+            max_field_size=PARSER_LIMIT,
+        )
         await runner.setup()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

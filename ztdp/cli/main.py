@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ztdp import __version__
-from ztdp.api.app import create_app
+from ztdp.api.app import PARSER_LIMIT, create_app
 from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.settings import Settings
 
@@ -89,4 +89,6 @@ def serve(
         port=settings.port,
         print=None,
         loop=loop,
+        max_line_size=PARSER_LIMIT,
+        max_field_size=PARSER_LIMIT,
     )
