@@ -605,7 +605,7 @@ async def update_policy(request: web.Request, body: Policy) -> Reply:
 async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Reply:
     # Evaluated as if the caller asked for the deploy: its own approvals do not count.
     transition = Transition(**body.model_dump(), actor=identity_of(request).name)
-    return 200, await request.app[CATALOG].evaluate(transition)
+    return 200, await request.app[RUNTIME].evaluate(transition)
 
 
 @router.add(

@@ -48,6 +48,7 @@ from ztdp.graph.store import Change, GraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
     Decision,
+    HealthOf,
     Transition,
     allowed_environments,
     compile_expression,
@@ -351,7 +352,9 @@ class Catalog:
         self._require(graph, vid, f"version {version} of service {svc}")
         return self._version_view(graph, vid)
 
-    async def deploy(self, app: str, svc: str, version: str, env: str) -> DeployResult:
+    async def deploy(
+        self, app: str, svc: str, version: str, env: str, *, health: HealthOf | None = None
+    ) -> DeployResult:
         vid = node_id(NodeKind.VERSION, app, svc, version)
         env_id = node_id(NodeKind.ENVIRONMENT, env)
 
@@ -363,7 +366,7 @@ class Catalog:
             transition = Transition(
                 application=app, service=svc, version=version, environment=env, actor=actor
             )
-            decision = evaluate(graph, transition)
+            decision = evaluate(graph, transition, health=health)
             decisions.append(decision)
             if not decision.allowed:
                 raise PolicyDenied(
@@ -676,7 +679,7 @@ class Catalog:
             )
         )
 
-    async def evaluate(self, t: Transition) -> Decision:
+    async def evaluate(self, t: Transition, *, health: HealthOf | None = None) -> Decision:
         graph = await self.graph()
         self._service(graph, t.application, t.service)
         self._require_field(
@@ -691,7 +694,7 @@ class Catalog:
             f"environment {t.environment}",
             "environment",
         )
-        decision = evaluate(graph, t)
+        decision = evaluate(graph, t, health=health)
         await self._decided(decision)
         return decision
 

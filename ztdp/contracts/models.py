@@ -7,9 +7,10 @@ responses are the same models with the fields ZTDP fills in.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from ztdp.contracts.base import (
     DnsLabel,
@@ -185,10 +186,40 @@ class AllowedEnvironmentsRule(Strict):
     )
 
 
+_DURATION = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """`10m`, `1h30m`, `2d`, `45s`: days, hours, minutes, seconds, in that order."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration such as '10m', '1h30m' or '2d'")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=32, pattern=_DURATION.pattern),
+    AfterValidator(_check_duration),
+    Field(description="a duration such as '10m', '1h30m' or '2d'", examples=["10m"]),
+]
+
+
 class PromotionRule(Strict):
     type: Literal["promotion"]
     requires: list[DnsLabel] = Field(
-        min_length=1, description="environments the version must be deployed to first"
+        min_length=1,
+        description="environments where the version must be deployed and Ready first",
+    )
+    min_ready: Duration | None = Field(
+        default=None,
+        description="how long the version must have been Ready in each required environment",
     )
 
 

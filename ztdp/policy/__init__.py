@@ -3,6 +3,8 @@
 from ztdp.policy.engine import (
     BUILTIN_ALLOWED,
     Decision,
+    HealthOf,
+    NodeHealth,
     PolicyResult,
     Transition,
     allowed_environments,
@@ -14,6 +16,8 @@ from ztdp.policy.engine import (
 __all__ = [
     "BUILTIN_ALLOWED",
     "Decision",
+    "HealthOf",
+    "NodeHealth",
     "PolicyResult",
     "Transition",
     "allowed_environments",

@@ -6,6 +6,9 @@ denial explains itself. Evaluation only reads the graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -22,11 +25,29 @@ from ztdp.contracts.models import (
     CheckRule,
     ExpressionRule,
     PromotionRule,
+    parse_duration,
 )
 from ztdp.errors import InvalidInput
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 
 BUILTIN_ALLOWED = "builtin-allowed-environments"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """How a realised deployment is doing, as the runtime last saw it."""
+
+    status: str  # Pending, Progressing, Ready, Failed, ...
+    since: datetime | None  # when it took this status
+    version: str | None = None  # the version the runtime is realising there
+
+
+HealthOf = Callable[[str, str, str], NodeHealth | None]
+"""(application, service, environment) -> the deployment's health, None if never realised."""
+
+
+def _nothing_runs(application: str, service: str, environment: str) -> NodeHealth | None:
+    return None
 
 
 class Transition(BaseModel):
@@ -141,12 +162,50 @@ def _allowed(graph: Graph, t: Transition, rule: AllowedEnvironmentsRule | None) 
     return False, f"{t.environment} is not in {source} ({listed})"
 
 
-def _promotion(graph: Graph, t: Transition, rule: PromotionRule) -> tuple[bool, str]:
+def _promotion(
+    graph: Graph, t: Transition, rule: PromotionRule, health: HealthOf, now: datetime
+) -> tuple[bool, str]:
+    """Deployed is not enough: the version must be Ready there, for `min_ready` if set."""
     deployed = deployments_of_service(graph, t.application, t.service)
     missing = [env for env in rule.requires if deployed.get(env) != t.version]
     if missing:
         return False, f"version {t.version} is not deployed to {', '.join(missing)} yet"
-    return True, f"version {t.version} is deployed to {', '.join(rule.requires)}"
+    need = parse_duration(rule.min_ready) if rule.min_ready else timedelta(0)
+    unmet, met = [], []
+    for env in rule.requires:
+        seen = health(t.application, t.service, env)
+        if seen is None or (seen.version is not None and seen.version != t.version):
+            # Deployed in the graph, but no runtime has started on this version there yet.
+            unmet.append(f"version {t.version} is Pending in {env} (needs Ready)")
+            continue
+        since = f" since {_iso(seen.since)}" if seen.since else ""
+        if seen.status != "Ready":
+            unmet.append(f"version {t.version} is {seen.status} in {env}{since} (needs Ready)")
+        elif need and (seen.since is None or now - seen.since < need):
+            ready_for = _human(now - seen.since) if seen.since else "an unknown time"
+            unmet.append(
+                f"version {t.version} is Ready in {env}{since}, for {ready_for}; "
+                f"needs {rule.min_ready}"
+            )
+        else:
+            met.append(f"Ready in {env}{since}")
+    if unmet:
+        return False, "; ".join(unmet)
+    return True, f"version {t.version} is {', '.join(met)}"
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _human(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (
+        "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
+        or "0s"
+    )
 
 
 def _checks(graph: Graph, t: Transition, rule: CheckRule) -> tuple[bool, str]:
@@ -208,8 +267,19 @@ def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool
     return False, rule.message or f"{rule.expression} is false"
 
 
-def evaluate(graph: Graph, t: Transition) -> Decision:
-    """Decide a transition against the built-in rule and every policy that selects it."""
+def evaluate(
+    graph: Graph,
+    t: Transition,
+    *,
+    health: HealthOf | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """Decide a transition against the built-in rule and every policy that selects it.
+
+    `health` says how each deployment is doing; without it (no runtime) nothing is Ready.
+    """
+    health = health or _nothing_runs
+    now = now or datetime.now(UTC)
     ok, reason = _allowed(graph, t, None)
     results = [
         PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)
@@ -223,7 +293,7 @@ def evaluate(graph: Graph, t: Transition) -> Decision:
             case AllowedEnvironmentsRule():
                 ok, reason = _allowed(graph, t, rule)
             case PromotionRule():
-                ok, reason = _promotion(graph, t, rule)
+                ok, reason = _promotion(graph, t, rule, health, now)
             case CheckRule():
                 ok, reason = _checks(graph, t, rule)
             case ApprovalRule():

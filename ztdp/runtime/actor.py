@@ -50,6 +50,7 @@ class ActorState:
     resource: Resource | None = None
     target: Target | None = None
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    since: datetime | None = None  # when it took its current status (promotion reads it)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class ActorState:
             "restarts": self.restarts,
             "observed": self.observed,
             "updated_at": self.updated_at.isoformat(),
+            "since": self.since.isoformat() if self.since else None,
         }
 
 

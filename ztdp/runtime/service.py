@@ -8,8 +8,8 @@ from typing import Any, Literal
 from ztdp.catalog import Catalog, DeployResult
 from ztdp.catalog.actor import current_actor
 from ztdp.graph import NodeKind, node_id
-from ztdp.planner import Plan
-from ztdp.policy import Transition, evaluate
+from ztdp.planner import Plan, deployment_node
+from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Resource, Target
 from ztdp.runtime.actor import Status
 from ztdp.runtime.runs import Run, RunStore
@@ -48,7 +48,7 @@ class Runtime:
         return plan
 
     async def deploy(self, app: str, svc: str, version: str, env: str) -> tuple[DeployResult, Run]:
-        result = await self.catalog.deploy(app, svc, version, env)
+        result = await self.catalog.deploy(app, svc, version, env, health=self.health)
         plan = await self.plan(app, env)
         return result, self._start(plan, trigger="deploy", environment=env, application=app)
 
@@ -108,8 +108,19 @@ class Runtime:
             environment=run.environment,
             actor=run.actor,
         )
-        decision = evaluate(await self.catalog.graph(), t)
+        decision = evaluate(await self.catalog.graph(), t, health=self.health)
         return None if decision.allowed else f"denied by policy: {decision.explain()}"
+
+    async def evaluate(self, t: Transition) -> Decision:
+        """Ask policy about a transition, with the deployments' health as this runtime sees it."""
+        return await self.catalog.evaluate(t, health=self.health)
+
+    def health(self, application: str, service: str, environment: str) -> NodeHealth | None:
+        state = self.supervisor.actors.get(deployment_node(application, service, environment))
+        if state is None:
+            return None
+        version = (state.desired or {}).get("version")
+        return NodeHealth(status=state.status.value, since=state.since, version=version)
 
     def status_of(self, node: str) -> Status:
         state = self.supervisor.actors.get(node)

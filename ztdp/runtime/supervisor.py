@@ -350,6 +350,8 @@ class Supervisor:
         changed = status is not state.status
         state.status, state.last_error, state.message = status, error, message
         state.updated_at = datetime.now(UTC)
+        if changed or state.since is None:
+            state.since = state.updated_at
         if changed or error:
             await self._events.publish(
                 make_event(

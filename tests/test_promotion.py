@@ -1,0 +1,152 @@
+"""Promotion means healthy: Ready in the required environments, for `min_ready` if set."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.helpers import Api
+from tests.test_runtime import SETTINGS, FakeProvider, finished, registry
+from ztdp.api import create_app
+from ztdp.graph import EdgeType, Graph, NodeKind, PutEdge, PutNode, node_id
+from ztdp.policy import NodeHealth, Transition, evaluate
+
+DEV = "deployment/checkout/checkout-api@dev"
+
+
+def promotion(min_ready: str | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"type": "promotion", "requires": ["dev"]}
+    if min_ready:
+        rule["min_ready"] = min_ready
+    return {
+        "metadata": {"name": "dev-before-prod", "owner": "platform-team"},
+        "spec": {"transition": {"environment": "prod"}, "rule": rule},
+    }
+
+
+@pytest.fixture
+def kube() -> FakeProvider:
+    return FakeProvider("kubernetes")
+
+
+@pytest.fixture
+async def api(kube: FakeProvider) -> AsyncIterator[Api]:
+    app = create_app(SETTINGS, providers=registry(kube, FakeProvider("postgres")))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        await api.basic()
+        yield api
+
+
+async def deploy_to_dev(api: Api) -> dict[str, Any]:
+    code, accepted = await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
+    assert code == 202, accepted
+    return await finished(api, accepted["run"])
+
+
+async def test_a_failed_dev_deployment_blocks_promotion_naming_status_and_time(
+    api: Api, kube: FakeProvider
+) -> None:
+    await api.ok("POST", "/v1/policies", promotion())
+    kube.fail[DEV] = "image pull failed"
+    assert (await deploy_to_dev(api))["status"] == "Failed"
+    code, problem = await api.deploy("checkout", "checkout-api", "1.0.0", "prod")
+    assert code == 403, problem
+    [result] = [r for r in problem["decision"]["results"] if r["policy"] == "dev-before-prod"]
+    assert result["passed"] is False
+    assert result["reason"].startswith("version 1.0.0 is Failed in dev since 20")
+    assert result["reason"].endswith("Z (needs Ready)")
+    # repaired in dev: now it may go on
+    del kube.fail[DEV]
+    assert (await deploy_to_dev(api))["status"] == "Succeeded"
+    code, accepted = await api.deploy("checkout", "checkout-api", "1.0.0", "prod")
+    assert code == 202, accepted
+    [result] = [r for r in accepted["decision"]["results"] if r["policy"] == "dev-before-prod"]
+    assert result["reason"].startswith("version 1.0.0 is Ready in dev since 20")
+
+
+async def test_min_ready_holds_a_fresh_deployment_back(api: Api) -> None:
+    await api.ok("POST", "/v1/policies", promotion("10m"))
+    assert (await deploy_to_dev(api))["status"] == "Succeeded"
+    decision = await api.ok(
+        "POST",
+        "/v1/policies/evaluate",
+        {
+            "application": "checkout",
+            "service": "checkout-api",
+            "version": "1.0.0",
+            "environment": "prod",
+        },
+        200,
+    )
+    [result] = [r for r in decision["results"] if r["policy"] == "dev-before-prod"]
+    assert result["passed"] is False
+    assert "is Ready in dev since" in result["reason"] and result["reason"].endswith("needs 10m")
+
+
+async def test_min_ready_must_be_a_duration(api: Api) -> None:
+    code, problem = await api.call("POST", "/v1/policies", promotion("ten minutes"))
+    assert code == 422 and problem["errors"][0]["loc"] == "spec.rule.promotion.min_ready"
+
+
+# --- the rule itself, with the clock in hand ---------------------------------------------
+
+
+def _graph() -> Graph:
+    graph = Graph()
+    app, svc = node_id(NodeKind.APPLICATION, "a"), node_id(NodeKind.SERVICE, "a", "s")
+    ver, env = node_id(NodeKind.VERSION, "a", "s", "1.0.0"), node_id(NodeKind.ENVIRONMENT, "dev")
+    policy = node_id(NodeKind.POLICY, "p")
+    graph.apply(
+        [
+            PutNode(app, NodeKind.APPLICATION, {"metadata": {"name": "a", "owner": "t"}}),
+            PutNode(svc, NodeKind.SERVICE, {"metadata": {"name": "s", "owner": "t"}}),
+            PutNode(ver, NodeKind.VERSION, {"version": "1.0.0"}),
+            PutNode(env, NodeKind.ENVIRONMENT, {"metadata": {"name": "dev", "owner": "t"}}),
+            PutNode(node_id(NodeKind.ENVIRONMENT, "prod"), NodeKind.ENVIRONMENT, {}),
+            PutNode(
+                policy,
+                NodeKind.POLICY,
+                {
+                    "metadata": {"name": "p", "owner": "t"},
+                    "spec": {
+                        "transition": {"environment": "prod"},
+                        "rule": {"type": "promotion", "requires": ["dev"], "min_ready": "1h30m"},
+                    },
+                },
+            ),
+            PutEdge(svc, ver, EdgeType.HAS_VERSION),
+            PutEdge(ver, env, EdgeType.DEPLOY),
+        ],
+        1,
+    )
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("status", "ready_for", "version", "passed", "reason"),
+    [
+        ("Ready", timedelta(hours=2), "1.0.0", True, "Ready in dev since 2026-01-01T10:00:00Z"),
+        ("Ready", timedelta(minutes=89), "1.0.0", False, "for 1h29m; needs 1h30m"),
+        ("Degraded", timedelta(hours=2), "1.0.0", False, "is Degraded in dev since"),
+        ("Ready", timedelta(hours=2), "0.9.0", False, "is Pending in dev"),  # old version Ready
+        (None, timedelta(0), None, False, "is Pending in dev (needs Ready)"),
+    ],
+)
+def test_promotion_reads_status_and_since(
+    status: str | None, ready_for: timedelta, version: str | None, passed: bool, reason: str
+) -> None:
+    since = datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+    def health(app: str, svc: str, env: str) -> NodeHealth | None:
+        assert (app, svc, env) == ("a", "s", "dev")
+        return None if status is None else NodeHealth(status, since, version)
+
+    t = Transition(application="a", service="s", version="1.0.0", environment="prod")
+    decision = evaluate(_graph(), t, health=health, now=since + ready_for)
+    [result] = [r for r in decision.results if r.policy == "p"]
+    assert result.passed is passed and reason in result.reason, result.reason
