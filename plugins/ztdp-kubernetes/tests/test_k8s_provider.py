@@ -297,6 +297,75 @@ async def test_two_applications_with_a_service_of_the_same_name_get_objects_of_t
         assert seen is not None and seen.state["image"] == image
 
 
+@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+async def test_apply_refuses_an_object_of_another_node_and_changes_nothing(
+    kube: Any, namespace: str, provider: KubernetesProvider, kind: str
+) -> None:
+    t = target(kube, namespace)
+    before = await put(kube, namespace, kind, NAME, OTHER)
+
+    with pytest.raises(PermanentError) as refused:
+        await provider.apply(resource=resource(), target=t)
+
+    assert refused.value.detail == (
+        f"{kind} {NAME} in namespace {namespace} belongs to node {OTHER}, "
+        "not deployment/shop/api@dev; refusing to change it"
+    )
+    assert unchanged(before, await read(kube, namespace, kind, NAME))
+    other = "Service" if kind == "Deployment" else "Deployment"
+    assert await read(kube, namespace, other, NAME) is None  # checked first, nothing made
+    assert await provider.observe(resource=resource(), target=t) is None  # not reported as ours
+
+
+async def test_apply_refuses_an_object_ztdp_did_not_make(
+    kube: Any, namespace: str, provider: KubernetesProvider
+) -> None:
+    before = await put(kube, namespace, "Deployment", NAME, None)
+    with pytest.raises(PermanentError, match="was not made by ZTDP") as refused:
+        await provider.apply(resource=resource(), target=target(kube, namespace))
+    assert "deployment/shop/api@dev" in refused.value.detail
+    assert unchanged(before, await read(kube, namespace, "Deployment", NAME))
+
+
+async def test_drift_repair_refuses_an_object_handed_to_another_node(
+    kube: Any, namespace: str, provider: KubernetesProvider
+) -> None:
+    t = target(kube, namespace)
+    await provider.apply(resource=resource(), target=t)
+    code, _ = await kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/{NAME}",
+        {"metadata": {"annotations": {"ztdp.io/node": OTHER}}, "spec": {"replicas": 5}},
+        merge=True,
+    )
+    assert code == 200
+    before = await read(kube, namespace, "Deployment", NAME)
+    assert before is not None
+
+    assert await provider.observe(resource=resource(), target=t) is None  # missing: repair...
+    with pytest.raises(PermanentError, match=f"belongs to node {OTHER}, not deployment/shop"):
+        await provider.apply(resource=resource(), target=t)  # ...which the supervisor does so
+    assert unchanged(before, await read(kube, namespace, "Deployment", NAME))
+
+
+async def test_delete_refuses_to_delete_an_object_of_another_node(
+    kube: Any, namespace: str, provider: KubernetesProvider
+) -> None:
+    theirs = await put(kube, namespace, "Service", NAME, OTHER)
+    await put(kube, namespace, "Deployment", NAME, "deployment/shop/api@dev")
+
+    with pytest.raises(PermanentError) as refused:
+        await provider.delete(resource=resource(), target=target(kube, namespace))
+
+    assert refused.value.detail == (
+        f"Service {NAME} in namespace {namespace} belongs to node {OTHER}, "
+        "not deployment/shop/api@dev; refusing to delete it"
+    )
+    assert unchanged(theirs, await read(kube, namespace, "Service", NAME))
+    # checked first: the node's own Deployment is not deleted either
+    assert await read(kube, namespace, "Deployment", NAME) is not None
+
+
 async def test_objects_named_by_the_previous_scheme_are_retired_by_their_own_node_only(
     kube: Any, namespace: str, provider: KubernetesProvider
 ) -> None:

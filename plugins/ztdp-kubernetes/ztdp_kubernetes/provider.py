@@ -1,9 +1,11 @@
 """A service version deployed to an environment, as a Namespace, a Deployment and a Service.
 
 Names: a node's Deployment and Service are named `object_name(application, service)` in the
-environment's namespace, so that distinct nodes never share an object. Only the calls every API
-server honours: read, create, merge-patch with the full desired spec, delete. Objects carry
-`app.kubernetes.io/managed-by=ztdp`; delete removes only those.
+environment's namespace, so that distinct nodes never share an object. Ownership: both carry
+the annotation `ztdp.io/node` with the node's id, and the provider changes or deletes only
+objects whose annotation names the node at hand; a step that would touch anything else fails,
+naming both nodes. Only the calls every API server honours: read, create, merge-patch with the
+full desired spec, delete.
 """
 
 from __future__ import annotations
@@ -167,23 +169,46 @@ def _owner(obj: Any) -> str | None:
     return annotations.get(NODE)
 
 
-def _managed(obj: Any) -> bool:
-    labels: Mapping[str, str] = obj.metadata.labels or {}
-    return labels.get(MANAGED_BY) == "ztdp"
+def _refuse_unless_owned(kind: _Kind, obj: Any, namespace: str, node: str, verb: str) -> None:
+    """Fail the step if `obj` is not `node`'s: another node's, or not made by ZTDP at all."""
+    owner = _owner(obj)
+    if owner == node:
+        return
+    what = f"{kind.name} {obj.metadata.name} in namespace {namespace}"
+    if owner is None:
+        raise PermanentError(
+            f"{what} was not made by ZTDP (it has no {NODE} annotation), so it is not node "
+            f"{node}'s; refusing to {verb} it: remove it, or annotate it {NODE}={node} to "
+            "hand it over"
+        )
+    raise PermanentError(f"{what} belongs to node {owner}, not {node}; refusing to {verb} it")
 
 
-def _patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch with the full desired metadata labels/annotations and spec."""
+def _patch(manifest: Mapping[str, Any], seen: Any) -> dict[str, Any]:
+    """A merge patch with the full desired metadata labels/annotations and spec.
+
+    It carries the resourceVersion that was read, so the API server refuses it (409) if the
+    object changed after its owner was checked.
+    """
     meta = manifest["metadata"]
-    return {
-        "metadata": {"labels": meta.get("labels", {}), "annotations": meta.get("annotations", {})},
-        "spec": manifest["spec"],
-    }
+    metadata = {"labels": meta.get("labels", {}), "annotations": meta.get("annotations", {})}
+    if seen.metadata.resource_version:
+        metadata["resourceVersion"] = seen.metadata.resource_version
+    return {"metadata": metadata, "spec": manifest["spec"]}
 
 
 async def _delete(kind: _Kind, obj: Any, namespace: str) -> None:
+    """Delete `obj` as it was read: refused (409) if it changed after its owner was checked."""
+    meta = obj.metadata
+    options = {}
+    if meta.resource_version or meta.uid:
+        options["body"] = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(
+                resource_version=meta.resource_version, uid=meta.uid
+            )
+        )
     try:
-        await kind.delete(obj.metadata.name, namespace)
+        await kind.delete(meta.name, namespace, **options)
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -211,7 +236,7 @@ def _failure(exc: BaseException, where: str) -> Exception:
         text = f"{where}: Kubernetes answered {exc.status} {exc.reason}"
         if exc.status in (429, 500, 502, 503, 504):
             return TemporaryError(text, retry_after=1.0)
-        if exc.status == 409:  # created by someone else since it was read
+        if exc.status == 409:  # created or changed by someone else since it was read
             return TemporaryError(f"{text}: the object changed; reading it again", retry_after=1.0)
         return PermanentError(f"{text}: {str(exc.body)[:300]}")
     return TemporaryError(f"{where}: cannot reach the cluster: {exc!r}", retry_after=1.0)
@@ -278,7 +303,12 @@ class KubernetesProvider:
         name = object_name(resource.application, resource.name)
         wanted = manifests(resource, ns)
         try:
+            # Every object this step would touch is checked before any is changed, so a
+            # refusal leaves everything as it was.
             found = [(kind, await _read(kind, name, ns)) for kind in _kinds(api)]
+            for kind, obj in found:
+                if obj is not None and kind.key in wanted:
+                    _refuse_unless_owned(kind, obj, ns, resource.node, "change")
             await self._ensure_namespace(client.CoreV1Api(api), wanted["namespace"])
             for kind, obj in found:
                 if kind.key in wanted:
@@ -286,15 +316,20 @@ class KubernetesProvider:
                         await kind.create(ns, wanted[kind.key])
                     else:
                         await kind.patch(
-                            name, ns, _patch(wanted[kind.key]), _content_type=MERGE_PATCH
+                            name, ns, _patch(wanted[kind.key], obj), _content_type=MERGE_PATCH
                         )
-                elif obj is not None and _managed(obj):  # its port was removed
+                elif obj is not None and _owner(obj) == resource.node:  # its port was removed
                     await _delete(kind, obj, ns)
             await _retire_previous(api, ns, resource, name)
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
         seen = await self.observe(resource=resource, target=target)
-        assert seen is not None
+        if seen is None:  # deleted, or handed to another node, since it was applied
+            raise TemporaryError(
+                f"{resource.node}: Deployment {name} in namespace {ns} changed hands or "
+                "vanished right after it was applied; applying again",
+                retry_after=1.0,
+            )
         return seen
 
     @staticmethod
@@ -312,6 +347,7 @@ class KubernetesProvider:
                     raise
 
     async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
+        """The node's own Deployment; one that belongs to anything else counts as missing."""
         api = await self._api(target)
         ns = _namespace(target)
         deployments, _ = _kinds(api)
@@ -319,7 +355,7 @@ class KubernetesProvider:
             dep = await _read(deployments, object_name(resource.application, resource.name), ns)
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
-        if dep is None:
+        if dep is None or _owner(dep) != resource.node:
             return None
         container = dep.spec.template.spec.containers[0]
         annotations = dep.metadata.annotations or {}
@@ -345,9 +381,12 @@ class KubernetesProvider:
         ns = _namespace(target)
         name = object_name(resource.application, resource.name)
         try:
-            for kind in _kinds(api):
-                obj = await _read(kind, name, ns)
-                if obj is not None and _managed(obj):
+            found = [(kind, await _read(kind, name, ns)) for kind in _kinds(api)]
+            for kind, obj in found:  # all checked first: a refusal deletes nothing
+                if obj is not None:
+                    _refuse_unless_owned(kind, obj, ns, resource.node, "delete")
+            for kind, obj in found:
+                if obj is not None:
                     await _delete(kind, obj, ns)
             await _retire_previous(api, ns, resource, name)
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
