@@ -163,9 +163,17 @@ async def _flow(http: aiohttp.ClientSession, console: Console, box: Any) -> None
         )
     if run["status"] != "Succeeded":
         raise DemoFailed(f"run {run['id']} {run['status']}")
-    console.print(f"   Deployment checkout-api created in namespace {ns}")
-    if box is not None:
-        await box.mark_ready(ns, "checkout-api")
+    node = "deployment/checkout/checkout-api@dev"
+    if box is None:
+        console.print(f"   Deployment for {node} created in namespace {ns}")
+    else:
+        # Its name comes from the application and the service; its annotation names the node.
+        dep = await box.deployment_of(ns, node)
+        if dep is None:
+            raise DemoFailed(f"no Deployment in namespace {ns} is annotated ztdp.io/node={node}")
+        name = dep["metadata"]["name"]
+        console.print(f"   Deployment {name} created in namespace {ns} for {node}")
+        await box.mark_ready(ns, name)
         console.print("   (sandbox: reported the Deployment's replicas as available)")
     deployments = await _wait(
         http,

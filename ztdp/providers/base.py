@@ -29,7 +29,7 @@ class Resource:
 
     node: str  # e.g. deployment/checkout/checkout-api@dev
     kind: str  # deployment | resource
-    name: str  # the object's name where it is realised, e.g. checkout-api
+    name: str  # the node's own name, e.g. checkout-api (a provider may derive real names)
     application: str
     desired: Mapping[str, Any]
     depends_on: tuple[str, ...] = ()

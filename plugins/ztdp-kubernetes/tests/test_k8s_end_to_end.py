@@ -20,8 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ztdp_kubernetes import object_name
+
 # An image the cluster can run (only a real cluster pulls it); conftest.py says the same.
 IMAGE = os.environ.get("ZTDP_TEST_IMAGE", "registry.k8s.io/pause:3.10")
+NAME = object_name("checkout", "checkout-api")  # its Deployment's name in every environment
 
 
 def free_port() -> int:
@@ -137,18 +140,19 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(
 
     run = await api.until("the run to finish", finished)
     assert run["status"] == "Succeeded", run
-    dep = await kube.deployment(namespace, "checkout-api")
+    dep = await kube.deployment(namespace, NAME)
     assert dep is not None
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
     assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ztdp"
     assert dep["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
+    assert dep["metadata"]["annotations"]["ztdp.io/node"] == "deployment/checkout/checkout-api@dev"
     [deployment] = await api.ok("GET", "/v1/environments/dev/deployments")
     # the sandbox has no controller: nothing is ready until it is told; a cluster may be quick
     assert deployment["status"] in (
         ("Progressing",) if hasattr(kube, "emulator") else ("Progressing", "Ready")
     )
 
-    await kube.mark_ready(namespace, "checkout-api")
+    await kube.mark_ready(namespace, NAME)
 
     async def ready() -> bool:
         [d] = await api.ok("GET", "/v1/environments/dev/deployments")
@@ -165,7 +169,7 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(
     )
     assert code == 403 and "builtin-allowed-environments" in problem["detail"]
     await asyncio.sleep(0.5)
-    assert await kube.deployment(where["prod"], "checkout-api") is None  # denied: nothing created
+    assert await kube.deployment(where["prod"], NAME) is None  # denied: nothing created
 
     events = await api.ok("GET", f"/v1/events?run={accepted['run']}&limit=1000")
     types = {e["type"] for e in events}
@@ -181,5 +185,6 @@ def test_ztdp_demo_runs_the_flow_on_the_sandbox_and_says_so() -> None:
     out = " ".join((done.stdout + done.stderr).split())  # rich wraps lines
     assert done.returncode == 0, out
     assert "No kubeconfig: using a local Kubernetes API sandbox" in out
+    assert f"Deployment {NAME} created in namespace demo-dev" in out
     assert "checkout-api 1.0.0 in dev is Ready" in out
     assert "prod is not in application checkout's allowed environments" in out

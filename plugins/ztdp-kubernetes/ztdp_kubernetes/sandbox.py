@@ -73,6 +73,23 @@ class Sandbox:
         status, body = await self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
         return body if status == 200 else None
 
+    async def deployment_of(self, namespace: str, node: str) -> dict[str, Any] | None:
+        """The Deployment whose `ztdp.io/node` annotation names `node`, if any.
+
+        Found by listing, since its name is derived from the node (see `object_name`); the
+        emulator ignores label selectors, so the list is filtered here.
+        """
+        status, body = await self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+        if status != 200:
+            return None
+        for dep in body.get("items", []):
+            meta = dep.get("metadata", {})
+            if meta.get("namespace") == namespace and (
+                (meta.get("annotations") or {}).get("ztdp.io/node") == node
+            ):
+                return dict(dep)
+        return None
+
     async def mark_ready(self, namespace: str, name: str) -> None:
         """Play the Deployment controller: report every replica available."""
         dep = await self.deployment(namespace, name)
