@@ -133,6 +133,10 @@ async def test_a_ci_grant_is_scoped_to_its_team_and_checks(people: dict[str, Cal
     await people["ci-x-lint"].refused("POST", "/v1/checks", _check("u-1", "succeeded"))
     await people["ci-x-lint"].ok("POST", "/v1/checks", _check("l-1", "succeeded", check="lint"))
     await people["ci-x"].ok("POST", "/v1/checks", _check("u-1", "succeeded"))
+    # CI's usual flow: declare the check when the pipeline starts, record it at the end
+    await people["ci-x"].ok("POST", "/v1/checks", _check("u-2", "pending"))
+    await people["ci-x"].ok("PUT", "/v1/checks/u-2", _check("u-2", "succeeded"))
+    await people["ci-y"].refused("POST", "/v1/checks", _check("u-3", "pending"))
     # a CI identity cannot move another team's check to its own subject either
     await people["ci-y"].ok("POST", "/v1/checks", _check("b-1", "failed", app="billing"))
     await people["ci-x"].refused("PUT", "/v1/checks/b-1", _check("b-1", "succeeded"))

@@ -61,7 +61,7 @@ class Access:
 
                 return None if identity.is_admin else team_guard
             case "recorder":
-                return _check_guard(identity, body, request, self.what)
+                return _check_guard(identity, body, self.what)
             case "approver":
                 assert self.environment is not None
                 env = self.environment(body)
@@ -132,7 +132,7 @@ def path_app_and_resource(request: web.Request, body: Any, graph: Graph) -> set[
     return path_app(request, body, graph) | _resource_teams(graph, res)
 
 
-def _check_guard(identity: Identity, body: Any, request: web.Request, what: str) -> WriteGuard:
+def _check_guard(identity: Identity, body: Any, what: str) -> WriteGuard:
     """A check is declared `pending` by its team; any result is recorded by CI or an admin.
 
     Both the stored check (on update) and the body are authorized: the team of every
@@ -143,22 +143,21 @@ def _check_guard(identity: Identity, body: Any, request: web.Request, what: str)
     """
     if not identity.is_admin and not identity.teams and not identity.records_any_check:
         raise Forbidden(f"{identity.name} may not {what}: it has no developer or ci grant")
-    name = request.match_info.get("name")
 
     def check_guard(graph: Graph) -> None:
         if identity.is_admin:
             return
-        stored = graph.data(node_id(NodeKind.CHECK, name)) if name else None
+        stored = graph.data(node_id(NodeKind.CHECK, body.metadata.name))
         records = [body.spec.model_dump(mode="json")]
         if stored is not None:
             records.append(stored["spec"])
         apps = {r["subject"]["application"] for r in records}
         teams = set().union(*(_owner(graph, app) for app in apps))
-        result = any(r["status"] != "pending" for r in records)
-        if result:
-            for check in {r["check"] for r in records}:
+        checks = {r["check"] for r in records}
+        if any(r["status"] != "pending" for r in records):
+            for check in checks:
                 identity.require_recorder(teams, check, what)
-        else:
-            identity.require_team(teams, what)
+        elif not all(identity.records(t, c) for t in teams for c in checks):
+            identity.require_team(teams, what)  # declaring: the team, or CI as above
 
     return check_guard
