@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         default="ztdp", pattern=r"^[A-Za-z0-9:._-]+$", description="key prefix in Redis"
     )
+    redis_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds to connect to Redis or wait for its answer; "
+        "past that a request answers 503",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

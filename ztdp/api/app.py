@@ -148,7 +148,9 @@ def _stderr(text: str) -> None:
 
 def open_token_store(settings: Settings) -> TokenStore:
     if settings.graph_store == "redis":
-        return RedisTokenStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisTokenStore.from_url(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
     return MemoryTokenStore()
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from ztdp.auth.identity import Grant, Identity, Role
 from ztdp.errors import NotFound, Unauthenticated
+from ztdp.redis_client import DEFAULT_TIMEOUT, connect
 
 _TOKEN = re.compile(r"^ztdp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -78,8 +79,10 @@ class RedisTokenStore:
         self._key = f"{prefix}:auth:tokens"
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str) -> RedisTokenStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+    def from_url(
+        cls, url: str, *, prefix: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> RedisTokenStore:
+        return cls(connect(url, timeout=timeout), prefix=prefix)
 
     async def put(self, record: TokenRecord) -> None:
         await self._redis.hset(self._key, record.id, record.model_dump_json())
