@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from ztdp.auth.identity import Grant, Identity, Role
 from ztdp.errors import NotFound, Unauthenticated
-from ztdp.redis_client import DEFAULT_TIMEOUT, connect
+from ztdp.redis_client import DEFAULT_TIMEOUT, connect, reachable
 
 _TOKEN = re.compile(r"^ztdp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -74,6 +74,8 @@ class MemoryTokenStore:
 
 
 class RedisTokenStore:
+    """Token records in one hash; Redis being unreachable raises `BackendUnavailable`."""
+
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
         self._key = f"{prefix}:auth:tokens"
@@ -85,14 +87,17 @@ class RedisTokenStore:
         return cls(connect(url, timeout=timeout), prefix=prefix)
 
     async def put(self, record: TokenRecord) -> None:
-        await self._redis.hset(self._key, record.id, record.model_dump_json())
+        with reachable("token store"):
+            await self._redis.hset(self._key, record.id, record.model_dump_json())
 
     async def get(self, token_id: str) -> TokenRecord | None:
-        raw = await self._redis.hget(self._key, token_id)
+        with reachable("token store"):
+            raw = await self._redis.hget(self._key, token_id)
         return None if raw is None else TokenRecord.model_validate_json(raw)
 
     async def all(self) -> list[TokenRecord]:
-        raw = await self._redis.hgetall(self._key)
+        with reachable("token store"):
+            raw = await self._redis.hgetall(self._key)
         return [TokenRecord.model_validate(json.loads(v)) for v in raw.values()]
 
     async def aclose(self) -> None:
