@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.conftest import free_port
 from ztdp.api import create_app
 from ztdp.settings import Settings
 
@@ -78,3 +79,16 @@ async def test_a_valid_jwt_authenticates_with_its_roles(client: TestClient) -> N
 async def test_an_invalid_jwt_is_401(client: TestClient, token: str) -> None:  # type: ignore[type-arg]
     code, problem = await whoami(client, token)
     assert code == 401 and "JWT" in problem["detail"]
+
+
+async def test_an_unreachable_identity_provider_is_a_503_not_a_401() -> None:
+    settings = Settings(
+        auth="on",
+        oidc_issuer=ISSUER,
+        oidc_jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json",  # nothing listens there
+    )
+    app = create_app(settings, announce=lambda _: None)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.get("/v1/whoami", headers={"Authorization": f"Bearer {sign({})}"})
+        assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert "identity provider" in (await resp.json())["detail"]

@@ -13,7 +13,7 @@ import jwt
 from pydantic import ValidationError
 
 from ztdp.auth.identity import Grant, Identity, Role
-from ztdp.errors import Unauthenticated
+from ztdp.errors import BackendUnavailable, Unauthenticated
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
@@ -59,7 +59,8 @@ class OidcVerifier:
                 options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.PyJWKClientConnectionError as exc:
-            raise Unauthenticated(f"cannot fetch the identity provider's keys: {exc}") from None
+            # The provider's outage, not a bad credential: the client should retry, not re-login.
+            raise BackendUnavailable(f"cannot fetch the identity provider's keys: {exc}") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the bearer JWT is not valid: {exc}") from None
         name = claims.get(self._name_claim)
