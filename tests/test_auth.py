@@ -348,14 +348,53 @@ async def test_tokens_are_stored_hashed_and_never_shown_again(world: World) -> N
     assert secret not in str(listed) and "hash" not in listed[0] and "salt" not in listed[0]
 
 
-async def test_repeated_failures_are_rate_limited(world: World) -> None:
-    bad = Caller(world.client, "ztdp_0123456789abcdef_" + "y" * 43)
-    for _ in range(10):
-        assert (await bad.call("GET", "/v1/status"))[0] == 401
-    resp = await world.client.get(
-        "/v1/status", headers={"Authorization": f"Bearer {world.admin.token}"}
+BAD_TOKEN = "ztdp_0123456789abcdef_" + "y" * 43
+
+
+async def fail(client: TestClient, headers: dict[str, str] | None = None) -> int:  # type: ignore[type-arg]
+    """Authenticate with a bad token; the status it gets."""
+    resp = await client.get(
+        "/v1/status", headers={"Authorization": f"Bearer {BAD_TOKEN}", **(headers or {})}
     )
-    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1  # the client, not the token
+    return resp.status
+
+
+async def test_repeated_failures_are_limited_but_never_lock_out_a_valid_token(
+    world: World,
+) -> None:
+    for _ in range(10):
+        assert await fail(world.client) == 401
+    resp = await world.client.get("/v1/status", headers={"Authorization": f"Bearer {BAD_TOKEN}"})
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert "not valid" in (await resp.json())["detail"]  # and it says why it failed
+    assert (await world.admin.call("GET", "/v1/status"))[0] == 200  # the same client
+    code, problem = await world["nobody"].call("GET", "/v1/status")
+    assert code == 401 and "needs an Authorization" in problem["detail"]
+
+
+async def test_requests_without_credentials_are_not_counted(world: World) -> None:
+    for _ in range(20):
+        assert (await world["nobody"].call("GET", "/v1/status"))[0] == 401
+    assert await fail(world.client) == 401
+
+
+@pytest.mark.redis
+async def test_api_processes_on_one_redis_share_the_count(
+    redis_url: str, redis_prefix: str
+) -> None:
+    settings = Settings(
+        graph_store="redis",
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        auth="on",
+        auth_max_failures=3,
+    )
+    quiet = lambda _: None  # noqa: E731
+    a = TestClient(TestServer(create_app(settings, announce=quiet), host="127.0.0.1"))
+    b = TestClient(TestServer(create_app(settings, announce=quiet), host="127.0.0.1"))
+    async with a, b:
+        assert [await fail(a), await fail(b), await fail(a)] == [401, 401, 401]
+        assert await fail(b) == 429
 
 
 async def test_no_token_or_secret_reaches_logs_or_changes(
