@@ -397,6 +397,25 @@ async def test_api_processes_on_one_redis_share_the_count(
         assert await fail(b) == 429
 
 
+async def test_behind_a_trusted_proxy_clients_are_told_apart() -> None:
+    settings = Settings(auth="on", auth_max_failures=2, trusted_proxies=["127.0.0.1"])
+    app = create_app(settings, announce=lambda _: None)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        alice, bob = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+        assert [await fail(client, alice) for _ in range(3)] == [401, 401, 429]
+        assert await fail(client, bob) == 401
+        # what a client writes left of the proxy's entry does not change who it is
+        assert await fail(client, {"X-Forwarded-For": "198.51.100.9, 203.0.113.1"}) == 429
+
+
+async def test_without_trusted_proxies_a_client_cannot_pick_its_identity() -> None:
+    settings = Settings(auth="on", auth_max_failures=2)
+    app = create_app(settings, announce=lambda _: None)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        spoofed = [await fail(client, {"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(3)]
+        assert spoofed == [401, 401, 429]
+
+
 async def test_no_token_or_secret_reaches_logs_or_changes(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

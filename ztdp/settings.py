@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="failed authentications per client"
     )
     auth_failure_window: float = Field(default=60.0, gt=0, description="seconds")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is "
+        "believed when telling clients apart; empty: the peer address is the client",
+    )
     oidc_issuer: str | None = None
     oidc_audience: str = "ztdp"
     oidc_jwks_url: str | None = Field(

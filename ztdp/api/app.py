@@ -20,6 +20,7 @@ from ztdp.api.problems import Handler, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
     Authenticator,
+    ClientAddresses,
     FailureLimiter,
     MemoryFailureLimiter,
     MemoryTokenStore,
@@ -119,6 +120,7 @@ async def _authenticator(
         oidc=oidc,
         enabled=settings.auth_enabled,
         limiter=limiter,
+        clients=ClientAddresses(settings.trusted_proxies),
     )
 
 

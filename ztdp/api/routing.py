@@ -65,7 +65,9 @@ class Endpoint:
         identity = ANONYMOUS
         if self.access.need != "public":
             identity = await request.app[AUTH].authenticate(
-                request.headers.get("Authorization"), client=request.remote or "unknown"
+                request.headers.get("Authorization"),
+                peer=request.remote,
+                forwarded_for=request.headers.getall("X-Forwarded-For", ()),
             )
         request[IDENTITY] = identity
         body = None

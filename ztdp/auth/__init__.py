@@ -1,6 +1,7 @@
 """Authentication (ZTDP tokens, optional OIDC) and the roles that authorize requests."""
 
 from ztdp.auth.authenticator import Authenticator
+from ztdp.auth.clients import ClientAddresses
 from ztdp.auth.identity import ANONYMOUS, Grant, Identity, Role
 from ztdp.auth.limiter import FailureLimiter, MemoryFailureLimiter, RedisFailureLimiter
 from ztdp.auth.oidc import OidcVerifier
@@ -9,6 +10,7 @@ from ztdp.auth.tokens import MemoryTokenStore, RedisTokenStore, TokenInfo, Token
 __all__ = [
     "ANONYMOUS",
     "Authenticator",
+    "ClientAddresses",
     "FailureLimiter",
     "Grant",
     "Identity",

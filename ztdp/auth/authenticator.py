@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ztdp.auth.clients import ClientAddresses
 from ztdp.auth.identity import ANONYMOUS, Identity
 from ztdp.auth.limiter import FailureLimiter
 from ztdp.auth.oidc import OidcVerifier
@@ -17,13 +20,17 @@ class Authenticator:
         oidc: OidcVerifier | None,
         enabled: bool,
         limiter: FailureLimiter,
+        clients: ClientAddresses | None = None,
     ) -> None:
         self.tokens = tokens
         self.enabled = enabled
         self._oidc = oidc
         self._limiter = limiter
+        self._clients = clients or ClientAddresses(())
 
-    async def authenticate(self, authorization: str | None, *, client: str) -> Identity:
+    async def authenticate(
+        self, authorization: str | None, *, peer: str | None, forwarded_for: Sequence[str] = ()
+    ) -> Identity:
         """The caller's identity. A credential is verified before the limiter is consulted, so
         a valid one always passes; only a failed one counts, and over the limit it is 429."""
         if not self.enabled:
@@ -34,6 +41,7 @@ class Authenticator:
         try:
             return await self._verify(authorization)
         except Unauthenticated as exc:
+            client = self._clients.client(peer, forwarded_for)
             retry = await self._limiter.failed(client)
             if retry is not None:
                 raise RateLimited(
