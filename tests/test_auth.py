@@ -432,7 +432,8 @@ async def test_no_token_or_secret_reaches_logs_or_changes(
     for secret in (issued["secret"], world.admin.token):
         assert secret not in caplog.text
         assert secret not in str(changes) and secret not in str(graph) and secret not in str(events)
-    assert {e["actor"] for e in events if e["type"] == "io.ztdp.graph.changed"} == {"ztdp", "admin"}
+    changed = {e["actor"] for e in events if e["type"] == "io.ztdp.graph.changed"}
+    assert changed == {"system:ztdp", "token:admin"}
 
 
 # --- who did it, and approvals -------------------------------------------------------------
@@ -444,11 +445,13 @@ async def test_changes_record_the_identity(world: World) -> None:
         "/v1/applications/checkout/services",
         {"metadata": {"name": "audited", "owner": "team-x"}, "spec": {"application": "checkout"}},
     )
-    assert created["metadata"]["updated_by"] == "dev-x"
+    assert created["metadata"]["updated_by"] == "token:dev-x"
     [change] = await world.admin.ok(
         "GET", f"/v1/changes?since={created['metadata']['revision'] - 1}"
     )
-    assert change["actor"] == "dev-x" and change["revision"] == created["metadata"]["revision"]
+    assert (
+        change["actor"] == "token:dev-x" and change["revision"] == created["metadata"]["revision"]
+    )
 
 
 async def test_an_approval_by_the_deployer_does_not_satisfy_the_policy(world: World) -> None:
@@ -468,7 +471,7 @@ async def test_an_approval_by_the_deployer_does_not_satisfy_the_policy(world: Wo
         {"environment": "prod"},
     )
     assert code == 403
-    assert "carol's own approval does not count for its own deploy" in problem["detail"]
+    assert "token:carol's own approval does not count for its own deploy" in problem["detail"]
     # someone else may deploy on carol's approval
     code, result = await world["dev-x"].call(
         "POST",

@@ -49,7 +49,7 @@ class Access:
                 env = self.environment(body)
                 identity.require_approver(env, self.what)
                 approver = getattr(getattr(body, "spec", None), "approver", None)
-                if approver != identity.name:
+                if approver != identity.principal:
                     raise Forbidden(
                         f"{identity.name} may only approve as itself, not as {approver}"
                     )

@@ -32,6 +32,7 @@ from ztdp.auth import (
 )
 from ztdp.catalog import Catalog
 from ztdp.catalog.actor import acting_as
+from ztdp.contracts import SYSTEM_PRINCIPAL
 from ztdp.events import MemoryEventBus
 from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
@@ -227,7 +228,7 @@ def create_app(
         )
         registry = providers or ProviderRegistry.from_entry_points()
         try:
-            with acting_as("ztdp"):  # changes ZTDP makes itself are recorded as its own
+            with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
             app[EVENTS] = events

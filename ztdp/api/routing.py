@@ -86,7 +86,7 @@ class Endpoint:
             if value is not None and q.pattern and not re.match(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
         await self.access.authorize(request, identity, body)
-        token = set_actor(identity.name)
+        token = set_actor(identity.principal)
         try:
             status, payload = await self.handler(request, body)
         finally:

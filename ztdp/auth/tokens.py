@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 from ztdp.auth.identity import Grant, Identity, Role
+from ztdp.contracts import SYSTEM_PRINCIPAL
 from ztdp.errors import NotFound, Unauthenticated
 from ztdp.redis_client import DEFAULT_TIMEOUT, connect, reachable
 
@@ -32,10 +33,10 @@ class TokenInfo(BaseModel):
     name: str = Field(description="the identity the token authenticates as")
     grants: list[Grant]
     created_at: datetime
-    created_by: str
+    created_by: str = Field(description="the principal that issued it, e.g. 'token:admin'")
     expires_at: datetime
     revoked_at: datetime | None = None
-    revoked_by: str | None = None
+    revoked_by: str | None = Field(default=None, description="the principal that revoked it")
 
 
 class TokenRecord(TokenInfo):
@@ -175,6 +176,6 @@ class Tokens:
             name="admin",
             grants=[Grant(role=Role.PLATFORM_ADMIN)],
             ttl=timedelta(days=365),
-            by="ztdp",
+            by=SYSTEM_PRINCIPAL,
         )
         return secret

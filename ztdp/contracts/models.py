@@ -20,6 +20,7 @@ from ztdp.contracts.base import (
     Strict,
     Tag,
 )
+from ztdp.contracts.principal import Principal
 
 # A container image reference: [registry[:port]/]path[:tag][@digest], as the Docker
 # reference grammar allows (lower-case path components, tag of at most 128 characters).
@@ -190,7 +191,7 @@ class PromotionRule(Strict):
 class ApprovalRule(Strict):
     type: Literal["approval"]
     required: int = Field(default=1, ge=1, le=100, description="distinct approvals needed")
-    approvers: list[Owner] = Field(
+    approvers: list[Principal] = Field(
         default_factory=list, description="who may approve; empty means anyone"
     )
 
@@ -249,7 +250,7 @@ class ApprovalSpec(Strict):
     policy: DnsLabel = Field(description="the approval policy this approval satisfies")
     subject: VersionRef
     environment: DnsLabel
-    approver: Owner
+    approver: Principal = Field(description="who approves: with authentication on, the caller")
     comment: ShortText = ""
 
 
