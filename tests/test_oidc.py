@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.conftest import free_port
-from ztdp.api import create_app
+from ztdp.api import create_app, openapi_document
 from ztdp.settings import Settings
 
 ISSUER = "https://idp.example"
@@ -153,6 +153,21 @@ async def test_an_oidc_subject_cannot_pose_as_another_identity(idp: Idp, subject
     await idp.ok(token, "POST", "/v1/environments", environment("dev"))
     changes = await idp.ok(idp.admin, "GET", "/v1/changes")
     assert [c["actor"] for c in changes] == ["system:ztdp", f"oidc:{subject}"]
+
+
+@pytest.mark.parametrize(
+    "claims", [{}, {"ztdp_roles": []}, {"ztdp_roles": ["bogus", "developer"]}, {"ztdp_roles": 7}]
+)
+async def test_a_jwt_without_a_role_is_refused_everywhere(idp: Idp, claims: dict[str, Any]) -> None:
+    token = sign(claims)
+    for path, item in openapi_document()["paths"].items():  # type: ignore[attr-defined]
+        for method, op in item.items():
+            url = re.sub(r"{\w+}", "x1", path)
+            code, problem = await idp.call(token, method.upper(), url, {})
+            if not op.get("security"):
+                continue  # public: nobody needs a role
+            assert code == 403, (method, url, code, problem)
+            assert "oidc:alice has no ZTDP role" in problem["detail"]
 
 
 # --- approvals name principals -------------------------------------------------------------

@@ -13,7 +13,7 @@ import jwt
 from pydantic import ValidationError
 
 from ztdp.auth.identity import Grant, Identity, Role
-from ztdp.errors import BackendUnavailable, Unauthenticated
+from ztdp.errors import BackendUnavailable, Forbidden, Unauthenticated
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
@@ -66,6 +66,14 @@ class OidcVerifier:
         name = claims.get(self._name_claim)
         if not isinstance(name, str) or not name:
             raise Unauthenticated(f"the JWT has no {self._name_claim!r} claim")
-        return Identity(
+        identity = Identity(
             name=name, grants=grants_from_claim(claims.get(self._roles_claim)), source="oidc"
         )
+        if not identity.grants:
+            # Authenticated but entitled to nothing: refused, not read-only, because an
+            # identity provider issues JWTs to people ZTDP was never meant to serve.
+            raise Forbidden(
+                f"{identity.principal} has no ZTDP role: the JWT's {self._roles_claim!r} claim "
+                "grants none of platform-admin, viewer, developer:<team>, approver:<env>"
+            )
+        return identity
