@@ -249,6 +249,7 @@ AUTH_RESPONSES = {
     401: "No valid token",
     403: "The caller lacks the role or team (or policy denies)",
     429: "Too many failed authentications from this client",
+    503: "A backend (Redis, the identity provider) is unreachable: retry after Retry-After",
 }
 
 _REASONS = {
