@@ -40,6 +40,45 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
+class RedisServer:
+    """A redis-server process of the tests' own, on a free port; `args` configure it."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.args],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _redis_answers(self.url):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail("redis-server did not start within 10 s")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """Stop it at once, as a crash would (SIGKILL)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis: ZTDP_TEST_REDIS_URL, the local default, or one started for this run."""
@@ -47,24 +86,11 @@ def redis_url() -> Iterator[str]:
     if _redis_answers(url):
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail(f"no Redis answers at {url} and redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not _redis_answers(url):
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("redis-server did not start within 10 s")
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = RedisServer("--save", "", "--appendonly", "no").start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

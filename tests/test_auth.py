@@ -350,14 +350,72 @@ async def test_tokens_are_stored_hashed_and_never_shown_again(world: World) -> N
     assert secret not in str(listed) and "hash" not in listed[0] and "salt" not in listed[0]
 
 
-async def test_repeated_failures_are_rate_limited(world: World) -> None:
-    bad = Caller(world.client, "ztdp_0123456789abcdef_" + "y" * 43)
-    for _ in range(10):
-        assert (await bad.call("GET", "/v1/status"))[0] == 401
-    resp = await world.client.get(
-        "/v1/status", headers={"Authorization": f"Bearer {world.admin.token}"}
+BAD_TOKEN = "ztdp_0123456789abcdef_" + "y" * 43
+
+
+async def fail(client: TestClient, headers: dict[str, str] | None = None) -> int:  # type: ignore[type-arg]
+    """Authenticate with a bad token; the status it gets."""
+    resp = await client.get(
+        "/v1/status", headers={"Authorization": f"Bearer {BAD_TOKEN}", **(headers or {})}
     )
-    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1  # the client, not the token
+    return resp.status
+
+
+async def test_repeated_failures_are_limited_but_never_lock_out_a_valid_token(
+    world: World,
+) -> None:
+    for _ in range(10):
+        assert await fail(world.client) == 401
+    resp = await world.client.get("/v1/status", headers={"Authorization": f"Bearer {BAD_TOKEN}"})
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert "not valid" in (await resp.json())["detail"]  # and it says why it failed
+    assert (await world.admin.call("GET", "/v1/status"))[0] == 200  # the same client
+    code, problem = await world["nobody"].call("GET", "/v1/status")
+    assert code == 401 and "needs an Authorization" in problem["detail"]
+
+
+async def test_requests_without_credentials_are_not_counted(world: World) -> None:
+    for _ in range(20):
+        assert (await world["nobody"].call("GET", "/v1/status"))[0] == 401
+    assert await fail(world.client) == 401
+
+
+@pytest.mark.redis
+async def test_api_processes_on_one_redis_share_the_count(
+    redis_url: str, redis_prefix: str
+) -> None:
+    settings = Settings(
+        graph_store="redis",
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        auth="on",
+        auth_max_failures=3,
+    )
+    quiet = lambda _: None  # noqa: E731
+    a = TestClient(TestServer(create_app(settings, announce=quiet), host="127.0.0.1"))
+    b = TestClient(TestServer(create_app(settings, announce=quiet), host="127.0.0.1"))
+    async with a, b:
+        assert [await fail(a), await fail(b), await fail(a)] == [401, 401, 401]
+        assert await fail(b) == 429
+
+
+async def test_behind_a_trusted_proxy_clients_are_told_apart() -> None:
+    settings = Settings(auth="on", auth_max_failures=2, trusted_proxies=["127.0.0.1"])
+    app = create_app(settings, announce=lambda _: None)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        alice, bob = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+        assert [await fail(client, alice) for _ in range(3)] == [401, 401, 429]
+        assert await fail(client, bob) == 401
+        # what a client writes left of the proxy's entry does not change who it is
+        assert await fail(client, {"X-Forwarded-For": "198.51.100.9, 203.0.113.1"}) == 429
+
+
+async def test_without_trusted_proxies_a_client_cannot_pick_its_identity() -> None:
+    settings = Settings(auth="on", auth_max_failures=2)
+    app = create_app(settings, announce=lambda _: None)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        spoofed = [await fail(client, {"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(3)]
+        assert spoofed == [401, 401, 429]
 
 
 async def test_no_token_or_secret_reaches_logs_or_changes(
@@ -376,7 +434,8 @@ async def test_no_token_or_secret_reaches_logs_or_changes(
     for secret in (issued["secret"], world.admin.token):
         assert secret not in caplog.text
         assert secret not in str(changes) and secret not in str(graph) and secret not in str(events)
-    assert {e["actor"] for e in events if e["type"] == "io.ztdp.graph.changed"} == {"ztdp", "admin"}
+    changed = {e["actor"] for e in events if e["type"] == "io.ztdp.graph.changed"}
+    assert changed == {"system:ztdp", "token:admin"}
 
 
 # --- who did it, and approvals -------------------------------------------------------------
@@ -388,11 +447,13 @@ async def test_changes_record_the_identity(world: World) -> None:
         "/v1/applications/checkout/services",
         {"metadata": {"name": "audited", "owner": "team-x"}, "spec": {"application": "checkout"}},
     )
-    assert created["metadata"]["updated_by"] == "dev-x"
+    assert created["metadata"]["updated_by"] == "token:dev-x"
     [change] = await world.admin.ok(
         "GET", f"/v1/changes?since={created['metadata']['revision'] - 1}"
     )
-    assert change["actor"] == "dev-x" and change["revision"] == created["metadata"]["revision"]
+    assert (
+        change["actor"] == "token:dev-x" and change["revision"] == created["metadata"]["revision"]
+    )
 
 
 async def test_an_approval_by_the_deployer_does_not_satisfy_the_policy(world: World) -> None:
@@ -412,7 +473,7 @@ async def test_an_approval_by_the_deployer_does_not_satisfy_the_policy(world: Wo
         {"environment": "prod"},
     )
     assert code == 403
-    assert "carol's own approval does not count for its own deploy" in problem["detail"]
+    assert "token:carol's own approval does not count for its own deploy" in problem["detail"]
     # someone else may deploy on carol's approval
     code, result = await world["dev-x"].call(
         "POST",

@@ -4,8 +4,10 @@ import pytest
 from pydantic import ValidationError
 
 from ztdp.contracts import Application, Resource, Service, ServiceVersionIn
+from ztdp.contracts.models import ApprovalSpec
 
 META = {"name": "checkout", "owner": "team-x"}
+SUBJECT = {"application": "checkout", "service": "checkout-api", "version": "1.0.0"}
 
 
 def test_original_application_body_is_accepted_and_enveloped() -> None:
@@ -79,3 +81,30 @@ def test_labels_follow_kubernetes_rules() -> None:
     with pytest.raises(ValidationError):
         Application.model_validate({"metadata": {**META, "labels": {"bad key!": "x"}}})
     Application.model_validate({"metadata": {**META, "labels": {"example.com/tier": "web"}}})
+
+
+@pytest.mark.parametrize(
+    ("approver", "principal"),
+    [
+        ("alice", "token:alice"),  # a plain name is a token's
+        ("token:release-bot", "token:release-bot"),
+        ("oidc:alice@example.com", "oidc:alice@example.com"),
+        ("oidc:auth0|5f7c8ec7", "oidc:auth0|5f7c8ec7"),
+    ],
+)
+def test_approvers_are_principals(approver: str, principal: str) -> None:
+    spec = ApprovalSpec.model_validate(
+        {"policy": "p", "subject": SUBJECT, "environment": "prod", "approver": approver}
+    )
+    assert spec.approver == principal
+
+
+@pytest.mark.parametrize(
+    "approver", ["system:ztdp", "anonymous:x", "oidc:", "token:a b", "a:b", "oidc:a b", ""]
+)
+def test_an_approver_must_be_a_token_or_oidc_principal(approver: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        ApprovalSpec.model_validate(
+            {"policy": "p", "subject": SUBJECT, "environment": "prod", "approver": approver}
+        )
+    assert err.value.errors()[0]["loc"] == ("approver",)

@@ -79,7 +79,7 @@ async def test_approval_needs_distinct_listed_approvers(api: Api) -> None:
     await approve("a3", "mallory")
     decision = await decide(api)
     [reason] = [r["reason"] for r in decision["results"] if r["policy"] == "prod-approval"]
-    assert reason == "1 of 2 approvals (not listed as approvers: mallory)"
+    assert reason == "1 of 2 approvals (not listed as approvers: token:mallory)"
     await approve("a4", "bob")
     assert results(await decide(api))["prod-approval"] is True
     assert (await api.deploy("checkout", "checkout-api", "1.0.0", "prod"))[0] == 202

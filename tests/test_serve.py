@@ -92,14 +92,21 @@ def test_serve_on_redis_loses_nothing_across_a_restart(redis_url: str, redis_pre
         assert after == before
         code, app = call(f"{second.url}/v1/applications/checkout", token=token)
         assert (
-            code == 200 and app["spec"]["tags"] == [] and app["metadata"]["updated_by"] == "admin"
+            code == 200
+            and app["spec"]["tags"] == []
+            and app["metadata"]["updated_by"] == "token:admin"
         )
         assert call(f"{second.url}/v1/applications/checkout/environments/allowed", token=token)[
             1
         ] == ["dev"]
         changes = call(f"{second.url}/v1/changes", token=token)[1]
         # the seeded postgres resource type, then the three writes above: all by the admin token
-        assert [c["actor"] for c in changes] == ["ztdp", "admin", "admin", "admin"]
+        assert [c["actor"] for c in changes] == [
+            "system:ztdp",
+            "token:admin",
+            "token:admin",
+            "token:admin",
+        ]
     finally:
         second.stop()
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field(
         default="ztdp", pattern=r"^[A-Za-z0-9:._-]+$", description="key prefix in Redis"
+    )
+    redis_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds to connect to Redis or wait for its answer; "
+        "past that a request answers 503",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -46,6 +52,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="failed authentications per client"
     )
     auth_failure_window: float = Field(default=60.0, gt=0, description="seconds")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is "
+        "believed when telling clients apart; empty: the peer address is the client",
+    )
     oidc_issuer: str | None = None
     oidc_audience: str = "ztdp"
     oidc_jwks_url: str | None = Field(

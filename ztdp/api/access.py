@@ -67,9 +67,10 @@ class Access:
                 env = self.environment(body)
                 identity.require_approver(env, self.what)
                 approver = getattr(getattr(body, "spec", None), "approver", None)
-                if approver != identity.name:
+                if approver != identity.principal:
                     raise Forbidden(
-                        f"{identity.name} may only approve as itself, not as {approver}"
+                        f"{identity.name} may only approve as itself ({identity.principal}), "
+                        f"not as {approver}"
                     )
                 return None
 

@@ -20,15 +20,19 @@ from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
     Authenticator,
+    ClientAddresses,
     FailureLimiter,
+    MemoryFailureLimiter,
     MemoryTokenStore,
     OidcVerifier,
+    RedisFailureLimiter,
     RedisTokenStore,
     Tokens,
     TokenStore,
 )
 from ztdp.catalog import Catalog
 from ztdp.catalog.actor import acting_as
+from ztdp.contracts import SYSTEM_PRINCIPAL
 from ztdp.events import MemoryEventBus
 from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
@@ -87,7 +91,10 @@ async def _hosted(supervisor: Supervisor) -> AsyncIterator[None]:
 
 
 async def _authenticator(
-    settings: Settings, store: TokenStore, announce: Callable[[str], None]
+    settings: Settings,
+    store: TokenStore,
+    limiter: FailureLimiter,
+    announce: Callable[[str], None],
 ) -> Authenticator:
     tokens = Tokens(store)
     oidc = None
@@ -109,8 +116,13 @@ async def _authenticator(
             )
     else:
         log.warning("authentication is OFF: every caller acts as platform-admin")
-    limiter = FailureLimiter(limit=settings.auth_max_failures, window=settings.auth_failure_window)
-    return Authenticator(tokens, oidc=oidc, enabled=settings.auth_enabled, limiter=limiter)
+    return Authenticator(
+        tokens,
+        oidc=oidc,
+        enabled=settings.auth_enabled,
+        limiter=limiter,
+        clients=ClientAddresses(settings.trusted_proxies),
+    )
 
 
 def cors_middleware(origins: Sequence[str]) -> Middleware:
@@ -153,8 +165,24 @@ def _stderr(text: str) -> None:
 
 def open_token_store(settings: Settings) -> TokenStore:
     if settings.graph_store == "redis":
-        return RedisTokenStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisTokenStore.from_url(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
     return MemoryTokenStore()
+
+
+def open_failure_limiter(settings: Settings) -> FailureLimiter:
+    """Shared by every API process when they share a Redis; else this process's own."""
+    limit, window = settings.auth_max_failures, settings.auth_failure_window
+    if settings.graph_store == "redis":
+        return RedisFailureLimiter.from_url(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            limit=limit,
+            window=window,
+            timeout=settings.redis_timeout,
+        )
+    return MemoryFailureLimiter(limit=limit, window=window)
 
 
 def create_app(
@@ -197,6 +225,7 @@ def create_app(
         own_store, own_tokens = store is None, tokens is None
         graph_store = store if store is not None else open_graph_store(settings)
         token_store = tokens if tokens is not None else open_token_store(settings)
+        limiter = open_failure_limiter(settings)
         state_store = state or MemoryStateStore()
         events = MemoryEventBus()
         catalog = Catalog(
@@ -204,11 +233,11 @@ def create_app(
         )
         registry = providers or ProviderRegistry.from_entry_points()
         try:
-            with acting_as("ztdp"):  # changes ZTDP makes itself are recorded as its own
+            with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
             app[EVENTS] = events
-            app[AUTH] = await _authenticator(settings, token_store, announce)
+            app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry, state=state_store, events=events, settings=settings
             )
@@ -229,6 +258,7 @@ def create_app(
                 await graph_store.aclose()
             if own_tokens:
                 await token_store.aclose()
+            await limiter.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -3,6 +3,7 @@
 Every error leaves here with a status, a title and a `detail` that names the object and the
 broken rule; validation errors also list each failing field. Nothing else reaches the client:
 an unexpected exception is logged and answered with a 500 problem without a traceback.
+A backend that cannot be reached is a 503 with `Retry-After`, never a 500.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ztdp.errors import (
     Unauthenticated,
     ZtdpError,
 )
+from ztdp.redis_client import UNREACHABLE
 
 log = logging.getLogger("ztdp.api")
 DNS_LABEL_RULE = (
@@ -35,6 +37,8 @@ DNS_LABEL_RULE = (
     "starting and ending with a letter or digit"
 )
 PROBLEM_JSON = "application/problem+json"
+# An outage of a backend is mostly a restart or a failover: ask clients to come back soon.
+BACKEND_RETRY_AFTER = 2  # seconds
 
 _STATUS: list[tuple[type[ZtdpError], int]] = [
     (InvalidInput, 422),
@@ -136,6 +140,12 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
+def _retry_later(response: web.Response) -> web.Response:
+    if response.status == 503:
+        response.headers.setdefault("Retry-After", str(BACKEND_RETRY_AFTER))
+    return response
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -158,7 +168,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             log.error(
                 "unmapped error on %s %s: %s", request.method, _short(request.path), exc.detail
             )
-        return problem(status, exc.title, exc.detail, **exc.extensions)
+        return _retry_later(problem(status, exc.title, exc.detail, **exc.extensions))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -172,7 +182,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem(exc.status, exc.reason, detail)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
-        return response
+        return _retry_later(response)
+    except UNREACHABLE as exc:
+        # A Redis call that no store translated: still an outage, not a bug of the request.
+        log.warning("backend unreachable on %s %s: %r", request.method, request.path, exc)
+        return _retry_later(
+            problem(503, "Backend unavailable", f"a backend cannot be reached: {exc}")
+        )
     except Exception:
         log.exception("internal error on %s %s", request.method, _short(request.path))
         return problem(

@@ -66,7 +66,9 @@ class Endpoint:
         identity = ANONYMOUS
         if self.access.need != "public":
             identity = await request.app[AUTH].authenticate(
-                request.headers.get("Authorization"), client=request.remote or "unknown"
+                request.headers.get("Authorization"),
+                peer=request.remote,
+                forwarded_for=request.headers.getall("X-Forwarded-For", ()),
             )
         request[IDENTITY] = identity
         body = None
@@ -88,7 +90,7 @@ class Endpoint:
         guard = self.access.guard(request, identity, body)
         if guard is not None:
             guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
-        token = set_actor(identity.name)
+        token = set_actor(identity.principal)
         try:
             with guarded(guard):
                 status, payload = await self.handler(request, body)
@@ -252,6 +254,7 @@ AUTH_RESPONSES = {
     401: "No valid token",
     403: "The caller lacks the role or team (or policy denies)",
     429: "Too many failed authentications from this client",
+    503: "A backend (Redis, the identity provider) is unreachable: retry after Retry-After",
 }
 
 _REASONS = {

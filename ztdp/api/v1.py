@@ -604,7 +604,7 @@ async def update_policy(request: web.Request, body: Policy) -> Reply:
 )
 async def evaluate_policies(request: web.Request, body: TransitionRequest) -> Reply:
     # Evaluated as if the caller asked for the deploy: its own approvals do not count.
-    transition = Transition(**body.model_dump(), actor=identity_of(request).name)
+    transition = Transition(**body.model_dump(), actor=identity_of(request).principal)
     return 200, await request.app[RUNTIME].evaluate(transition)
 
 
@@ -801,6 +801,7 @@ class IssuedToken(BaseModel):
 
 class WhoAmI(BaseModel):
     name: str
+    principal: str = Field(description="the name as changes and events record it")
     source: str
     grants: list[Grant]
     token_id: str | None
@@ -821,7 +822,7 @@ async def issue_token(request: web.Request, body: TokenRequest) -> Reply:
         name=body.name,
         grants=body.grants,
         ttl=timedelta(days=days),
-        by=identity_of(request).name,
+        by=identity_of(request).principal,
     )
     return 201, IssuedToken(token=info, secret=secret)
 
@@ -860,7 +861,7 @@ async def get_token(request: web.Request, body: None) -> Reply:
 )
 async def revoke_token(request: web.Request, body: None) -> Reply:
     tokens = request.app[AUTH].tokens
-    return 200, await tokens.revoke(_p(request, "id"), by=identity_of(request).name)
+    return 200, await tokens.revoke(_p(request, "id"), by=identity_of(request).principal)
 
 
 @router.add(
@@ -873,7 +874,13 @@ async def revoke_token(request: web.Request, body: None) -> Reply:
 )
 async def whoami(request: web.Request, body: None) -> Reply:
     me = identity_of(request)
-    return 200, WhoAmI(name=me.name, source=me.source, grants=list(me.grants), token_id=me.token_id)
+    return 200, WhoAmI(
+        name=me.name,
+        principal=me.principal,
+        source=me.source,
+        grants=list(me.grants),
+        token_id=me.token_id,
+    )
 
 
 @router.add(

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from ztdp.contracts import DnsLabel
+from ztdp.contracts import ANONYMOUS_PRINCIPAL, DnsLabel
 from ztdp.errors import Forbidden
 
 
@@ -44,15 +44,23 @@ class Grant(BaseModel):
 
 @dataclass(frozen=True)
 class Identity:
-    name: str
+    name: str  # as its source names it: a token's name, an OIDC subject
     grants: tuple[Grant, ...]
     source: Literal["token", "oidc", "anonymous"]
     token_id: str | None = None
     teams: frozenset[str] = field(init=False)
+    principal: str = field(init=False)
+    """The name as recorded (changes, events, tokens, approvals): `token:<name>`,
+    `oidc:<subject>` or `anonymous`. Each source has its own namespace, so an OIDC subject
+    `admin` is not the token `admin` and nobody is `system:ztdp`."""
 
     def __post_init__(self) -> None:
         teams = frozenset(g.team for g in self.grants if g.role is Role.DEVELOPER and g.team)
         object.__setattr__(self, "teams", teams)
+        principal = (
+            ANONYMOUS_PRINCIPAL if self.source == "anonymous" else f"{self.source}:{self.name}"
+        )
+        object.__setattr__(self, "principal", principal)
 
     @property
     def is_admin(self) -> bool:
@@ -76,7 +84,7 @@ class Identity:
 
     def require_admin(self, what: str) -> None:
         if not self.is_admin:
-            raise Forbidden(f"{self.name} may not {what}: it needs the platform-admin role")
+            raise Forbidden(f"{self.principal} may not {what}: it needs the platform-admin role")
 
     def require_team(self, teams: set[str], what: str) -> None:
         if self.is_admin:
@@ -84,7 +92,8 @@ class Identity:
         missing = sorted(teams - self.teams)
         if missing:
             raise Forbidden(
-                f"{self.name} may not {what}: it is not a developer of team {', '.join(missing)}"
+                f"{self.principal} may not {what}: "
+                f"it is not a developer of team {', '.join(missing)}"
             )
 
     def require_writer(self, what: str) -> None:
@@ -104,7 +113,9 @@ class Identity:
 
     def require_approver(self, environment: str, what: str) -> None:
         if not self.approves(environment):
-            raise Forbidden(f"{self.name} may not {what}: it is not an approver for {environment}")
+            raise Forbidden(
+                f"{self.principal} may not {what}: it is not an approver for {environment}"
+            )
 
 
 ANONYMOUS = Identity(

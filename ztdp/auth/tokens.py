@@ -19,7 +19,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 from ztdp.auth.identity import Grant, Identity, Role
+from ztdp.contracts import SYSTEM_PRINCIPAL
 from ztdp.errors import NotFound, Unauthenticated
+from ztdp.redis_client import DEFAULT_TIMEOUT, connect, reachable
 
 _TOKEN = re.compile(r"^ztdp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -31,10 +33,10 @@ class TokenInfo(BaseModel):
     name: str = Field(description="the identity the token authenticates as")
     grants: list[Grant]
     created_at: datetime
-    created_by: str
+    created_by: str = Field(description="the principal that issued it, e.g. 'token:admin'")
     expires_at: datetime
     revoked_at: datetime | None = None
-    revoked_by: str | None = None
+    revoked_by: str | None = Field(default=None, description="the principal that revoked it")
 
 
 class TokenRecord(TokenInfo):
@@ -73,23 +75,30 @@ class MemoryTokenStore:
 
 
 class RedisTokenStore:
+    """Token records in one hash; Redis being unreachable raises `BackendUnavailable`."""
+
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
         self._key = f"{prefix}:auth:tokens"
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str) -> RedisTokenStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+    def from_url(
+        cls, url: str, *, prefix: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> RedisTokenStore:
+        return cls(connect(url, timeout=timeout), prefix=prefix)
 
     async def put(self, record: TokenRecord) -> None:
-        await self._redis.hset(self._key, record.id, record.model_dump_json())
+        with reachable("token store"):
+            await self._redis.hset(self._key, record.id, record.model_dump_json())
 
     async def get(self, token_id: str) -> TokenRecord | None:
-        raw = await self._redis.hget(self._key, token_id)
+        with reachable("token store"):
+            raw = await self._redis.hget(self._key, token_id)
         return None if raw is None else TokenRecord.model_validate_json(raw)
 
     async def all(self) -> list[TokenRecord]:
-        raw = await self._redis.hgetall(self._key)
+        with reachable("token store"):
+            raw = await self._redis.hgetall(self._key)
         return [TokenRecord.model_validate(json.loads(v)) for v in raw.values()]
 
     async def aclose(self) -> None:
@@ -167,6 +176,6 @@ class Tokens:
             name="admin",
             grants=[Grant(role=Role.PLATFORM_ADMIN)],
             ttl=timedelta(days=365),
-            by="ztdp",
+            by=SYSTEM_PRINCIPAL,
         )
         return secret

@@ -19,10 +19,18 @@ from ztdp.contracts.models import (
     TransitionRequest,
     VersionRef,
 )
+from ztdp.contracts.principal import (
+    ANONYMOUS_PRINCIPAL,
+    SYSTEM_PRINCIPAL,
+    Principal,
+    principal_of,
+)
 
 __all__ = [
+    "ANONYMOUS_PRINCIPAL",
     "API_VERSION",
     "DNS_LABEL_PATTERN",
+    "SYSTEM_PRINCIPAL",
     "AllowedEnvironments",
     "Application",
     "Approval",
@@ -34,6 +42,7 @@ __all__ = [
     "Environment",
     "Metadata",
     "Policy",
+    "Principal",
     "Resource",
     "ResourceLinkRequest",
     "ResourceType",
@@ -43,4 +52,5 @@ __all__ = [
     "ServiceVersionIn",
     "TransitionRequest",
     "VersionRef",
+    "principal_of",
 ]

@@ -21,6 +21,7 @@ from ztdp.contracts.base import (
     Strict,
     Tag,
 )
+from ztdp.contracts.principal import Principal
 
 # A container image reference: [registry[:port]/]path[:tag][@digest], as the Docker
 # reference grammar allows (lower-case path components, tag of at most 128 characters).
@@ -226,7 +227,7 @@ class PromotionRule(Strict):
 class ApprovalRule(Strict):
     type: Literal["approval"]
     required: int = Field(default=1, ge=1, le=100, description="distinct approvals needed")
-    approvers: list[Owner] = Field(
+    approvers: list[Principal] = Field(
         default_factory=list, description="who may approve; empty means anyone"
     )
 
@@ -285,7 +286,7 @@ class ApprovalSpec(Strict):
     policy: DnsLabel = Field(description="the approval policy this approval satisfies")
     subject: VersionRef
     environment: DnsLabel
-    approver: Owner
+    approver: Principal = Field(description="who approves: with authentication on, the caller")
     comment: ShortText = ""
 
 

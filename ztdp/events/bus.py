@@ -15,6 +15,8 @@ from typing import Any, NamedTuple, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ztdp.contracts import SYSTEM_PRINCIPAL
+
 SOURCE = "/ztdp"
 
 
@@ -64,7 +66,7 @@ def make_event(
     *,
     subject: str,
     data: Mapping[str, Any],
-    actor: str = "ztdp",
+    actor: str = SYSTEM_PRINCIPAL,
     run: str | None = None,
 ) -> Event:
     """Record an event of type `io.ztdp.<type_>`.

@@ -18,7 +18,7 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from pydantic import BaseModel, Field
 
-from ztdp.contracts import Policy
+from ztdp.contracts import Policy, principal_of
 from ztdp.contracts.models import (
     AllowedEnvironmentsRule,
     ApprovalRule,
@@ -237,7 +237,7 @@ def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> 
         spec = (graph.data(aid) or {}).get("spec", {})
         if spec.get("subject") != subject or spec.get("environment") != t.environment:
             continue
-        who = spec["approver"]
+        who = principal_of(spec["approver"])  # a plain name, stored before principals, is a token
         if who == t.actor:
             own = True  # nobody approves their own deploy
             continue

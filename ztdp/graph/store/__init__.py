@@ -11,7 +11,9 @@ def open_graph_store(settings: Settings) -> GraphStore:
     if settings.graph_store == "redis":
         from ztdp.graph.store.redis import RedisGraphStore
 
-        return RedisGraphStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisGraphStore.from_url(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
     return MemoryGraphStore()
 
 

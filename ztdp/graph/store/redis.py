@@ -35,6 +35,7 @@ from ztdp.graph.model import (
     op_to_json,
 )
 from ztdp.graph.store.base import Change
+from ztdp.redis_client import DEFAULT_TIMEOUT, connect
 
 LOG_MAX_LENGTH = 10_000
 
@@ -83,8 +84,10 @@ class RedisGraphStore:
         self._loaded = False
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str) -> RedisGraphStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+    def from_url(
+        cls, url: str, *, prefix: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> RedisGraphStore:
+        return cls(connect(url, timeout=timeout), prefix=prefix)
 
     async def read(self) -> Graph:
         try:

@@ -1,0 +1,46 @@
+"""How ZTDP talks to Redis: short timeouts, one quick retry, outages as `BackendUnavailable`.
+
+redis-py's defaults retry a failed command ten times with backoff, each attempt waiting up to
+its connect timeout: against an unreachable Redis a request would hang for many seconds. ZTDP
+answers 503 at once instead and lets the client retry. The one retry covers a pooled
+connection that died while Redis restarted; it is for connection errors only, because a
+command that timed out may have run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ztdp.errors import BackendUnavailable
+
+DEFAULT_TIMEOUT = 2.0  # seconds; the `redis_timeout` setting
+
+# What an unreachable, restarting (LOADING is a ConnectionError) or stalled Redis raises.
+UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
+    """A client that gives up after `timeout` seconds to connect or to wait for an answer."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),
+    )
+
+
+@contextmanager
+def reachable(what: str) -> Iterator[None]:
+    """Turn Redis being unreachable into `BackendUnavailable` naming `what` needed it."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise BackendUnavailable(f"{what}: Redis unreachable: {exc}") from exc
