@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import celpy.evaluation
 import pytest
 from aiohttp.test_utils import TestClient
 
+import ztdp.catalog.catalog
 from tests.helpers import Api
 from ztdp.contracts import Policy
 from ztdp.graph import EdgeType, NodeKind, PutEdge, PutNode, node_id
@@ -301,6 +304,40 @@ async def reasons_of(api: Api) -> tuple[dict[str, str], dict[str, str]]:
     )
 
 
+async def test_an_expression_over_its_evaluation_budget_denies(api_on_each_store: Api) -> None:
+    # within every static limit, and about 33,000 steps: a budget of 10,000 stops it
+    fifty = "[" + ",".join(str(i) for i in range(1, 51)) + "]"
+    expression = f"{fifty}.all(x, {' + '.join(['x'] * 45)} > 0)"
+    body = policy("long-sum", {"type": "expression", "expression": expression})
+    await api_on_each_store.ok("POST", "/v1/policies", body)
+    decided, denied = await reasons_of(api_on_each_store)
+    reason = "expression exceeded its evaluation budget of 10000 steps"
+    assert decided == denied == {"long-sum": reason}
+
+
+async def test_evaluation_failures_deny_with_their_reason_never_a_500(
+    api_on_each_store: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(text: str, prefix: str) -> bool:
+        raise RuntimeError("a bug in a CEL function")
+
+    monkeypatch.setitem(celpy.evaluation.base_functions, "startsWith", broken)
+    for name, expression in [
+        ("zero", "1 / 0 == 1"),
+        ("types", "transition.version + 1 == 2"),
+        ("crash", 'version.version.startsWith("1.")'),
+    ]:
+        body = policy(name, {"type": "expression", "expression": expression})
+        await api_on_each_store.ok("POST", "/v1/policies", body)
+    decided, denied = await reasons_of(api_on_each_store)
+    assert decided == denied
+    assert decided["zero"] == "expression failed to evaluate: modulus or divide by zero"
+    assert decided["types"].startswith("expression failed to evaluate: found no matching overload")
+    assert decided["crash"] == (
+        "expression failed to evaluate: RuntimeError: a bug in a CEL function"
+    )
+
+
 async def test_a_policy_stored_before_the_budget_denies_without_evaluation(
     api_on_each_store: Api, graph_store: GraphStore
 ) -> None:
@@ -326,3 +363,56 @@ async def test_a_policy_stored_before_the_budget_denies_without_evaluation(
             "200 (a pair of parentheses adds 10 levels); it was not evaluated"
         }
     )
+
+
+# Within every static limit: four comprehensions, none nested; each compares a map of 256
+# entries with itself per entry. The costliest accepted expression known without a budget
+# (1.4 s); with it, it stops at 10,000 steps like any other (benchmarks/cel_budget.py finds
+# the one whose steps are slowest).
+COSTLIEST = " && ".join(
+    f"version.env.{macro}(k, version.env == version.env)"
+    for macro in ("all", "exists", "all", "exists")
+)
+
+
+async def test_healthz_answers_while_the_costliest_expression_is_evaluated(
+    api_on_each_store: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_on_each_store
+    env = {f"VAR_{i}": "x" for i in range(256)}
+    version = {"version": "1.0.1", "config_ref": "c", "owner": "team-x", "env": env}
+    await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions", version)
+    body = policy("costly", {"type": "expression", "expression": COSTLIEST})
+    await api.ok("POST", "/v1/policies", body)
+
+    evaluating = asyncio.Event()
+    decide_deploy = ztdp.catalog.catalog.evaluate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        evaluating.set()
+        return decide_deploy(*args, **kwargs)
+
+    monkeypatch.setattr(ztdp.catalog.catalog, "evaluate", spy)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    latencies: list[float] = []
+
+    async def deploy_until_done() -> None:
+        while not done.is_set():
+            code, problem = await api.deploy("checkout", "checkout-api", "1.0.1", "prod")
+            assert code == 403, problem
+            [costly] = [r for r in problem["decision"]["results"] if r["policy"] == "costly"]
+            assert costly["reason"] == "expression exceeded its evaluation budget of 10000 steps"
+
+    async def probe_healthz() -> None:
+        await evaluating.wait()
+        for _ in range(10):
+            started = loop.time()
+            await api.ok("GET", "/v1/healthz")
+            latencies.append(loop.time() - started)
+        done.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(deploy_until_done())
+        tg.create_task(probe_healthz())
+    assert max(latencies) < 0.5, latencies

@@ -1,20 +1,27 @@
-"""CEL expressions in policies: held to a static budget when a policy is written.
+"""CEL expressions in policies: bounded when a policy is written, budgeted when evaluated.
 
 An expression is user input that runs inside every deploy it selects, in the API's event loop
-and inside the catalog's atomic write. When the policy is created or updated
-(`compile_expression`) its length, the size and depth of its parse tree (cel-python evaluates
-by recursion) and its comprehension macros (a macro in another's body multiplies their costs)
-are held to `Limits`. Over them, the policy is refused with a 422 naming the limit and the
-measured value; a policy stored before is denied, not evaluated.
+and inside the catalog's atomic write. So it is held to two budgets:
 
-The limits are part of the policy language, the same in every process sharing a graph (a
-policy one API process accepts must evaluate the same in another), so they are constants here
-rather than settings; tests may pass their own `Limits`.
+- a static one when the policy is created or updated (`compile_expression`): its length, the
+  size and depth of its parse tree (cel-python evaluates by recursion) and its comprehension
+  macros (a macro in another's body multiplies their costs). Over it, the policy is refused
+  with a 422 naming the limit and the measured value.
+- a dynamic one for each evaluation (`evaluate`): every node of the parse tree visited costs a
+  step, binding a macro's variable costs some more, and operations whose time grows with their
+  operands (concatenation, comparison, membership, string searches) are charged for their
+  operands' sizes. Evaluation stops at the budget, so its time is bounded whatever the data.
+
+`evaluate` never raises: a refused, failing or over-budget expression is a failed policy with
+its reason. The limits are part of the policy language, the same in every process sharing a
+graph (a policy one API process accepts must evaluate the same in another), so they are
+constants here rather than settings; tests may pass their own `Limits`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,9 +30,18 @@ import celpy
 import lark
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import (
+    Activation,
+    CELEvalError,
+    Context,
+    Evaluator,
+    Result,
+    base_functions,
+)
 
 from ztdp.errors import InvalidInput
+
+log = logging.getLogger("ztdp.policy")
 
 FIELD = "spec.rule.expression"
 
@@ -38,7 +54,13 @@ FORBIDDEN_MACROS = frozenset({"reduce"})
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The budget an expression is held to; the defaults are ZTDP's (docs/policies.md)."""
+    """The budgets an expression is held to; the defaults are ZTDP's (docs/policies.md).
+
+    The static limits are checked when a policy is written, the others at each evaluation.
+    Within the static ones a parse tree has at most `nodes` nodes, each visited once unless a
+    comprehension runs it per element: only comprehensions and large operands (a version's
+    `env` holds up to 256 values of 32 KiB) can run out of `steps`.
+    """
 
     length: int = 1024
     """Characters of source: real policies are a line or two; bounds the parse's time."""
@@ -52,13 +74,55 @@ class Limits:
     """Comprehension macros in the expression; chained ones each walk a whole list."""
     comprehension_nesting: int = 1
     """Comprehension macros inside one another's body; 1: none inside another."""
+    steps: int = 10_000
+    """Evaluation steps: nodes visited and the charges below. 3 to 8 us each measured on a
+    2-core machine, so an evaluation holds the event loop for at most some 25 to 40 ms."""
+    operator_steps: int = 8
+    """Steps charged on top of its node for applying an operator (`&&`, `==`, `+`, `!`, ...):
+    cel-python builds typing generics on each one, some 20 to 25 us."""
+    binding_steps: int = 10
+    """Steps charged for binding variables (once per element in a macro): it clones the
+    activation, which costs about as much as ten nodes."""
+    string_unit: int = 256
+    """Characters or bytes of a string operand that cost one more step (C-speed work)."""
 
 
 LIMITS = Limits()
 
+# Operations whose time grows with their operands; each is charged for their sizes.
+_SIZED_OPERATIONS = (
+    "_+_",
+    "_==_",
+    "_!=_",
+    "_<_",
+    "_<=_",
+    "_>_",
+    "_>=_",
+    "_in_",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+)
+
+# Parse-tree rules that apply an operator when they have two children (else they pass their
+# one child's value up), and method calls (macros are charged per element instead).
+_OPERATORS = frozenset(
+    {"conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary"}
+)
+_CALLS = frozenset({"member_dot_arg"})
+
 # Creating the environment also raises the recursion limit to 2,500, which `Limits.depth`
 # relies on: cel-python does it on purpose for CEL's nesting minimums.
 _CEL = celpy.Environment()
+
+
+class _OverBudget(Exception):
+    """An evaluation used its whole step budget; it stops and its policy fails."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(f"expression exceeded its evaluation budget of {steps} steps")
+        self.steps = steps
 
 
 class _Refused(Exception):
@@ -188,7 +252,7 @@ def _macro_name(node: lark.Tree[Any]) -> str | None:
     return method.value if isinstance(method, lark.Token) else None
 
 
-# --- evaluation ----------------------------------------------------------------------------
+# --- the evaluation budget -----------------------------------------------------------------
 
 
 def evaluate(
@@ -198,17 +262,29 @@ def evaluate(
     message: str = "",
     limits: Limits = LIMITS,
 ) -> tuple[bool, str]:
-    """Evaluate an expression over JSON-like variables: (passed, reason)."""
+    """Evaluate an expression over JSON-like variables: (passed, reason); never raises.
+
+    Synchronous on purpose: it runs inside the catalog's atomic write, and the step budget
+    bounds how long it holds the event loop.
+    """
     try:
         tree = _checked(expression, limits)
     except _Refused as exc:
         # A policy stored before the budget existed, or under larger limits.
         return False, f"expression {exc.reason}; it was not evaluated"
     try:
-        variables = {name: json_to_cel(value) for name, value in activation.items()}
-        result = _CEL.program(tree).evaluate(variables)
+        result = _run(tree, activation, limits)
+    except _OverBudget as exc:
+        return False, str(exc)
     except CELEvalError as exc:
         return False, f"expression failed to evaluate: {_cel_error(exc)}"
+    except RecursionError:
+        return False, "expression failed to evaluate: it nests too deeply"
+    except Exception as exc:
+        # cel-python promises CELEvalError for ordinary problems; anything else is its bug or
+        # ours, so it is logged with its traceback as well as denied.
+        log.warning("CEL expression %r raised", expression, exc_info=True)
+        return False, f"expression failed to evaluate: {type(exc).__name__}: {exc}"
     if not isinstance(result, celpy.celtypes.BoolType):
         return False, f"expression returned {type(result).__name__}, not a bool"
     if result:
@@ -218,3 +294,98 @@ def evaluate(
 
 def _cel_error(exc: CELEvalError) -> str:
     return str(exc.args[0]) if exc.args else str(exc)
+
+
+class _Meter:
+    """The steps left to one evaluation, shared by its nested evaluators."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise _OverBudget(self.limit)
+
+
+class _MeteredEvaluator(Evaluator):
+    """cel-python's interpreter, spending from the meter as it goes.
+
+    A step for every parse-tree node visited, `operator_steps` more for each operator or
+    method applied, `binding_steps` for each binding of variables. Every node is reached
+    either through `visit` (the root, macro bodies, the branches of `?:`) or through
+    `visit_children`, so counting in both counts each visit once.
+    """
+
+    def __init__(
+        self, ast: lark.Tree[Any], activation: Activation, meter: _Meter, limits: Limits
+    ) -> None:
+        super().__init__(ast, activation)
+        self._meter = meter
+        self._limits = limits
+        self._binding_steps = limits.binding_steps
+        self._operator_steps = limits.operator_steps
+
+    def sub_evaluator(self, ast: lark.Tree[Any]) -> Evaluator:
+        # macros evaluate their bodies in a sub-evaluator: it must spend from the same budget
+        return _MeteredEvaluator(ast, self.activation, self._meter, self._limits)
+
+    def evaluate(self, context: Context | None = None) -> celpy.celtypes.Value:
+        if context is not None:
+            # binding variables (once per element in a macro) clones the activation: it costs
+            # as much as several nodes
+            self._meter.spend(self._binding_steps)
+        return super().evaluate(context)
+
+    def visit(self, tree: lark.Tree[Any]) -> Result:
+        self._meter.spend(1)
+        value: Result = super().visit(tree)
+        return value
+
+    def visit_children(self, tree: lark.Tree[Any]) -> list[Result]:
+        children = tree.children
+        steps = sum(1 for c in children if isinstance(c, lark.Tree))
+        if tree.data in _CALLS or (len(children) == 2 and tree.data in _OPERATORS):
+            steps += self._operator_steps  # `a op b`, `op a` or `a.f(b)`, not a lone operand
+        self._meter.spend(steps)
+        return super().visit_children(tree)
+
+
+def _run(
+    tree: lark.Tree[Any], variables: Mapping[str, Any], limits: Limits
+) -> celpy.celtypes.Value:
+    meter = _Meter(limits.steps)
+    functions = {name: _charged(base_functions[name], meter, limits) for name in _SIZED_OPERATIONS}
+    activation = Activation(annotations=_CEL.annotations, package=_CEL.package, functions=functions)
+    evaluator = _MeteredEvaluator(tree, activation, meter, limits)
+    return evaluator.evaluate({name: json_to_cel(value) for name, value in variables.items()})
+
+
+def _charged(
+    function: Callable[..., Result], meter: _Meter, limits: Limits
+) -> Callable[..., Result]:
+    """`function`, first charging for the size of its operands.
+
+    A list's element or a map's entry costs a step (cel-python compares them in Python, 0.5 to
+    6 us each); `string_unit` characters or bytes cost a step. Sizes are charged before the
+    call, so an oversized concatenation stops before it allocates; operands were paid for
+    when they were built, so a value cannot double its size without paying for it.
+    """
+
+    def charged(*args: Any) -> Result:
+        meter.spend(sum(_size_steps(a, limits) for a in args))
+        return function(*args)
+
+    charged.__name__ = function.__name__
+    return charged
+
+
+def _size_steps(value: Any, limits: Limits) -> int:
+    if isinstance(value, str | bytes):
+        return len(value) // limits.string_unit
+    if isinstance(value, list | dict):  # cel-python's ListType and MapType
+        return len(value)
+    return 0
