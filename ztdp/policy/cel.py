@@ -75,8 +75,9 @@ class Limits:
     comprehension_nesting: int = 1
     """Comprehension macros inside one another's body; 1: none inside another."""
     steps: int = 10_000
-    """Evaluation steps: nodes visited and the charges below. 3 to 8 us each measured on a
-    2-core machine, so an evaluation holds the event loop for at most some 25 to 40 ms."""
+    """Evaluation steps: nodes visited and the charges below. 2 to 6 us each on a 2-core
+    machine: the costliest accepted expression found (benchmarks/cel_budget.py) holds the
+    event loop for about 60 ms."""
     operator_steps: int = 8
     """Steps charged on top of its node for applying an operator (`&&`, `==`, `+`, `!`, ...):
     cel-python builds typing generics on each one, some 20 to 25 us."""
