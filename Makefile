@@ -31,6 +31,7 @@ bench: setup
 	$(PY) benchmarks/plan.py
 	$(PY) benchmarks/api_throughput.py
 	$(PY) benchmarks/runtime.py
+	$(PY) benchmarks/cel_budget.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

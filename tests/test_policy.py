@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import celpy.evaluation
 import pytest
 from aiohttp.test_utils import TestClient
 
+import ztdp.catalog.catalog
 from tests.helpers import Api
+from ztdp.contracts import Policy
+from ztdp.graph import EdgeType, NodeKind, PutEdge, PutNode, node_id
+from ztdp.graph.store import GraphStore
 
 SUBJECT = {"application": "checkout", "service": "checkout-api", "version": "1.0.0"}
 
@@ -15,6 +21,13 @@ SUBJECT = {"application": "checkout", "service": "checkout-api", "version": "1.0
 @pytest.fixture
 async def api(memory_client: TestClient) -> Api:  # type: ignore[type-arg]
     api = Api(memory_client)
+    await api.basic()
+    return api
+
+
+@pytest.fixture
+async def api_on_each_store(client: TestClient) -> Api:  # type: ignore[type-arg]
+    api = Api(client)
     await api.basic()
     return api
 
@@ -223,3 +236,185 @@ async def test_policies_are_listed_read_and_refuse_unknown_targets(api: Api) -> 
     assert {"source": "policy/dev-first", "target": "environment/prod", "type": "policy"} in graph[
         "edges"
     ]
+
+
+# --- the expression budget (docs/policies.md) ----------------------------------------------
+
+TEN = "[1,2,3,4,5,6,7,8,9,10]"
+
+
+@pytest.mark.parametrize(
+    ("expression", "limit", "maximum", "measured"),
+    [
+        pytest.param("(" * 100 + "true" + ")" * 100, "depth", 200, 1010, id="100-parentheses"),
+        pytest.param(
+            f"{TEN}.all(a, {TEN}.all(b, {TEN}.all(c, {TEN}.all(d, true))))",
+            "comprehension_nesting",
+            1,
+            4,
+            id="nested-comprehensions",
+        ),
+        pytest.param("true && " * 128 + "true", "length", 1024, 1028, id="length"),
+        pytest.param(
+            "[" + ",".join(["1"] * 101) + "].size() > 0", "nodes", 1000, 1031, id="parse-tree"
+        ),
+        pytest.param(" && ".join(["[1].all(x, true)"] * 5), "comprehensions", 4, 5, id="macros"),
+    ],
+)
+async def test_expressions_over_the_static_budget_are_refused_naming_the_limit(
+    api_on_each_store: Api, expression: str, limit: str, maximum: int, measured: int
+) -> None:
+    body = policy("costly", {"type": "expression", "expression": expression})
+    code, problem = await api_on_each_store.call("POST", "/v1/policies", body)
+    assert code == 422, problem
+    assert problem["errors"][0]["loc"] == "spec.rule.expression"
+    assert f"{measured}" in problem["detail"]
+    assert f"over the limit of {maximum}" in problem["detail"]
+    assert problem["limit"] == {"name": limit, "maximum": maximum, "measured": measured}
+    code, _ = await api_on_each_store.call("GET", "/v1/policies/costly")
+    assert code == 404
+
+
+async def test_reduce_is_refused_for_its_exponential_accumulator(api: Api) -> None:
+    expression = "[1,2,3].reduce(r, i, 'a', r + r).size() > 0"
+    body = policy("doubling", {"type": "expression", "expression": expression})
+    code, problem = await api.call("POST", "/v1/policies", body)
+    assert code == 422
+    assert "reduce()" in problem["detail"]
+    assert problem["errors"][0]["loc"] == "spec.rule.expression"
+
+
+async def test_an_update_over_the_budget_is_refused_and_keeps_the_policy(api: Api) -> None:
+    await api.ok("POST", "/v1/policies", policy("e", {"type": "expression", "expression": "true"}))
+    deep = "(" * 30 + "true" + ")" * 30
+    body = policy("e", {"type": "expression", "expression": deep})
+    code, problem = await api.call("PUT", "/v1/policies/e", body)
+    assert code == 422 and problem["limit"]["name"] == "depth"
+    assert (await api.ok("GET", "/v1/policies/e"))["spec"]["rule"]["expression"] == "true"
+
+
+async def reasons_of(api: Api) -> tuple[dict[str, str], dict[str, str]]:
+    """The reasons of the evaluation endpoint's decision and of a refused deploy's."""
+    decision = await decide(api)
+    code, problem = await api.deploy("checkout", "checkout-api", "1.0.0", "prod")
+    assert code == 403, problem
+    deny = problem["decision"]
+    assert decision["allowed"] is False and deny["allowed"] is False
+    return (
+        {r["policy"]: r["reason"] for r in decision["results"] if not r["passed"]},
+        {r["policy"]: r["reason"] for r in deny["results"] if not r["passed"]},
+    )
+
+
+async def test_an_expression_over_its_evaluation_budget_denies(api_on_each_store: Api) -> None:
+    # within every static limit, and about 33,000 steps: a budget of 10,000 stops it
+    fifty = "[" + ",".join(str(i) for i in range(1, 51)) + "]"
+    expression = f"{fifty}.all(x, {' + '.join(['x'] * 45)} > 0)"
+    body = policy("long-sum", {"type": "expression", "expression": expression})
+    await api_on_each_store.ok("POST", "/v1/policies", body)
+    decided, denied = await reasons_of(api_on_each_store)
+    reason = "expression exceeded its evaluation budget of 10000 steps"
+    assert decided == denied == {"long-sum": reason}
+
+
+async def test_evaluation_failures_deny_with_their_reason_never_a_500(
+    api_on_each_store: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(text: str, prefix: str) -> bool:
+        raise RuntimeError("a bug in a CEL function")
+
+    monkeypatch.setitem(celpy.evaluation.base_functions, "startsWith", broken)
+    for name, expression in [
+        ("zero", "1 / 0 == 1"),
+        ("types", "transition.version + 1 == 2"),
+        ("crash", 'version.version.startsWith("1.")'),
+    ]:
+        body = policy(name, {"type": "expression", "expression": expression})
+        await api_on_each_store.ok("POST", "/v1/policies", body)
+    decided, denied = await reasons_of(api_on_each_store)
+    assert decided == denied
+    assert decided["zero"] == "expression failed to evaluate: modulus or divide by zero"
+    assert decided["types"].startswith("expression failed to evaluate: found no matching overload")
+    assert decided["crash"] == (
+        "expression failed to evaluate: RuntimeError: a bug in a CEL function"
+    )
+
+
+async def test_a_policy_stored_before_the_budget_denies_without_evaluation(
+    api_on_each_store: Api, graph_store: GraphStore
+) -> None:
+    # written straight to the store, as an older ZTDP accepted it; evaluating it recursed
+    # deeper than Python allows and answered 500
+    deep = "(" * 100 + "true" + ")" * 100
+    body = policy("old-deep", {"type": "expression", "expression": deep})
+    data = Policy.model_validate(body).model_dump(mode="json", by_alias=True)
+    revision = (await graph_store.read()).revision
+    data["metadata"]["revision"] = revision + 1
+    nid = node_id(NodeKind.POLICY, "old-deep")
+    ops = [
+        PutNode(nid, NodeKind.POLICY, data),
+        PutEdge(nid, node_id(NodeKind.ENVIRONMENT, "prod"), EdgeType.POLICY, {"edge": "deploy"}),
+    ]
+    await graph_store.commit(ops, expected_revision=revision)
+    decided, denied = await reasons_of(api_on_each_store)
+    assert (
+        decided
+        == denied
+        == {
+            "old-deep": "expression nests 1010 levels deep in its parse tree, over the limit of "
+            "200 (a pair of parentheses adds 10 levels); it was not evaluated"
+        }
+    )
+
+
+# Within every static limit: four comprehensions, none nested; each compares a map of 256
+# entries with itself per entry. The costliest accepted expression known without a budget
+# (1.4 s); with it, it stops at 10,000 steps like any other (benchmarks/cel_budget.py finds
+# the one whose steps are slowest).
+COSTLIEST = " && ".join(
+    f"version.env.{macro}(k, version.env == version.env)"
+    for macro in ("all", "exists", "all", "exists")
+)
+
+
+async def test_healthz_answers_while_the_costliest_expression_is_evaluated(
+    api_on_each_store: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_on_each_store
+    env = {f"VAR_{i}": "x" for i in range(256)}
+    version = {"version": "1.0.1", "config_ref": "c", "owner": "team-x", "env": env}
+    await api.ok("POST", "/v1/applications/checkout/services/checkout-api/versions", version)
+    body = policy("costly", {"type": "expression", "expression": COSTLIEST})
+    await api.ok("POST", "/v1/policies", body)
+
+    evaluating = asyncio.Event()
+    decide_deploy = ztdp.catalog.catalog.evaluate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        evaluating.set()
+        return decide_deploy(*args, **kwargs)
+
+    monkeypatch.setattr(ztdp.catalog.catalog, "evaluate", spy)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    latencies: list[float] = []
+
+    async def deploy_until_done() -> None:
+        while not done.is_set():
+            code, problem = await api.deploy("checkout", "checkout-api", "1.0.1", "prod")
+            assert code == 403, problem
+            [costly] = [r for r in problem["decision"]["results"] if r["policy"] == "costly"]
+            assert costly["reason"] == "expression exceeded its evaluation budget of 10000 steps"
+
+    async def probe_healthz() -> None:
+        await evaluating.wait()
+        for _ in range(10):
+            started = loop.time()
+            await api.ok("GET", "/v1/healthz")
+            latencies.append(loop.time() - started)
+        done.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(deploy_until_done())
+        tg.create_task(probe_healthz())
+    assert max(latencies) < 0.5, latencies

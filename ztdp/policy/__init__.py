@@ -1,5 +1,6 @@
 """The policy engine: built-in rule kinds and CEL expressions over transitions."""
 
+from ztdp.policy.cel import compile_expression
 from ztdp.policy.engine import (
     BUILTIN_ALLOWED,
     Decision,
@@ -8,7 +9,6 @@ from ztdp.policy.engine import (
     PolicyResult,
     Transition,
     allowed_environments,
-    compile_expression,
     deployments_of_service,
     evaluate,
 )

@@ -9,13 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, Literal
 
-import celpy
-from celpy.adapter import json_to_cel
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
 from pydantic import BaseModel, Field
 
 from ztdp.contracts import Policy, principal_of
@@ -27,8 +22,8 @@ from ztdp.contracts.models import (
     PromotionRule,
     parse_duration,
 )
-from ztdp.errors import InvalidInput
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
+from ztdp.policy import cel
 
 BUILTIN_ALLOWED = "builtin-allowed-environments"
 
@@ -82,25 +77,7 @@ class Decision(BaseModel):
         return "; ".join(f"policy {r.policy} ({r.type}): {r.reason}" for r in unmet)
 
 
-# --- CEL -----------------------------------------------------------------------------------
-
-_CEL = celpy.Environment()
-
-
-@lru_cache(maxsize=1024)
-def _program(expression: str) -> Any:
-    return _CEL.program(_CEL.compile(expression))
-
-
-def compile_expression(expression: str) -> None:
-    """Refuse a CEL expression that does not parse, naming the rule field."""
-    try:
-        _program(expression)
-    except CELParseError as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise InvalidInput(
-            f"spec.rule.expression is not valid CEL: {first_line}", field="spec.rule.expression"
-        ) from None
+# --- CEL: the variables expressions see (the expressions: ztdp/policy/cel.py) --------------
 
 
 def _cel_activation(graph: Graph, t: Transition) -> dict[str, Any]:
@@ -252,19 +229,7 @@ def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> 
 
 
 def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool, str]:
-    try:
-        result = _program(rule.expression).evaluate(json_to_cel(_cel_activation(graph, t)))
-    except CELParseError as exc:
-        return False, f"expression does not parse: {exc}"
-    except CELEvalError as exc:
-        return False, f"expression failed to evaluate: {exc.args[0] if exc.args else exc}"
-    if isinstance(result, CELEvalError):
-        return False, f"expression failed to evaluate: {result.args[0] if result.args else result}"
-    if not isinstance(result, celpy.celtypes.BoolType):
-        return False, f"expression returned {type(result).__name__}, not a bool"
-    if result:
-        return True, f"{rule.expression} is true"
-    return False, rule.message or f"{rule.expression} is false"
+    return cel.evaluate(rule.expression, _cel_activation(graph, t), message=rule.message)
 
 
 def evaluate(
