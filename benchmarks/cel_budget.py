@@ -88,7 +88,7 @@ def policy(expression: str) -> Policy:
 async def costliest() -> tuple[str, list[float]]:
     """The candidate whose decisions take longest, with those decisions' times in seconds."""
     transition = Transition(application=APP, service=SVC, version=VERSION, environment=ENVIRONMENT)
-    budget = f"exceeded its evaluation budget of {cel.LIMITS.steps} steps"
+    budget = f"exceeded the evaluation budget of {cel.LIMITS.steps} steps"
     timings: dict[str, list[float]] = {}
     for name, expression in CANDIDATES.items():
         catalog = Catalog(MemoryGraphStore(), MemoryStateStore())

@@ -63,7 +63,7 @@ def test_an_expression_stored_over_the_budget_is_denied_without_evaluation() -> 
 
 # --- the evaluation budget -----------------------------------------------------------------
 
-OVER = "expression exceeded its evaluation budget of {} steps"
+OVER = "expression exceeded the evaluation budget of {} steps (per decision)"
 
 
 def cost(expression: str, variables: dict[str, object] = VARIABLES) -> int:
@@ -98,7 +98,7 @@ def test_growing_a_string_pays_for_its_size_and_stops_before_memory_runs_out() -
     expression = f"[s].map(x, {eight}).map(x, {eight}).map(x, {eight}).size() == 1"
     variables = {"s": "a" * 32768}
     cel.compile_expression(expression)
-    assert cel.evaluate(expression, variables) == (False, OVER.format(10_000))
+    assert cel.evaluate(expression, variables) == (False, OVER.format(cel.LIMITS.steps))
 
 
 def test_recursing_too_deep_is_a_denial() -> None:
@@ -118,3 +118,12 @@ def test_any_exception_is_a_denial_and_logged(
     passed, reason = cel.evaluate('transition.version.endsWith(".0")', VARIABLES)
     assert (passed, reason) == (False, "expression failed to evaluate: RuntimeError: a bug")
     assert "CEL expression 'transition.version.endsWith(\".0\")' raised" in caplog.text
+
+
+def test_the_expressions_of_one_decision_share_one_budget() -> None:
+    expression = "[1, 2, 3, 4, 5].all(x, x > 0)"
+    steps = cost(expression)
+    shared = cel.StepBudget(steps + steps // 2)
+    assert cel.evaluate(expression, VARIABLES, budget=shared)[0] is True
+    passed, reason = cel.evaluate(expression, VARIABLES, budget=shared)
+    assert passed is False and reason.startswith("expression exceeded the evaluation budget")

@@ -307,13 +307,13 @@ async def reasons_of(api: Api) -> tuple[dict[str, str], dict[str, str]]:
 
 
 async def test_an_expression_over_its_evaluation_budget_denies(api_on_each_store: Api) -> None:
-    # within every static limit, and about 33,000 steps: a budget of 10,000 stops it
+    # within every static limit, and about 33,000 steps: a budget of 2,000 stops it
     fifty = "[" + ",".join(str(i) for i in range(1, 51)) + "]"
     expression = f"{fifty}.all(x, {' + '.join(['x'] * 45)} > 0)"
     body = policy("long-sum", {"type": "expression", "expression": expression})
     await api_on_each_store.ok("POST", "/v1/policies", body)
     decided, denied = await reasons_of(api_on_each_store)
-    reason = "expression exceeded its evaluation budget of 10000 steps"
+    reason = "expression exceeded the evaluation budget of 2000 steps (per decision)"
     assert decided == denied == {"long-sum": reason}
 
 
@@ -369,7 +369,7 @@ async def test_a_policy_stored_before_the_budget_denies_without_evaluation(
 
 # Within every static limit: four comprehensions, none nested; each compares a map of 256
 # entries with itself per entry. The costliest accepted expression known without a budget
-# (1.4 s); with it, it stops at 10,000 steps like any other (benchmarks/cel_budget.py finds
+# (1.4 s); with it, it stops at 2,000 steps like any other (benchmarks/cel_budget.py finds
 # the one whose steps are slowest).
 COSTLIEST = " && ".join(
     f"version.env.{macro}(k, version.env == version.env)"
@@ -404,7 +404,10 @@ async def test_healthz_answers_while_the_costliest_expression_is_evaluated(
             code, problem = await api.deploy("checkout", "checkout-api", "1.0.1", "prod")
             assert code == 403, problem
             [costly] = [r for r in problem["decision"]["results"] if r["policy"] == "costly"]
-            assert costly["reason"] == "expression exceeded its evaluation budget of 10000 steps"
+            assert (
+                costly["reason"]
+                == "expression exceeded the evaluation budget of 2000 steps (per decision)"
+            )
 
     async def probe_healthz() -> None:
         await evaluating.wait()

@@ -74,10 +74,11 @@ class Limits:
     """Comprehension macros in the expression; chained ones each walk a whole list."""
     comprehension_nesting: int = 1
     """Comprehension macros inside one another's body; 1: none inside another."""
-    steps: int = 10_000
-    """Evaluation steps: nodes visited and the charges below. 2 to 6 us each on a 2-core
-    machine: the costliest accepted expression found (benchmarks/cel_budget.py) holds the
-    event loop for about 60 ms."""
+    steps: int = 2_000
+    """Evaluation steps of one decision, shared by every expression policy it consults:
+    nodes visited and the charges below. 2 to 6 us each on a 2-core machine, so a decision
+    holds the event loop for some 12 ms at worst (benchmarks/cel_budget.py); a realistic
+    policy (a few comparisons, a comprehension over a version's tags) takes 20 to 500."""
     operator_steps: int = 8
     """Steps charged on top of its node for applying an operator (`&&`, `==`, `+`, `!`, ...):
     cel-python builds typing generics on each one, some 20 to 25 us."""
@@ -122,7 +123,9 @@ class _OverBudget(Exception):
     """An evaluation used its whole step budget; it stops and its policy fails."""
 
     def __init__(self, steps: int) -> None:
-        super().__init__(f"expression exceeded its evaluation budget of {steps} steps")
+        super().__init__(
+            f"expression exceeded the evaluation budget of {steps} steps (per decision)"
+        )
         self.steps = steps
 
 
@@ -262,6 +265,7 @@ def evaluate(
     *,
     message: str = "",
     limits: Limits = LIMITS,
+    budget: StepBudget | None = None,
 ) -> tuple[bool, str]:
     """Evaluate an expression over JSON-like variables: (passed, reason); never raises.
 
@@ -274,7 +278,7 @@ def evaluate(
         # A policy stored before the budget existed, or under larger limits.
         return False, f"expression {exc.reason}; it was not evaluated"
     try:
-        result = _run(tree, activation, limits)
+        result = _run(tree, activation, limits, budget or StepBudget(limits.steps))
     except _OverBudget as exc:
         return False, str(exc)
     except CELEvalError as exc:
@@ -297,8 +301,8 @@ def _cel_error(exc: CELEvalError) -> str:
     return str(exc.args[0]) if exc.args else str(exc)
 
 
-class _Meter:
-    """The steps left to one evaluation, shared by its nested evaluators."""
+class StepBudget:
+    """The steps left to one decision, shared by its expressions and their nested evaluators."""
 
     __slots__ = ("left", "limit")
 
@@ -312,7 +316,7 @@ class _Meter:
             raise _OverBudget(self.limit)
 
 
-class _MeteredEvaluator(Evaluator):
+class StepBudgetedEvaluator(Evaluator):
     """cel-python's interpreter, spending from the meter as it goes.
 
     A step for every parse-tree node visited, `operator_steps` more for each operator or
@@ -322,7 +326,7 @@ class _MeteredEvaluator(Evaluator):
     """
 
     def __init__(
-        self, ast: lark.Tree[Any], activation: Activation, meter: _Meter, limits: Limits
+        self, ast: lark.Tree[Any], activation: Activation, meter: StepBudget, limits: Limits
     ) -> None:
         super().__init__(ast, activation)
         self._meter = meter
@@ -332,7 +336,7 @@ class _MeteredEvaluator(Evaluator):
 
     def sub_evaluator(self, ast: lark.Tree[Any]) -> Evaluator:
         # macros evaluate their bodies in a sub-evaluator: it must spend from the same budget
-        return _MeteredEvaluator(ast, self.activation, self._meter, self._limits)
+        return StepBudgetedEvaluator(ast, self.activation, self._meter, self._limits)
 
     def evaluate(self, context: Context | None = None) -> celpy.celtypes.Value:
         if context is not None:
@@ -356,17 +360,17 @@ class _MeteredEvaluator(Evaluator):
 
 
 def _run(
-    tree: lark.Tree[Any], variables: Mapping[str, Any], limits: Limits
+    tree: lark.Tree[Any], variables: Mapping[str, Any], limits: Limits, meter: StepBudget
 ) -> celpy.celtypes.Value:
-    meter = _Meter(limits.steps)
+    meter.spend(0)  # a budget spent by earlier expressions of the decision stops this one
     functions = {name: _charged(base_functions[name], meter, limits) for name in _SIZED_OPERATIONS}
     activation = Activation(annotations=_CEL.annotations, package=_CEL.package, functions=functions)
-    evaluator = _MeteredEvaluator(tree, activation, meter, limits)
+    evaluator = StepBudgetedEvaluator(tree, activation, meter, limits)
     return evaluator.evaluate({name: json_to_cel(value) for name, value in variables.items()})
 
 
 def _charged(
-    function: Callable[..., Result], meter: _Meter, limits: Limits
+    function: Callable[..., Result], meter: StepBudget, limits: Limits
 ) -> Callable[..., Result]:
     """`function`, first charging for the size of its operands.
 

@@ -228,8 +228,12 @@ def _approvals(graph: Graph, t: Transition, rule: ApprovalRule, policy: str) -> 
     return True, f"approved by {', '.join(sorted(approvers))}"
 
 
-def _expression(graph: Graph, t: Transition, rule: ExpressionRule) -> tuple[bool, str]:
-    return cel.evaluate(rule.expression, _cel_activation(graph, t), message=rule.message)
+def _expression(
+    graph: Graph, t: Transition, rule: ExpressionRule, budget: cel.StepBudget
+) -> tuple[bool, str]:
+    return cel.evaluate(
+        rule.expression, _cel_activation(graph, t), message=rule.message, budget=budget
+    )
 
 
 def evaluate(
@@ -245,6 +249,7 @@ def evaluate(
     """
     health = health or _nothing_runs
     now = now or datetime.now(UTC)
+    budget = cel.StepBudget(cel.LIMITS.steps)  # for all its expressions together
     ok, reason = _allowed(graph, t, None)
     results = [
         PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)
@@ -264,7 +269,7 @@ def evaluate(
             case ApprovalRule():
                 ok, reason = _approvals(graph, t, rule, policy.metadata.name)
             case ExpressionRule():
-                ok, reason = _expression(graph, t, rule)
+                ok, reason = _expression(graph, t, rule, budget)
         results.append(
             PolicyResult(policy=pid.split("/", 1)[1], type=rule.type, passed=ok, reason=reason)
         )
