@@ -112,3 +112,74 @@ def test_long_paths_and_headers_are_problems_that_do_not_echo_the_request() -> N
     finally:
         output = server.stop()
     assert "Traceback" not in output
+
+
+# --- found by review: input echoed, coerced or not JSON ------------------------------------
+
+
+async def test_validation_errors_quote_no_unbounded_input(api: Api) -> None:
+    key = "k" * 20_000
+    code, problem = await api.call(
+        "POST", "/v1/applications", {"metadata": {"name": "a", "owner": "t", "labels": {key: "v"}}}
+    )
+    assert code == 422 and "metadata.labels" in problem["detail"]
+    assert "k" * 300 not in str(problem)
+    await api.application("checkout")
+    await api.service("checkout", "api")
+    code, problem = await api.call(
+        "POST",
+        "/v1/applications/checkout/services/api/versions",
+        {"version": "1.0.0", "owner": "team-x", "env": {"é" * 5000: "x"}},
+    )
+    assert code == 422 and "é" * 100 not in str(problem)
+
+
+@pytest.mark.parametrize("query", ["since=0%0A", "since=%0A0"])
+async def test_query_parameters_refuse_a_trailing_or_leading_newline(api: Api, query: str) -> None:
+    code, problem = await api.call("GET", f"/v1/changes?{query}")
+    assert code == 422, problem
+
+
+async def test_a_plan_query_refuses_a_name_with_a_newline(api: Api) -> None:
+    await api.environment("dev")
+    await api.application("checkout")
+    code, problem = await api.call("GET", "/v1/applications/checkout/plan?environment=dev%0A")
+    assert code == 422 and problem["errors"][0]["loc"] == "query.environment"
+
+
+async def test_nan_and_infinity_are_not_json_and_huge_numbers_not_kept(api: Api) -> None:
+    def body(value: str) -> bytes:
+        return (
+            b'{"metadata": {"name": "a", "owner": "team-x"}, "spec": {"lifecycle": {"a": '
+            + value.encode()
+            + b"}}}"
+        )
+
+    for value, status in (("NaN", 400), ("Infinity", 400), ("-Infinity", 400), ("1e400", 422)):
+        resp = await api.client.post(
+            "/v1/applications", data=body(value), headers={"Content-Type": "application/json"}
+        )
+        assert resp.status == status, (value, await resp.text())
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+    resp = await api.client.post(
+        "/v1/applications", data=body("1.5e300"), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 201 and (await resp.json())["spec"]["lifecycle"] == {"a": 1.5e300}
+
+
+def test_a_request_that_is_not_http_logs_no_bytes_of_it() -> None:
+    """aiohttp's parser refuses it before ZTDP sees it; its log line must not carry a token."""
+    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "on"}).start()
+    try:
+        token = server.admin_token()
+        assert token is not None
+        host = "Host: x\r\nConnection: close\r\n"
+        pasted = f"GET /v1/whoami HTTP/1.1\r\n{host}Authorization: Bearer {token}\x01\r\n\r\n"
+        code, _, _ = _raw(server.port, pasted.encode())
+        assert code == 400
+        code, _, body = _raw(server.port, f"GET /v1/{'u' * 70_000} HTTP/1.1\r\n{host}\r\n".encode())
+        assert code == 400 and "u" * 200 not in body
+    finally:
+        output = server.stop()
+    assert output.count(token) == 1, "the token appears beyond its one announcement"
+    assert "Traceback" not in output and "malformed HTTP request from" in output

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -14,6 +16,7 @@ from tests.test_runtime import SETTINGS, FakeProvider, finished, registry
 from ztdp.api import create_app
 from ztdp.graph import EdgeType, Graph, NodeKind, PutEdge, PutNode, node_id
 from ztdp.policy import NodeHealth, Transition, evaluate
+from ztdp.providers import Observation, Resource, Target
 
 DEV = "deployment/checkout/checkout-api@dev"
 
@@ -150,3 +153,72 @@ def test_promotion_reads_status_and_since(
     decision = evaluate(_graph(), t, health=health, now=since + ready_for)
     [result] = [r for r in decision.results if r.policy == "p"]
     assert result.passed is passed and reason in result.reason, result.reason
+
+
+async def test_min_ready_takes_ascii_digits_only(api: Api) -> None:
+    code, problem = await api.call("POST", "/v1/policies", promotion("\u0661\u0660m"))
+    assert code == 422, problem
+
+
+# --- report-only environments: drift is not Ready -------------------------------------------
+
+
+@pytest.fixture
+async def watched(kube: FakeProvider) -> AsyncIterator[Api]:
+    """Actors observe every 0.05 s; `audit` is report-only; prod needs Ready in audit."""
+    settings = SETTINGS.model_copy(update={"observe_interval": 0.05})
+    app = create_app(settings, providers=registry(kube, FakeProvider("postgres")))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        await api.basic()
+        await api.ok(
+            "POST",
+            "/v1/environments",
+            {"metadata": {"name": "audit", "owner": "p"}, "spec": {"reconcile": "report-only"}},
+        )
+        await api.ok("POST", "/v1/applications/checkout/environments/audit/allowed", status=200)
+        policy = promotion()
+        policy["spec"]["rule"]["requires"] = ["audit"]
+        await api.ok("POST", "/v1/policies", policy)
+        yield api
+
+
+async def _promotion_result(api: Api) -> dict[str, Any]:
+    subject = {"application": "checkout", "service": "checkout-api", "version": "1.0.0"}
+    decision = await api.ok(
+        "POST", "/v1/policies/evaluate", {**subject, "environment": "prod"}, 200
+    )
+    [result] = [r for r in decision["results"] if r["policy"] == "dev-before-prod"]
+    return result  # type: ignore[no-any-return]
+
+
+async def test_a_deployment_drifted_in_a_report_only_environment_is_not_ready(
+    watched: Api, kube: FakeProvider
+) -> None:
+    code, accepted = await watched.deploy("checkout", "checkout-api", "1.0.0", "audit")
+    assert code == 202, accepted
+    assert (await finished(watched, accepted["run"]))["status"] == "Succeeded"
+    assert (await _promotion_result(watched))["passed"] is True
+    node = "deployment/checkout/checkout-api@audit"
+    observed = 0
+    observe = kube.observe
+
+    async def counting(*, resource: Resource, target: Target) -> Observation | None:
+        nonlocal observed
+        observed += 1
+        return await observe(resource=resource, target=target)
+
+    kube.observe = counting  # type: ignore[method-assign]
+    del kube.live[node]  # deleted behind ZTDP's back; report-only: not repaired
+    with anyio.fail_after(5):
+        while (await _promotion_result(watched))["passed"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        seen = observed
+        while observed < seen + 3:  # three more observations of the same drift  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    result = await _promotion_result(watched)
+    assert "is Drifted in audit since" in result["reason"], result["reason"]
+    [deployment] = await watched.ok("GET", "/v1/environments/audit/deployments")
+    assert deployment["status"] == "Drifted"
+    drifts = await watched.ok("GET", f"/v1/events?node={node}&type=drift.detected")
+    assert len(drifts) == 1  # said once, not at every observation

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import swagger_ui
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
@@ -150,6 +151,33 @@ def cors_middleware(origins: Sequence[str]) -> Middleware:
     return cors
 
 
+class _NoRequestBytes(logging.Filter):
+    """aiohttp logs a request it cannot parse with its bytes, an Authorization header included.
+
+    Keep the fact and the kind of error, never the bytes: tokens must not reach the logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = (
+                "malformed HTTP request from %s: %s",
+                (
+                    client,
+                    type(exc).__name__,
+                ),
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _redact_parser_errors() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _NoRequestBytes) for f in server_log.filters):
+        server_log.addFilter(_NoRequestBytes())
+
+
 # What aiohttp's HTTP parser accepts before our own, tighter limits answer in problem+json
 # (ztdp.api.problems.limits_middleware); anything beyond gets aiohttp's plain 400.
 PARSER_LIMIT = 65536
@@ -198,6 +226,7 @@ def create_app(
 
     `announce` receives what must reach the operator but never a log: the first admin token.
     """
+    _redact_parser_errors()
     app = web.Application(
         middlewares=[cors_middleware(settings.cors_origins), problem_middleware, limits_middleware],
         client_max_size=settings.max_body_bytes,

@@ -82,9 +82,16 @@ def problem(status: int, title: str, detail: str, **extensions: Any) -> web.Resp
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
 
 
+def _short(text: str, limit: int = 100) -> str:
+    """Enough of a client's input to recognise it in a message, never all of it."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _loc(parts: tuple[int | str, ...], prefix: str) -> str:
     out = prefix
     for part in parts:
+        if not isinstance(part, int):
+            part = _short(part, 64)  # a key can be anything the client sent, of any length
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
 
@@ -94,7 +101,7 @@ def validation_problem(exc: ValidationError, *, prefix: str = "") -> web.Respons
     for err in exc.errors(include_url=False):
         if err["type"] == "json_invalid":
             return problem(400, "Bad request", f"request body is not valid JSON: {err['msg']}")
-        msg = err["msg"]
+        msg = _short(err["msg"], 200)  # messages may quote the input: never all of it
         if (
             err["type"] == "string_pattern_mismatch"
             and err.get("ctx", {}).get("pattern") == DNS_LABEL_PATTERN
@@ -113,11 +120,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # aiohttp's plain-text error echoing the request.
 MAX_URL_LENGTH = 4096
 MAX_HEADER_LENGTH = 8190
-
-
-def _short(text: str, limit: int = 100) -> str:
-    """Enough of a client's input to recognise it in a message, never all of it."""
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @web.middleware

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from ztdp.api.access import Access
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
@@ -77,15 +78,19 @@ class Endpoint:
             if not raw.strip():
                 raise BadRequest("request body is required and must be JSON")
             try:
+                # NaN and Infinity are not JSON, though pydantic's parser takes them.
+                from_json(raw, allow_inf_nan=False)
                 # Strict: `"port": true` or `"public": "yes"` is an error, not 1 or True.
                 body = self._adapter.validate_json(raw, strict=True)
             except ValidationError as exc:
                 return validation_problem(exc)
+            except ValueError as exc:  # from_json: not JSON at all
+                raise BadRequest(f"request body is not valid JSON: {exc}") from None
         for q in self.query:
             value = request.query.get(q.name)
             if value is None and q.required:
                 raise _query_error(q, "is required")
-            if value is not None and q.pattern and not re.match(q.pattern, value):
+            if value is not None and q.pattern and not re.fullmatch(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
         guard = self.access.guard(request, identity, body)
         if guard is not None:

@@ -42,9 +42,13 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
-        if len(key) > 253 or not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+        if len(key) > 253:
+            raise ValueError(f"label key {key[:40]!r}... has {len(key)} characters, at most 253")
+        if not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
             raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
+        if len(value) > 63:
+            raise ValueError(f"label value of {key!r} has {len(value)} characters, at most 63")
+        if not _LABEL_VALUE.match(value):
             raise ValueError(
                 f"label value {value!r} of {key!r} is not a valid Kubernetes label value"
             )

@@ -6,6 +6,7 @@ responses are the same models with the fields ZTDP fills in.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
@@ -52,10 +53,23 @@ ImageRef = Annotated[
 # --- Application ---------------------------------------------------------------------------
 
 
+def _finite(value: Any, where: str = "") -> Any:
+    """Free-form JSON is kept as given: so no number that JSON cannot carry back (1e400)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, f"{where}[{i}]")
+    return value
+
+
 class ApplicationSpec(Strict):
     description: ShortText = ""
     tags: list[Tag] = Field(default_factory=list, max_length=64)
-    lifecycle: dict[str, Any] = Field(
+    lifecycle: Annotated[dict[str, Any], AfterValidator(_finite)] = Field(
         default_factory=dict, description="free-form lifecycle hints, kept as given"
     )
 
@@ -187,7 +201,10 @@ class AllowedEnvironmentsRule(Strict):
     )
 
 
-_DURATION = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?$")
+# ASCII digits only: `\d` would also take Arabic-Indic digits for ten minutes.
+_DURATION = re.compile(
+    r"^(?:([0-9]{1,6})d)?(?:([0-9]{1,6})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,6})s)?$"
+)
 
 
 def parse_duration(text: str) -> timedelta:

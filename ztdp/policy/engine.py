@@ -151,7 +151,7 @@ def _promotion(
     unmet, met = [], []
     for env in rule.requires:
         seen = health(t.application, t.service, env)
-        if seen is None or (seen.version is not None and seen.version != t.version):
+        if seen is None or seen.version != t.version:
             # Deployed in the graph, but no runtime has started on this version there yet.
             unmet.append(f"version {t.version} is Pending in {env} (needs Ready)")
             continue

@@ -29,6 +29,7 @@ class Status(StrEnum):
     PROGRESSING = "Progressing"
     READY = "Ready"
     DEGRADED = "Degraded"
+    DRIFTED = "Drifted"  # differs from its desired state in a report-only environment
     FAILED = "Failed"
     BLOCKED = "Blocked"
     DELETING = "Deleting"

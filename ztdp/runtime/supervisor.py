@@ -502,18 +502,27 @@ class Supervisor:
             )
             return
         if seen is None or changes:
-            await self._events.publish(
-                make_event(
-                    "drift.detected",
-                    subject=state.node,
-                    data={"missing": seen is None, "changes": changes},
+            repair = (state.target.settings or {}).get("reconcile", "repair") == "repair"
+            if repair or state.status is not Status.DRIFTED:
+                await self._events.publish(
+                    make_event(
+                        "drift.detected",
+                        subject=state.node,
+                        data={"missing": seen is None, "changes": changes},
+                    )
                 )
-            )
-            if (state.target.settings or {}).get("reconcile", "repair") == "repair":
+            if repair:
                 await self._apply(state, None)
                 await self._events.publish(
                     make_event("drift.repaired", subject=state.node, data={})
                 )
+            else:
+                # Report-only: it is not what was asked for any more, so it is not Ready (a
+                # promotion must not pass on it); said once, not at every observation.
+                paths = [str(c["path"]) for c in changes]
+                more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+                what = "missing" if seen is None else ", ".join(paths[:5]) + more
+                await self._status(state, Status.DRIFTED, message=f"drifted: {what}")
             return
         await self._observed(state, seen, None)
 
