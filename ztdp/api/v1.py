@@ -20,6 +20,7 @@ from ztdp.api.access import (
     path_app,
     path_app_and_body_owner,
     path_app_and_resource,
+    path_app_and_version_owner,
     recorder,
     team,
 )
@@ -249,7 +250,7 @@ async def get_service(request: web.Request, body: None) -> Reply:
     tag="versions",
     body=ServiceVersionIn,
     responses={201: ServiceVersion, **WRITE},
-    access=team("add versions to this application", path_app_and_body_owner),
+    access=team("add versions to this application", path_app_and_version_owner),
 )
 async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
     catalog = request.app[CATALOG]
