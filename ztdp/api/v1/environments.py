@@ -1,0 +1,114 @@
+"""Environments, what is deployed to them, and where applications may run."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ztdp.api.access import (
+    READ,
+    admin,
+)
+from ztdp.api.keys import CATALOG, RUNTIME
+from ztdp.api.routing import Reply
+from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.catalog import Deployment
+from ztdp.contracts import (
+    AllowedEnvironments,
+    Environment,
+)
+
+
+@router.add(
+    "POST",
+    "/v1/environments",
+    "Create an environment",
+    tag="environments",
+    body=Environment,
+    responses={201: Environment, **WRITE},
+    access=admin("create environments"),
+)
+async def create_environment(request: web.Request, body: Environment) -> Reply:
+    return 201, await request.app[CATALOG].create_environment(body)
+
+
+@router.add(
+    "GET",
+    "/v1/environments",
+    "List environments",
+    tag="environments",
+    responses={200: list[Environment]},
+    access=READ,
+)
+async def list_environments(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].list_environments()
+
+
+@router.add(
+    "GET",
+    "/v1/environments/{env}/deployments",
+    "List what is deployed to an environment",
+    tag="environments",
+    responses={200: list[Deployment], **READ_ERRORS},
+    access=READ,
+)
+async def list_deployments(request: web.Request, body: None) -> Reply:
+    env = param(request, "env")
+    deployments = await request.app[CATALOG].deployments(env)
+    runtime = request.app[RUNTIME]
+    for d in deployments:
+        d.status = runtime.status_of(f"deployment/{d.application}/{d.service}@{env}").value
+    return 200, deployments
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/environments/allowed",
+    "List the environments an application may deploy to",
+    tag="environments",
+    responses={200: list[str], **READ_ERRORS},
+    access=READ,
+)
+async def get_allowed(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].allowed(param(request, "app"))
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/environments/allowed",
+    "Add environments to an application's allowed list",
+    tag="environments",
+    body=AllowedEnvironments,
+    responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
+)
+async def add_allowed(request: web.Request, body: list[str]) -> Reply:
+    return 200, await request.app[CATALOG].set_allowed(param(request, "app"), body, replace=False)
+
+
+@router.add(
+    "PUT",
+    "/v1/applications/{app}/environments/allowed",
+    "Replace an application's allowed environments",
+    tag="environments",
+    body=AllowedEnvironments,
+    responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
+)
+async def replace_allowed(request: web.Request, body: list[str]) -> Reply:
+    return 200, await request.app[CATALOG].set_allowed(param(request, "app"), body, replace=True)
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/environments/{env}/allowed",
+    "Allow an application in one environment",
+    tag="environments",
+    responses={200: list[str], **WRITE},
+    access=admin("change where applications may run"),
+)
+async def allow_one(request: web.Request, body: None) -> Reply:
+    env = param(request, "env")
+    catalog = request.app[CATALOG]
+    return 200, await catalog.set_allowed(
+        param(request, "app"), [env], replace=False, field="path.env"
+    )

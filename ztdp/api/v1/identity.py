@@ -1,0 +1,137 @@
+"""Who is calling, API tokens, and the audit trail of changes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from ztdp.api.access import (
+    READ,
+    admin,
+)
+from ztdp.api.keys import AUTH, CATALOG, SETTINGS, identity_of
+from ztdp.api.problems import Problem
+from ztdp.api.routing import Query, Reply
+from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.auth import Grant, TokenInfo
+from ztdp.contracts.base import Owner
+from ztdp.graph.store import Change
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Owner = Field(description="the identity the token authenticates as, e.g. 'alice'")
+    grants: list[Grant] = Field(min_length=1, max_length=32)
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="default: the token_ttl_days setting"
+    )
+
+
+class IssuedToken(BaseModel):
+    token: TokenInfo
+    secret: str = Field(description="shown this once; only a salted hash is kept")
+
+
+class WhoAmI(BaseModel):
+    name: str
+    principal: str = Field(description="the name as changes and events record it")
+    source: str
+    grants: list[Grant]
+    token_id: str | None
+
+
+@router.add(
+    "POST",
+    "/v1/tokens",
+    "Issue an API token (its secret is shown once)",
+    tag="auth",
+    body=TokenRequest,
+    responses={201: IssuedToken, **WRITE},
+    access=admin("issue tokens"),
+)
+async def issue_token(request: web.Request, body: TokenRequest) -> Reply:
+    days = body.expires_in_days or request.app[SETTINGS].token_ttl_days
+    info, secret = await request.app[AUTH].tokens.issue(
+        name=body.name,
+        grants=body.grants,
+        ttl=timedelta(days=days),
+        by=identity_of(request).principal,
+    )
+    return 201, IssuedToken(token=info, secret=secret)
+
+
+@router.add(
+    "GET",
+    "/v1/tokens",
+    "List tokens (never their secrets)",
+    tag="auth",
+    responses={200: list[TokenInfo]},
+    access=admin("list tokens"),
+)
+async def list_tokens(request: web.Request, body: None) -> Reply:
+    return 200, [t.model_dump(mode="json") for t in await request.app[AUTH].tokens.list()]
+
+
+@router.add(
+    "GET",
+    "/v1/tokens/{id}",
+    "Read a token's metadata",
+    tag="auth",
+    responses={200: TokenInfo, **READ_ERRORS},
+    access=admin("read tokens"),
+)
+async def get_token(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[AUTH].tokens.get(param(request, "id"))
+
+
+@router.add(
+    "DELETE",
+    "/v1/tokens/{id}",
+    "Revoke a token",
+    tag="auth",
+    responses={200: TokenInfo, **READ_ERRORS},
+    access=admin("revoke tokens"),
+)
+async def revoke_token(request: web.Request, body: None) -> Reply:
+    tokens = request.app[AUTH].tokens
+    return 200, await tokens.revoke(param(request, "id"), by=identity_of(request).principal)
+
+
+@router.add(
+    "GET",
+    "/v1/whoami",
+    "The caller's identity and roles",
+    tag="auth",
+    responses={200: WhoAmI},
+    access=READ,
+)
+async def whoami(request: web.Request, body: None) -> Reply:
+    me = identity_of(request)
+    return 200, WhoAmI(
+        name=me.name,
+        principal=me.principal,
+        source=me.source,
+        grants=list(me.grants),
+        token_id=me.token_id,
+    )
+
+
+@router.add(
+    "GET",
+    "/v1/changes",
+    "Committed changes to the graph, with who made them",
+    tag="system",
+    responses={200: list[Change], 422: Problem},
+    access=READ,
+    query=(
+        Query("since", "only changes after this revision", pattern=r"^[0-9]{1,12}$"),
+        Query("limit", "at most this many (default 100, at most 1000)", pattern=r"^[0-9]{1,4}$"),
+    ),
+)
+async def list_changes(request: web.Request, body: None) -> Reply:
+    since = int(request.query.get("since", 0))
+    limit = min(int(request.query.get("limit", 100)), 1000)
+    return 200, await request.app[CATALOG].changes(since=since, limit=limit)

@@ -1,0 +1,119 @@
+"""Runs, events (also as a live stream) and installed providers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from aiohttp import web
+from pydantic import BaseModel
+
+from ztdp.api.access import (
+    READ,
+)
+from ztdp.api.keys import EVENTS, RUNTIME
+from ztdp.api.problems import Problem
+from ztdp.api.routing import Query, Reply
+from ztdp.api.v1.common import READ_ERRORS, param, router
+from ztdp.events import EventFilter
+from ztdp.runtime import Run
+
+
+class ProviderView(BaseModel):
+    kind: str
+    entry_point: str
+    distribution: str
+    version: str
+
+
+@router.add(
+    "GET",
+    "/v1/runs",
+    "Runs of this process, newest last",
+    tag="runs",
+    responses={200: list[Run]},
+    access=READ,
+)
+async def list_runs(request: web.Request, body: None) -> Reply:
+    return 200, [r.model_dump(mode="json") for r in request.app[RUNTIME].runs.list()]
+
+
+@router.add(
+    "GET",
+    "/v1/runs/{id}",
+    "A run and the status of each step",
+    tag="runs",
+    responses={200: Run, **READ_ERRORS},
+    access=READ,
+)
+async def get_run(request: web.Request, body: None) -> Reply:
+    return 200, request.app[RUNTIME].runs.get(param(request, "id"))
+
+
+@router.add(
+    "GET",
+    "/v1/events",
+    "CloudEvents, filtered; with 'Accept: text/event-stream', a live Server-Sent Events stream",
+    tag="runs",
+    responses={200: list[dict[str, Any]], 422: Problem},
+    access=READ,
+    query=(
+        Query("node", "only events about this node (the CloudEvents subject)", pattern=None),
+        Query("run", "only events of this run", pattern=r"^[0-9a-f]{32}$"),
+        Query(
+            "type",
+            "only types starting with io.ztdp.<type>, e.g. run or actor.status",
+            pattern=r"^[a-z_.]{1,64}$",
+        ),
+        Query("limit", "at most this many (default 100, at most 10000)", pattern=r"^[0-9]{1,5}$"),
+    ),
+)
+async def list_events(request: web.Request, body: None) -> Reply:
+    q = request.query
+    flt = EventFilter(node=q.get("node"), run=q.get("run"), type=q.get("type"))
+    bus = request.app[EVENTS]
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return 200, await _stream_events(request, bus, flt)
+    limit = min(int(q.get("limit", 100)), 10_000)
+    return 200, await bus.query(flt, limit=limit)
+
+
+async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        async with bus.subscribe(flt) as events:
+            while True:
+                with anyio.move_on_after(15) as heartbeat:
+                    event = await events.receive()
+                if heartbeat.cancelled_caught:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                payload = json.dumps(event)
+                await response.write(
+                    f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
+                )
+    except (ConnectionResetError, anyio.EndOfStream, anyio.ClosedResourceError):
+        pass  # the client left, or the bus dropped a subscriber that fell behind
+    return response
+
+
+@router.add(
+    "GET",
+    "/v1/providers",
+    "Installed provider plugins and where they come from",
+    tag="system",
+    responses={200: list[ProviderView]},
+    access=READ,
+)
+async def list_providers(request: web.Request, body: None) -> Reply:
+    infos = request.app[RUNTIME].supervisor.providers.info()
+    return 200, [
+        ProviderView(
+            kind=i.kind, entry_point=i.entry_point, distribution=i.distribution, version=i.version
+        )
+        for i in infos
+    ]

@@ -1,0 +1,171 @@
+"""Services of an application, their versions, dependencies and deploys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from ztdp.api.access import (
+    READ,
+    path_app,
+    path_app_and_body_owner,
+    path_app_and_version_owner,
+    team,
+)
+from ztdp.api.keys import CATALOG, RUNTIME
+from ztdp.api.problems import Problem
+from ztdp.api.routing import Reply
+from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.catalog import DeployResult
+from ztdp.contracts import (
+    DependencyRequest,
+    DeployRequest,
+    Service,
+    ServiceVersion,
+    ServiceVersionIn,
+)
+
+
+class DeployAccepted(DeployResult):
+    run: str = Field(description="the run realising the deploy: /v1/runs/{run}")
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/schema",
+    "JSON Schema of a service",
+    tag="services",
+    responses={200: dict[str, Any]},
+    access=READ,
+)
+async def service_schema(request: web.Request, body: None) -> Reply:
+    return 200, Service.model_json_schema(by_alias=True)
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services",
+    "Create a service of an application",
+    tag="services",
+    body=Service,
+    responses={201: Service, **WRITE},
+    access=team("add services to this application", path_app_and_body_owner),
+)
+async def create_service(request: web.Request, body: Service) -> Reply:
+    return 201, await request.app[CATALOG].create_service(param(request, "app"), body)
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services",
+    "List an application's services",
+    tag="services",
+    responses={200: list[Service], **READ_ERRORS},
+    access=READ,
+)
+async def list_services(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].list_services(param(request, "app"))
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}",
+    "Read a service",
+    tag="services",
+    responses={200: Service, **READ_ERRORS},
+    access=READ,
+)
+async def get_service(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].get_service(param(request, "app"), param(request, "svc"))
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/versions",
+    "Create a service version",
+    tag="versions",
+    body=ServiceVersionIn,
+    responses={201: ServiceVersion, **WRITE},
+    access=team("add versions to this application", path_app_and_version_owner),
+)
+async def create_version(request: web.Request, body: ServiceVersionIn) -> Reply:
+    catalog = request.app[CATALOG]
+    return 201, await catalog.create_version(param(request, "app"), param(request, "svc"), body)
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/versions",
+    "List a service's versions",
+    tag="versions",
+    responses={200: list[ServiceVersion], **READ_ERRORS},
+    access=READ,
+)
+async def list_versions(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].list_versions(
+        param(request, "app"), param(request, "svc")
+    )
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/versions/{version}",
+    "Read a version",
+    tag="versions",
+    responses={200: ServiceVersion, **READ_ERRORS},
+    access=READ,
+)
+async def get_version(request: web.Request, body: None) -> Reply:
+    catalog = request.app[CATALOG]
+    return 200, await catalog.get_version(
+        param(request, "app"), param(request, "svc"), param(request, "version")
+    )
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/versions/{version}/deploy",
+    "Deploy a version to an environment, if policy allows",
+    tag="versions",
+    body=DeployRequest,
+    responses={202: DeployAccepted, 403: Problem, **WRITE},
+    access=team("deploy this application", path_app),
+)
+async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
+    result, run = await request.app[RUNTIME].deploy(
+        param(request, "app"), param(request, "svc"), param(request, "version"), body.environment
+    )
+    return 202, DeployAccepted(deployment=result.deployment, decision=result.decision, run=run.id)
+
+
+@router.add(
+    "POST",
+    "/v1/applications/{app}/services/{svc}/dependencies",
+    "Declare that a service uses another service",
+    tag="services",
+    body=DependencyRequest,
+    responses={200: list[str], **WRITE},
+    access=team("change this application", path_app),
+)
+async def add_dependency(request: web.Request, body: DependencyRequest) -> Reply:
+    app = param(request, "app")
+    deps = await request.app[CATALOG].add_dependency(
+        app, param(request, "svc"), body.application or app, body.service
+    )
+    return 200, deps
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/dependencies",
+    "List the services a service uses, as 'application/service'",
+    tag="services",
+    responses={200: list[str], **READ_ERRORS},
+    access=READ,
+)
+async def list_dependencies(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].dependencies(
+        param(request, "app"), param(request, "svc")
+    )
