@@ -69,17 +69,35 @@ class Cluster:
             dep = await self.deployment(namespace, name)
             assert dep is not None
             n = dep["spec"].get("replicas", 1)
-            status = {"status": {"replicas": n, "readyReplicas": n, "availableReplicas": n}}
-            await self.request("PATCH", path + "/status", status, merge=True)
+            status = {
+                "replicas": n,
+                "updatedReplicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+                "observedGeneration": dep["metadata"]["generation"],
+            }
+            await self.request("PATCH", path + "/status", {"status": status}, merge=True)
             return
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the cluster's controller makes it ready
+        while time.monotonic() < deadline:  # the cluster's controller rolls it out
             dep = await self.deployment(namespace, name)
-            want = (dep or {}).get("spec", {}).get("replicas", 1)
-            if dep and (dep.get("status") or {}).get("availableReplicas", 0) >= want:
+            if dep and rolled_out(dep):
                 return
             await anyio.sleep(1)
-        raise AssertionError(f"deployment {namespace}/{name} never became available")
+        raise AssertionError(f"deployment {namespace}/{name} never finished its rollout")
+
+
+def rolled_out(dep: dict[str, Any]) -> bool:
+    """`kubectl rollout status`'s test: the current generation is updated and available."""
+    want = dep["spec"].get("replicas", 1)
+    status = dep.get("status") or {}
+    updated = status.get("updatedReplicas", 0)
+    return bool(
+        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+        and updated >= want
+        and status.get("replicas", 0) <= updated
+        and status.get("availableReplicas", 0) >= updated
+    )
 
 
 @pytest.fixture

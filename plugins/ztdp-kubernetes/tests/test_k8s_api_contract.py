@@ -152,3 +152,48 @@ async def test_changes_carrying_a_stale_resource_version_are_refused(
     assert (await kube.request("PATCH", f"{base}/x", stale, merge=True))[0] == 409
     preconditions = {"preconditions": {"resourceVersion": read}}
     assert (await kube.request("DELETE", f"{base}/x", preconditions))[0] == 409
+
+
+async def test_a_deployments_generation_counts_changes_of_its_spec_and_annotations(
+    kube: Any, namespace: str
+) -> None:
+    """`metadata.generation` starts at 1 and grows with each write that changes the spec or the
+    annotations, never with labels or status: the provider compares it with the controller's
+    `status.observedGeneration` to tell a rollout under way from a finished one."""
+    await kube.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    base = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    spec = {
+        "replicas": 1,
+        "selector": {"matchLabels": {"a": "1"}},
+        "template": {
+            "metadata": {"labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+        },
+    }
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": namespace, "generation": 7},
+        "spec": spec,
+    }
+    code, created = await kube.request("POST", base, body)
+    assert code in (200, 201) and created["metadata"]["generation"] == 1  # the client's ignored
+
+    async def patch(path: str, change: dict[str, Any]) -> int:
+        code, patched = await kube.request("PATCH", f"{base}/d{path}", change, merge=True)
+        assert code == 200, patched
+        generation = (await kube.get(f"{base}/d"))[1]["metadata"]["generation"]
+        assert patched["metadata"]["generation"] == generation  # the answer shows it as stored
+        return int(generation)
+
+    assert await patch("", {"metadata": {"labels": {"b": "2"}}}) == 1
+    assert await patch("/status", {"status": {"observedGeneration": 1, "replicas": 1}}) == 1
+    assert await patch("", {"spec": spec}) == 1  # the same spec again: no change
+    assert await patch("", {"spec": {"replicas": 2}}) == 2
+    assert await patch("", {"metadata": {"annotations": {"c": "3"}}}) == 3
+    template = {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}
+    assert await patch("", {"spec": {"template": template}}) == 4

@@ -131,6 +131,25 @@ async def test_health_follows_the_deployment_status(
     assert await provider.health(resource=resource(), target=t) == "Ready"
 
 
+async def test_an_update_is_not_ready_before_its_new_pods_are(
+    kube: Any, namespace: str, provider: KubernetesProvider
+) -> None:
+    """Security review: with 1.0.0 rolled out, applying 1.1.0 answered Ready at once (the old
+    pod was available), so the actor recorded 1.1.0 Ready and promotion trusted it although
+    no 1.1.0 pod ever ran. Its image here is one no cluster can pull."""
+    t = target(kube, namespace)
+    await provider.apply(resource=resource(replicas=1), target=t)
+    await kube.mark_ready(namespace, NAME)
+    assert await provider.health(resource=resource(replicas=1), target=t) == "Ready"
+    update = resource(replicas=1, version="1.1.0", image=f"{IMAGE}-next")
+    seen = await provider.apply(resource=update, target=t)
+    assert seen.state["version"] == "1.1.0"
+    assert seen.health == "Progressing", seen.message
+    if hasattr(kube, "emulator"):  # the sandbox's controller rolls out whatever it is told
+        await kube.mark_ready(namespace, NAME)
+        assert await provider.health(resource=update, target=t) == "Ready"
+
+
 async def test_drift_is_visible_in_observe_and_diff(
     kube: Any, namespace: str, provider: KubernetesProvider
 ) -> None:

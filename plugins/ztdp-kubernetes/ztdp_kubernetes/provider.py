@@ -243,17 +243,41 @@ def _failure(exc: BaseException, where: str) -> Exception:
 
 
 def _health(deployment: Any) -> tuple[Health, str]:
+    """Ready when `kubectl rollout status` would say the Deployment rolled out; else why not.
+
+    Ready only once the controller has observed the current generation (the last change of
+    spec or annotations) and every wanted replica runs that generation's pod template and is
+    available, with no old replica left: right after an update the old pods are available, but
+    the new version is not running. Until the controller observes the current generation, its
+    conditions and counts describe an earlier one. Counts the API server leaves out are 0.
+    """
     want = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    generation = deployment.metadata.generation
     status = deployment.status
-    available = (status.available_replicas if status else None) or 0
+    observed = (status.observed_generation if status else None) or 0
+    if generation is not None and observed < generation:
+        return "Progressing", f"waiting for the controller to observe generation {generation}"
     for cond in (status.conditions if status else None) or []:
         if cond.type == "ReplicaFailure" and cond.status == "True":
-            return "Degraded", cond.message or "replica failure"
-        if cond.type == "Progressing" and cond.status == "False":
-            return "Degraded", cond.message or "progress deadline exceeded"
-    if available >= want:
-        return "Ready", f"{available}/{want} replicas available"
-    return "Progressing", f"{available}/{want} replicas available"
+            return "Degraded", _degraded("replica failure", cond.message)
+        if cond.type == "Progressing" and (
+            cond.status == "False" or cond.reason == "ProgressDeadlineExceeded"
+        ):
+            return "Degraded", _degraded("progress deadline exceeded", cond.message)
+    replicas = (status.replicas if status else None) or 0
+    updated = (status.updated_replicas if status else None) or 0
+    available = (status.available_replicas if status else None) or 0
+    if updated < want:
+        return "Progressing", f"{updated}/{want} replicas updated to the new version"
+    if replicas > updated:
+        return "Progressing", f"{replicas - updated} old replicas pending termination"
+    if available < updated:
+        return "Progressing", f"{available}/{updated} updated replicas available"
+    return "Ready", f"{available}/{want} replicas updated and available"
+
+
+def _degraded(rule: str, message: str | None) -> str:
+    return f"{rule}: {message}" if message else rule
 
 
 class KubernetesProvider:

@@ -1,13 +1,16 @@
 """A local Kubernetes API sandbox: kmock's emulator on a loopback socket, plus a kubeconfig.
 
 For tests and `ztdp demo` where no cluster exists. It is not a cluster: nothing runs and no
-controller reports status, so `mark_ready` plays the Deployment controller. kmock 0.8 cannot
-parse the cluster-scoped core URL `/api/v1/namespaces[/name]`; `_parse_path` fills that gap
-(see tests/test_k8s_api_contract.py for every API behaviour the provider relies on).
+controller reports status, so `mark_ready` plays the Deployment controller. Two gaps of kmock 0.8
+are filled here: it cannot parse the cluster-scoped core URL `/api/v1/namespaces[/name]`
+(`_parse_path`), and it keeps no `metadata.generation` (`_Emulator`). See
+tests/test_k8s_api_contract.py for every API behaviour the provider relies on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +22,7 @@ import aiohttp
 
 try:
     import kmock
-    from kmock._internal import parsing
+    from kmock._internal import dicts, parsing, rendering
 except ImportError as exc:  # pragma: no cover - only without the sandbox extra
     raise ImportError(
         "the Kubernetes sandbox needs: pip install 'ztdp-kubernetes[sandbox]'"
@@ -39,6 +42,71 @@ def _parse_path(path: str) -> parsing.ParsedPath:
 parsing.parse_path = _parse_path  # the emulator's URL parser, extended for namespaces
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+class _Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator, plus the `metadata.generation` of Deployments as the API server keeps it.
+
+    The API server sets it to 1 when a Deployment is created and adds 1 on each write that
+    changes its `spec` or its annotations (Kubernetes' deployment strategy; writes to the
+    `status` subresource never do); the controller reports the generation it has acted on as
+    `status.observedGeneration`, which is how a rollout is told from a finished one. kmock
+    stores whatever it is sent, so the body of each write to a Deployment is made to carry the
+    generation the API server would store, overriding any the client sent, before kmock stores
+    it (kmock's record of the request shows that body). Other kinds are left as kmock keeps them.
+    """
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # Held from reading a Deployment to storing the write, so that no other write to it
+        # comes in between and the generation computed here is the one stored.
+        self._deployment_writes = asyncio.Lock()
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        res = request.resource
+        if (
+            res is None
+            or (res.group, res.plural) != ("apps", "deployments")
+            or request.subresource
+            or request.action not in (kmock.action.CREATE, kmock.action.UPDATE)
+        ):
+            return await super()._handle(request)
+        async with self._deployment_writes:
+            generation = self._generation(request)
+            if generation is not None:
+                _set_generation(request.data, generation)
+            return await super()._handle(request)
+
+    def _generation(self, request: rendering.Request) -> int | None:
+        """The generation the Deployment has after `request`; None if kmock refuses it anyway."""
+        if request.action == kmock.action.CREATE:
+            return 1
+        if request.resource is None or request.name is None:
+            return None  # not a write to one object: kmock does not store it
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None  # kmock answers 404
+        before = self.objects[key].raw
+        after = dicts.patch_dict(copy.deepcopy(before), request.data)  # as kmock will patch
+        generation = int(before.get("metadata", {}).get("generation") or 1)
+        changed = after.get("spec") != before.get("spec") or (
+            after.get("metadata", {}).get("annotations")
+            != before.get("metadata", {}).get("annotations")
+        )
+        return generation + 1 if changed else generation
+
+
+def _set_generation(data: Any, generation: int) -> None:
+    """Make a create body, or a merge or JSON patch, set `metadata.generation` too."""
+    if isinstance(data, dict):
+        metadata = data.get("metadata")
+        data["metadata"] = {
+            **(metadata if isinstance(metadata, dict) else {}),
+            "generation": generation,
+        }
+    elif isinstance(data, list):
+        data.append({"op": "add", "path": "/metadata/generation", "value": generation})
+
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -91,7 +159,11 @@ class Sandbox:
         return None
 
     async def mark_ready(self, namespace: str, name: str) -> None:
-        """Play the Deployment controller: report every replica available."""
+        """Play the Deployment controller: report the current generation rolled out.
+
+        Every replica updated to the current pod template and available, no old one left,
+        and the generation the controller acted on (`observedGeneration`) the current one.
+        """
         dep = await self.deployment(namespace, name)
         if dep is None:
             raise LookupError(f"no deployment {namespace}/{name}")
@@ -99,12 +171,13 @@ class Sandbox:
         status = {
             "status": {
                 "replicas": replicas,
+                "updatedReplicas": replicas,
                 "readyReplicas": replicas,
                 "availableReplicas": replicas,
-                "observedGeneration": dep["metadata"].get("generation", 1),
+                "observedGeneration": dep["metadata"]["generation"],
                 "conditions": [
-                    {"type": "Available", "status": "True"},
-                    {"type": "Progressing", "status": "True"},
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
                 ],
             }
         }
@@ -116,7 +189,7 @@ class Sandbox:
 
 @asynccontextmanager
 async def sandbox() -> AsyncIterator[Sandbox]:
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+    async with _Emulator() as emulator, kmock.Server(emulator) as server:
         url = str(server.url).rstrip("/")
         with tempfile.TemporaryDirectory(prefix="ztdp-kube-") as tmp:
             path = Path(tmp) / "kubeconfig"
