@@ -30,6 +30,8 @@ PATH_VALUES = {
     "res": "pg-db",
     "id": "prod-approval",
     "name": "unit-1",
+    "dep_app": "checkout",
+    "dep_svc": "worker",
 }
 
 
@@ -245,11 +247,83 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
     ),
     "apply": (*ADMIN_ONLY, lambda: None),
     "evaluate_policies": ("viewer", (), lambda: {**SUBJECT, "environment": "prod"}),
+    "delete_application": (*TEAM_X, None),
+    "delete_service": (*TEAM_X, None),
+    "delete_version": (*TEAM_X, None),
+    "delete_dependency": (*TEAM_X, None),
+    "delete_environment": (*ADMIN_ONLY, None),
+    "undeploy": (*TEAM_X, None),
+    "disallow": (*ADMIN_ONLY, None),
+    "delete_resource": (*TEAM_X, None),
+    "unlink_application_resource": (*TEAM_X, None),
+    "unlink_service_resource": (*TEAM_X, None),
+    "delete_policy": (*ADMIN_ONLY, None),
+    "delete_check": (*TEAM_X, None),
+    "delete_approval": ("dave", ("viewer", "dev-x", "carol"), None),
     "issue_token": (*ADMIN_ONLY, lambda: {"name": _n("bot"), "grants": [{"role": "viewer"}]}),
     "list_tokens": (*ADMIN_ONLY, lambda: None),
     "get_token": (*ADMIN_ONLY, lambda: None),
     "revoke_token": (*ADMIN_ONLY, lambda: None),
 }
+
+
+# Deletes whose example object has dependents in the world; and what some deletes need first.
+CASCADING = {
+    "delete_application",
+    "delete_service",
+    "delete_environment",
+    "delete_resource",
+    "unlink_application_resource",
+}
+
+
+async def _prepare_delete(world: World, op_id: str) -> None:
+    admin = world.admin
+    if op_id in ("delete_dependency", "get_dependency"):
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/services",
+            {
+                "metadata": {"name": "worker", "owner": "team-x"},
+                "spec": {"application": "checkout"},
+            },
+        )
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/services/checkout-api/dependencies",
+            {"service": "worker"},
+        )
+    elif op_id == "undeploy":
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy",
+            {"environment": "dev"},
+        )
+    elif op_id == "unlink_service_resource":
+        await admin.ok("POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db")
+    elif op_id == "delete_check":
+        await admin.ok(
+            "POST",
+            "/v1/checks",
+            {
+                "metadata": {"name": "unit-1", "owner": "ci"},
+                "spec": {"check": "unit-tests", "subject": SUBJECT},
+            },
+        )
+    elif op_id == "delete_approval":
+        await world["dave"].ok(
+            "POST",
+            "/v1/approvals",
+            {
+                "metadata": {"name": "unit-1", "owner": "dave"},
+                "spec": {
+                    "policy": "prod-approval",
+                    "subject": SUBJECT,
+                    "environment": "prod",
+                    "approver": "dave",
+                },
+            },
+        )
 
 
 def test_every_operation_has_an_access_example() -> None:
@@ -302,6 +376,9 @@ async def test_roles_and_teams(world: World, op_id: str, method: str, path: str)
         make = lambda: {"service": "worker"}  # noqa: E731
     if op_id == "apply":
         url += "?env=dev"
+    await _prepare_delete(world, op_id)
+    if op_id in CASCADING:
+        url += "?cascade=true"
     before = await world.admin.ok("GET", "/v1/status")
     for who in refused:
         code, problem = await world[who].call(method, url, make() if make else None)

@@ -15,19 +15,21 @@ request fails fast and a rule is enforced even if a handler ends up writing noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
 from ztdp.auth import Identity
-from ztdp.catalog.guard import WriteGuard
+from ztdp.catalog.guard import ChangeGuard, WriteGuard
+from ztdp.catalog.ownership import owning_team
+from ztdp.contracts import principal_of
 from ztdp.errors import Forbidden
 from ztdp.graph import Graph, NodeKind, node_id
 
 TeamsOf = Callable[[web.Request, Any, Graph], set[str]]
-Need = Literal["public", "read", "admin", "team", "approver", "recorder"]
+Need = Literal["public", "read", "admin", "team", "approver", "recorder", "withdraw"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,12 @@ class Access:
 
                 return None if identity.is_admin else team_guard
             case "recorder":
-                return None if identity.is_admin else _check_guard(identity, body, self.what)
+                if identity.is_admin:
+                    return None
+                name = body.metadata.name if body is not None else request.match_info["name"]
+                return _check_guard(identity, name, body, self.what)
+            case "withdraw":
+                return None if identity.is_admin else _withdraw_guard(identity, request, self.what)
             case "approver":
                 assert self.environment is not None
                 env = self.environment(body)
@@ -85,11 +92,6 @@ def admin(what: str) -> Access:
 
 def team(what: str, teams: TeamsOf) -> Access:
     return Access("team", what, teams=teams)
-
-
-def recorder(what: str) -> Access:
-    """Checks: a team declares them, only a CI identity (or an admin) records a result."""
-    return Access("recorder", what)
 
 
 # --- where the teams come from -------------------------------------------------------------
@@ -134,21 +136,22 @@ def path_app_and_resource(request: web.Request, body: Any, graph: Graph) -> set[
     return path_app(request, body, graph) | _resource_teams(graph, res)
 
 
-def _check_guard(identity: Identity, body: Any, what: str) -> WriteGuard:
+def _check_guard(identity: Identity, name: str, body: Any, what: str) -> WriteGuard:
     """A check is declared `pending` by its team; any result is recorded by CI or an admin.
 
     Both the stored check (on update) and the body are authorized: the team of every
     application either one is about, and a recorder grant for the check's name whenever the
     stored or the new status is a result, so a team can neither mark its own checks
-    succeeded nor wipe a failure. A check belongs to its subject's application; its
-    `metadata.owner` is informative (often the CI system).
+    succeeded nor wipe a failure (deleting one, `body` None, is judged on the stored check
+    alone). A check belongs to its subject's application; its `metadata.owner` is
+    informative (often the CI system).
     """
     if not identity.teams and not identity.records_any_check:
         raise Forbidden(f"{identity.name} may not {what}: it has no developer or ci grant")
 
     def check_guard(graph: Graph) -> None:
-        stored = graph.data(node_id(NodeKind.CHECK, body.metadata.name))
-        specs = [body.spec.model_dump(mode="json")]
+        stored = graph.data(node_id(NodeKind.CHECK, name))
+        specs = [] if body is None else [body.spec.model_dump(mode="json")]
         if stored is not None:
             specs.append(stored["spec"])
         apps = {spec["subject"]["application"] for spec in specs}
@@ -161,3 +164,41 @@ def _check_guard(identity: Identity, body: Any, what: str) -> WriteGuard:
             identity.require_team(teams, what)  # declaring: the team, or CI as above
 
     return check_guard
+
+
+def recorder(what: str) -> Access:
+    """Checks: a team declares them, only a CI identity (or an admin) records a result."""
+    return Access("recorder", what)
+
+
+def withdraw(what: str) -> Access:
+    """An approval is withdrawn by the approver who gave it, or by a platform-admin."""
+    return Access("withdraw", what)
+
+
+def _withdraw_guard(identity: Identity, request: web.Request, what: str) -> WriteGuard:
+    name = request.match_info["name"]
+
+    def withdraw_guard(graph: Graph) -> None:
+        stored = graph.data(node_id(NodeKind.APPROVAL, name))
+        if stored is None:
+            return  # the handler's 404
+        approver = str(stored["spec"].get("approver", ""))
+        if principal_of(approver) != identity.principal:
+            raise Forbidden(
+                f"{identity.name} may not {what}: approval {name} was given by {approver}"
+            )
+
+    return withdraw_guard
+
+
+def cascade_guard(identity: Identity) -> ChangeGuard | None:
+    """What a cascade takes with it is authorized like a write of each of those objects."""
+    if identity.source == "anonymous" or identity.is_admin:
+        return None
+
+    def changes_guard(graph: Graph, nodes: Collection[str]) -> None:
+        teams = {owning_team(graph, n) or "(none)" for n in nodes}
+        identity.require_team(teams, "delete or change what depends on it (a cascade)")
+
+    return changes_guard

@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from ztdp.api.access import Access
+from ztdp.api.access import Access, cascade_guard
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
 from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
 from ztdp.auth import ANONYMOUS
@@ -97,7 +97,7 @@ class Endpoint:
             guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
         token = set_actor(identity.principal)
         try:
-            with guarded(guard):
+            with guarded(guard, cascade_guard(identity)):
                 status, payload = await self.handler(request, body)
         finally:
             reset_actor(token)

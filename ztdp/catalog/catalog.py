@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from ztdp.catalog import deletion
 from ztdp.catalog.actor import current_actor
-from ztdp.catalog.guard import check_write
+from ztdp.catalog.deletion import Removal
+from ztdp.catalog.guard import check_changes, check_write
 from ztdp.contracts import (
     Application,
     Approval,
@@ -54,7 +57,7 @@ from ztdp.policy import (
     compile_expression,
     evaluate,
 )
-from ztdp.state import StateStore
+from ztdp.state import ObservedResource, StateStore
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Envelope)
@@ -74,6 +77,26 @@ class Deployment(BaseModel):
 class DeployResult(BaseModel):
     deployment: Deployment
     decision: Decision
+
+
+class Dependent(BaseModel):
+    node: str
+    why: str
+
+
+@dataclass
+class Removed:
+    """What a delete removed (or, as a dry run, would remove), and what the runtime needs
+    to realise it: the applications it touched, the environments, the graph after it."""
+
+    deleted: list[str]  # graph nodes deleted
+    unlinked: list[str]  # edges removed on their own, "source -type-> target"
+    dependents: list[Dependent]  # what a cascade took with it
+    revision: int | None  # the graph revision of the delete; None for a dry run
+    dry_run: bool = False
+    applications: set[str] = field(default_factory=set)
+    environments: list[str] = field(default_factory=list)
+    after: Graph | None = None
 
 
 def _stamp(model: E, revision: int) -> dict[str, Any]:
@@ -110,6 +133,20 @@ class Catalog:
 
     async def changes(self, *, since: int, limit: int) -> list[Change]:
         return await self._store.changes(since=since, limit=limit)
+
+    async def _preview(
+        self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]
+    ) -> tuple[T, list[Op], Graph]:
+        """What `_write(build)` would do, committing nothing: its result, its expanded batch and
+        the graph as it would be after it (a copy)."""
+        graph = await self._store.read()
+        check_write(graph)
+        ops, result = build(graph, graph.revision + 1)
+        batch = graph.expand(ops)
+        graph.check(batch)
+        after = graph.copy()
+        after.apply(batch, graph.revision + 1)
+        return result, batch, after
 
     async def _write(self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]) -> T:
         """Validate and commit one batch; `build` gets the graph and the revision it will make."""
@@ -355,6 +392,32 @@ class Catalog:
     async def deploy(
         self, app: str, svc: str, version: str, env: str, *, health: HealthOf | None = None
     ) -> DeployResult:
+        result, _, _ = await self._deploy(app, svc, version, env, health=health, dry_run=False)
+        return result
+
+    async def preview_deploy(
+        self, app: str, svc: str, version: str, env: str, *, health: HealthOf | None = None
+    ) -> tuple[DeployResult, list[Op], Graph]:
+        """The deploy's decision, its graph changes and the graph after it; nothing changes.
+
+        A denied deploy is an answer too: its decision, with no changes, instead of a 403.
+        """
+        result, batch, after = await self._deploy(
+            app, svc, version, env, health=health, dry_run=True
+        )
+        assert after is not None
+        return result, batch, after
+
+    async def _deploy(
+        self,
+        app: str,
+        svc: str,
+        version: str,
+        env: str,
+        *,
+        health: HealthOf | None,
+        dry_run: bool,
+    ) -> tuple[DeployResult, list[Op], Graph | None]:
         vid = node_id(NodeKind.VERSION, app, svc, version)
         env_id = node_id(NodeKind.ENVIRONMENT, env)
 
@@ -368,7 +431,12 @@ class Catalog:
             )
             decision = evaluate(graph, transition, health=health)
             decisions.append(decision)
+            deployment = Deployment(
+                application=app, service=svc, version=version, environment=env, image=ver["image"]
+            )
             if not decision.allowed:
+                if dry_run:
+                    return [], DeployResult(deployment=deployment, decision=decision)
                 raise PolicyDenied(
                     f"deploy of {svc} {version} to {env} denied: {decision.explain()}",
                     decision=decision.model_dump(mode="json"),
@@ -380,14 +448,13 @@ class Catalog:
                 if other != vid and graph.has_edge(other, env_id, EdgeType.DEPLOY)
             ]
             ops.append(PutEdge(vid, env_id, EdgeType.DEPLOY, {"revision": rev, "by": actor}))
-            deployment = Deployment(
-                application=app, service=svc, version=version, environment=env, image=ver["image"]
-            )
             return ops, DeployResult(deployment=deployment, decision=decision)
 
         decisions: list[Decision] = []
         try:
-            return await self._write(build)
+            if dry_run:
+                return await self._preview(build)
+            return await self._write(build), [], None
         finally:
             if decisions:
                 await self._decided(decisions[-1])
@@ -544,8 +611,8 @@ class Catalog:
             targets.append(
                 (node_id(NodeKind.APPLICATION, sel.application), "spec.transition.application")
             )
-        for tid, field in targets:
-            self._require_field(graph, tid, tid.replace("/", " ", 1), field)
+        for tid, where in targets:
+            self._require_field(graph, tid, tid.replace("/", " ", 1), where)
         if isinstance(policy.spec.rule, ExpressionRule):
             compile_expression(policy.spec.rule.expression)
         ops: list[Op] = [
@@ -698,6 +765,117 @@ class Catalog:
         await self._decided(decision)
         return decision
 
+    # --- deletes -------------------------------------------------------------------------
+
+    async def remove(
+        self,
+        what: str,
+        removal: Callable[[Graph], Removal],
+        *,
+        cascade: bool = False,
+        dry_run: bool = False,
+    ) -> Removed:
+        """Delete an object or a link, and with `cascade` what depends on it.
+
+        `removal` computes, on the write's graph, what goes (raising `NotFound` for a missing
+        target); dependents refuse the delete with a 409 listing them unless `cascade`, and a
+        cascade needs the caller to be allowed to change each of them.
+        """
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], Removed]:
+            r = removal(graph)
+            if r.dependents and not cascade:
+                listed = "; ".join(r.dependents.values())
+                raise Conflict(
+                    f"{what} cannot be deleted while others depend on it: {listed}. Delete "
+                    "them first, or ask to delete them with it (?cascade=true)",
+                    dependents=[{"node": n, "why": why} for n, why in r.dependents.items()],
+                )
+            check_changes(graph, list(r.dependents))
+            removed = Removed(
+                deleted=list(r.nodes),
+                unlinked=[f"{e.source} -{e.type.value}-> {e.target}" for e in r.edges],
+                dependents=[Dependent(node=n, why=why) for n, why in r.dependents.items()],
+                revision=rev,
+            )
+            # on this attempt's graph: what the runtime must realise again, and where
+            removed.applications = deletion.affected_applications(graph, r)
+            removed.environments = [_name(e) for e, _ in graph.nodes(NodeKind.ENVIRONMENT)]
+            return r.ops(), removed
+
+        if dry_run:
+            removed, _, after = await self._preview(build)
+            removed.dry_run, removed.revision, removed.after = True, None, after
+            return removed
+        removed = await self._write(build)
+        removed.after = await self.graph()
+        return removed
+
+    async def delete(
+        self, kind: NodeKind, *names: str, cascade: bool = False, dry_run: bool = False
+    ) -> Removed:
+        """Delete one object of any kind, as `remove` does; a missing object is a 404."""
+        nid, what = node_id(kind, *names), _describe(kind, names)
+        compute = _REMOVALS[kind]
+
+        def removal(graph: Graph) -> Removal:
+            if kind in (NodeKind.SERVICE, NodeKind.VERSION):
+                self._service(graph, names[0], names[1])  # name the missing parent
+            if nid not in graph:
+                raise NotFound(f"{what} does not exist")
+            return compute(graph, nid)
+
+        return await self.remove(what, removal, cascade=cascade, dry_run=dry_run)
+
+    async def unlink_resource(
+        self, app: str, res: str, *, cascade: bool = False, dry_run: bool = False
+    ) -> Removed:
+        """Take a resource from an application (its services' uses of it are dependents)."""
+        aid, rid = node_id(NodeKind.APPLICATION, app), node_id(NodeKind.RESOURCE, res)
+
+        def removal(graph: Graph) -> Removal:
+            self._require(graph, aid, f"application {app}")
+            if not graph.has_edge(aid, rid, EdgeType.OWNS):
+                raise NotFound(f"application {app} has no resource {res}")
+            return deletion.resource_link(graph, aid, rid)
+
+        what = f"the link of resource {res} to application {app}"
+        return await self.remove(what, removal, cascade=cascade, dry_run=dry_run)
+
+    async def remove_edge(
+        self, source: str, target: str, etype: EdgeType, what: str, *, dry_run: bool = False
+    ) -> Removed:
+        """Remove one edge that nothing depends on (a use, a dependency, an allowed env)."""
+
+        def removal(graph: Graph) -> Removal:
+            for nid in (source, target):
+                if nid not in graph:
+                    raise NotFound(f"{nid.replace('/', ' ', 1)} does not exist")
+            if not graph.has_edge(source, target, etype):
+                raise NotFound(f"there is no {what}")
+            return deletion.edge(source, target, etype)
+
+        return await self.remove(what, removal, dry_run=dry_run)
+
+    async def undeploy(self, app: str, svc: str, env: str, *, dry_run: bool = False) -> Removed:
+        """Take a service out of an environment: the deploy edge of its version there goes."""
+        sid = node_id(NodeKind.SERVICE, app, svc)
+        eid = node_id(NodeKind.ENVIRONMENT, env)
+
+        def removal(graph: Graph) -> Removal:
+            self._service(graph, app, svc)
+            self._require(graph, eid, f"environment {env}")
+            deployed = [
+                v
+                for v in graph.successors(sid, EdgeType.HAS_VERSION)
+                if graph.has_edge(v, eid, EdgeType.DEPLOY)
+            ]
+            if not deployed:
+                raise NotFound(f"service {svc} of application {app} is not deployed to {env}")
+            return deletion.edge(deployed[0], eid, EdgeType.DEPLOY)
+
+        return await self.remove(f"the deployment of {svc} to {env}", removal, dry_run=dry_run)
+
     # --- plans -----------------------------------------------------------------------------
 
     async def plan(self, app: str, environment: str | None) -> Plan:
@@ -724,6 +902,29 @@ class Catalog:
             desired, observed, application=app, environment=environment, revision=revision
         )
 
+    async def plan_on(self, graph: Graph, environment: str, applications: Collection[str]) -> Plan:
+        """The plan realising `graph` (a preview's, or the current one) for some applications
+        in one environment, including the removal of what they no longer want there."""
+        apps = sorted(applications)
+        existing = [a for a in apps if node_id(NodeKind.APPLICATION, a) in graph]
+        desired = desired_in_environment(graph, environment, existing)
+        observed: dict[str, ObservedResource] = {}
+        for app in apps:
+            observed.update(await self._state.observed(environment=environment, application=app))
+        # A resource is realised once per environment for every application linking it, so it
+        # belongs to none of them: it goes when no application links it any more.
+        for nid, seen in (await self._state.observed(environment=environment)).items():
+            source = nid.rsplit("@", 1)[0]
+            if seen.kind == "resource" and not graph.predecessors(source, EdgeType.OWNS):
+                observed[nid] = seen
+        return make_plan(
+            desired,
+            observed,
+            application=apps[0] if len(apps) == 1 else None,
+            environment=environment,
+            revision=graph.revision,
+        )
+
     async def plan_environment(self, environment: str) -> Plan:
         """One plan for every application in an environment (what `POST /v1/apply` runs)."""
         graph = await self.graph()
@@ -740,6 +941,31 @@ class Catalog:
         return make_plan(
             desired, observed, application=None, environment=environment, revision=revision
         )
+
+
+_REMOVALS: dict[NodeKind, Callable[[Graph, str], Removal]] = {
+    NodeKind.APPLICATION: deletion.application,
+    NodeKind.SERVICE: lambda graph, nid: deletion.service(graph, nid),
+    NodeKind.VERSION: lambda graph, nid: deletion.version(graph, nid),
+    NodeKind.ENVIRONMENT: deletion.environment,
+    NodeKind.RESOURCE: deletion.resource,
+    NodeKind.RESOURCE_TYPE: deletion.resource_type,
+    NodeKind.POLICY: lambda graph, nid: deletion.policy(graph, nid),
+    NodeKind.CHECK: lambda graph, nid: deletion.single(nid),
+    NodeKind.APPROVAL: lambda graph, nid: deletion.single(nid),
+}
+
+
+def _describe(kind: NodeKind, names: Sequence[str]) -> str:
+    """`service api of application checkout`, `version 1.0.0 of service api`, `policy p`."""
+    match kind:
+        case NodeKind.SERVICE:
+            return f"service {names[1]} of application {names[0]}"
+        case NodeKind.VERSION:
+            return f"version {names[2]} of service {names[1]} of application {names[0]}"
+        case NodeKind.RESOURCE_TYPE:
+            return f"resource type {names[0]}"
+    return f"{kind.value} {names[0]}"
 
 
 def same_name(body: str, path: str) -> None:
@@ -771,4 +997,4 @@ def _service_ref(sid: str) -> str:
     return f"{app}/{svc}"
 
 
-__all__ = ["Catalog", "DeployResult", "Deployment"]
+__all__ = ["Catalog", "DeployResult", "Deployment", "Removed"]

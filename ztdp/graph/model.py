@@ -151,6 +151,15 @@ class Graph:
     def edges(self) -> Iterator[tuple[str, str, EdgeType, dict[str, Any]]]:
         yield from self.g.edges(keys=True, data=True)
 
+    def copy(self) -> Graph:
+        """A graph to try a batch on (a preview): the structure is copied, node data shared."""
+        other = Graph(self.revision)
+        other.g = self.g.copy()
+        other._kind, other._data = dict(self._kind), dict(self._data)
+        other._out = {n: {t: dict(m) for t, m in by.items()} for n, by in self._out.items()}
+        other._in = {n: {t: dict(m) for t, m in by.items()} for n, by in self._in.items()}
+        return other
+
     # --- writing ---------------------------------------------------------------------------
 
     def expand(self, ops: Iterable[Op]) -> list[Op]:

@@ -259,3 +259,21 @@ def make_plan(
         waves=waves,
         summary=summary,
     )
+
+
+def deletions(plan: Plan) -> Plan:
+    """Only the plan's delete steps: what realising a delete does, and nothing else (a
+    delete must not create in one environment what another lacks)."""
+    waves: list[PlanWave] = []
+    for wave in plan.waves:
+        steps = [s for s in wave["steps"] if s["action"] == "delete"]
+        if steps:
+            waves.append({"index": len(waves), "steps": steps})
+    summary = {"create": 0, "update": 0, "delete": sum(len(w["steps"]) for w in waves), "noop": 0}
+    return Plan.model_construct(
+        application=plan.application,
+        environment=plan.environment,
+        revision=plan.revision,
+        waves=waves,
+        summary=summary,
+    )

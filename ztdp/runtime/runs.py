@@ -29,9 +29,12 @@ class RunStep(BaseModel):
     finished_at: datetime | None = None
 
 
+Trigger = Literal["deploy", "apply", "delete", "undeploy"]
+
+
 class Run(BaseModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    trigger: Literal["deploy", "apply"]
+    trigger: Trigger
     environment: str
     application: str | None = None
     actor: str
@@ -47,7 +50,7 @@ class Run(BaseModel):
         cls,
         waves: Sequence[Mapping[str, Any]],
         *,
-        trigger: Literal["deploy", "apply"],
+        trigger: Trigger,
         environment: str,
         actor: str,
         application: str | None = None,

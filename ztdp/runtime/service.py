@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from ztdp.catalog import Catalog, DeployResult
+from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
-from ztdp.graph import NodeKind, node_id
-from ztdp.planner import Plan, deployment_node
+from ztdp.graph import NodeKind, Op, node_id
+from ztdp.planner import Plan, deletions, deployment_node
 from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Resource, Target
 from ztdp.runtime.actor import Status
-from ztdp.runtime.runs import Run, RunStore
+from ztdp.runtime.runs import Run, RunStore, Trigger
 from ztdp.runtime.supervisor import Supervisor
 from ztdp.settings import Settings
 
@@ -36,7 +36,9 @@ class Runtime:
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan, with each step's diff from its provider where one is installed."""
-        plan = await self.catalog.plan(app, environment)
+        return await self._annotated(await self.catalog.plan(app, environment))
+
+    async def _annotated(self, plan: Plan) -> Plan:
         for wave in plan.waves:
             for step in wave["steps"]:
                 provider = self.supervisor.providers.get(step["provider"] or "")
@@ -52,6 +54,42 @@ class Runtime:
         plan = await self.plan(app, env)
         return result, self._start(plan, trigger="deploy", environment=env, application=app)
 
+    async def preview_deploy(
+        self, app: str, svc: str, version: str, env: str
+    ) -> tuple[DeployResult, list[Op], Plan | None]:
+        """A deploy as a dry run: the decision, the graph changes and the plan; no change."""
+        result, batch, after = await self.catalog.preview_deploy(
+            app, svc, version, env, health=self.health
+        )
+        if not result.decision.allowed:
+            return result, batch, None
+        return result, batch, await self._annotated(await self.catalog.plan_on(after, env, [app]))
+
+    async def removed(
+        self, removed: Removed, *, trigger: Trigger = "delete"
+    ) -> tuple[list[Plan], list[Run]]:
+        """Realise a delete: per environment where it changes something, the plan that removes
+        the real objects (dependents before what they depend on), started as a run unless the
+        delete was a dry run."""
+        assert removed.after is not None
+        plans = []
+        for env in removed.environments:
+            plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))
+            if plan.summary["delete"]:
+                plans.append(await self._annotated(plan))
+        if removed.dry_run:
+            return plans, []
+        runs = [
+            self._start(
+                plan,
+                trigger=trigger,
+                environment=str(plan.environment),
+                application=plan.application,
+            )
+            for plan in plans
+        ]
+        return plans, runs
+
     async def apply(self, env: str) -> tuple[Plan, Run]:
         plan = await self.catalog.plan_environment(env)
         return plan, self._start(plan, trigger="apply", environment=env, application=None)
@@ -60,7 +98,7 @@ class Runtime:
         self,
         plan: Plan,
         *,
-        trigger: Literal["deploy", "apply"],
+        trigger: Trigger,
         environment: str,
         application: str | None,
     ) -> Run:

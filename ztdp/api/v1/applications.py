@@ -9,15 +9,28 @@ from aiohttp import web
 from ztdp.api.access import (
     READ,
     body_owner,
+    path_app,
     path_app_and_body_owner,
     team,
 )
 from ztdp.api.keys import CATALOG
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, if_match, param, router
+from ztdp.api.v1.common import (
+    CASCADE,
+    DELETED,
+    DRY_RUN,
+    READ_ERRORS,
+    WRITE,
+    deleted,
+    flag,
+    if_match,
+    param,
+    router,
+)
 from ztdp.contracts import (
     Application,
 )
+from ztdp.graph import NodeKind
 
 
 @router.add(
@@ -84,3 +97,22 @@ async def update_application(request: web.Request, body: Application) -> Reply:
     return 200, await catalog.update_application(
         param(request, "app"), body, if_match=if_match(request)
     )
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}",
+    "Delete an application; its services and versions with ?cascade=true",
+    tag="applications",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=team("delete this application", path_app),
+)
+async def delete_application(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.APPLICATION,
+        param(request, "app"),
+        cascade=flag(request, "cascade"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
+from ztdp.api.keys import RUNTIME
 from ztdp.api.problems import BadRequest, Problem
-from ztdp.api.routing import Router
+from ztdp.api.routing import Query, Reply, Router
+from ztdp.catalog import Removed
+from ztdp.catalog.catalog import Dependent
+from ztdp.planner import Plan
+from ztdp.runtime.runs import Trigger
 
 router = Router()
 
@@ -30,3 +36,57 @@ def if_match(request: web.Request) -> int | None:
         shown = ascii(raw[:40]) + ("..." if len(raw) > 40 else "")
         raise BadRequest(f'If-Match header {shown} is not a revision number such as "12"')
     return int(value)
+
+
+# --- deletes and dry runs (issue 9) --------------------------------------------------------
+
+BOOLEAN = r"^(true|false)$"
+CASCADE = Query(
+    "cascade",
+    "true: delete what depends on it too (each needs the caller's rights); "
+    "otherwise dependents make the delete a 409 that lists them",
+    pattern=BOOLEAN,
+)
+DRY_RUN = Query(
+    "dry_run", "true: answer what would happen, with the plan, and change nothing", pattern=BOOLEAN
+)
+
+
+def flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name) == "true"
+
+
+class DeleteResult(BaseModel):
+    """What a delete removed (or, as a dry run, would remove)."""
+
+    deleted: list[str] = Field(description="graph nodes deleted")
+    unlinked: list[str] = Field(description="edges removed on their own, 'source -type-> target'")
+    dependents: list[Dependent] = Field(description="what the cascade took with it")
+    revision: int | None = Field(description="the graph revision of the delete; none if dry run")
+    dry_run: bool = False
+    runs: list[str] = Field(
+        default_factory=list, description="runs removing the real objects: /v1/runs/{id}"
+    )
+    plans: list[Plan] = Field(
+        default_factory=list,
+        description="per environment, the plan removing the real objects (of the runs, or "
+        "that a dry run would start)",
+    )
+
+
+DELETED = {200: DeleteResult, 202: DeleteResult, 404: Problem, 409: Problem, 422: Problem}
+
+
+async def deleted(request: web.Request, removed: Removed, trigger: Trigger = "delete") -> Reply:
+    """Answer a delete: 202 with the runs when it removes real objects, 200 otherwise."""
+    plans, runs = await request.app[RUNTIME].removed(removed, trigger=trigger)
+    result = DeleteResult(
+        deleted=removed.deleted,
+        unlinked=removed.unlinked,
+        dependents=removed.dependents,
+        revision=removed.revision,
+        dry_run=removed.dry_run,
+        runs=[r.id for r in runs],
+        plans=plans,
+    )
+    return (202 if runs else 200), result

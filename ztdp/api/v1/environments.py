@@ -7,15 +7,29 @@ from aiohttp import web
 from ztdp.api.access import (
     READ,
     admin,
+    path_app,
+    team,
 )
 from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.api.v1.common import (
+    CASCADE,
+    DELETED,
+    DRY_RUN,
+    READ_ERRORS,
+    WRITE,
+    deleted,
+    flag,
+    param,
+    router,
+)
 from ztdp.catalog import Deployment
 from ztdp.contracts import (
     AllowedEnvironments,
     Environment,
 )
+from ztdp.errors import NotFound
+from ztdp.graph import EdgeType, NodeKind, node_id
 
 
 @router.add(
@@ -112,3 +126,78 @@ async def allow_one(request: web.Request, body: None) -> Reply:
     return 200, await catalog.set_allowed(
         param(request, "app"), [env], replace=False, field="path.env"
     )
+
+
+@router.add(
+    "DELETE",
+    "/v1/environments/{env}",
+    "Delete an environment; with ?cascade=true what is deployed there is removed first",
+    tag="environments",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=admin("delete environments"),
+)
+async def delete_environment(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.ENVIRONMENT,
+        param(request, "env"),
+        cascade=flag(request, "cascade"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "DELETE",
+    "/v1/environments/{env}/deployments/{app}/{svc}",
+    "Undeploy a service from an environment: its real objects there are removed",
+    tag="environments",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=team("undeploy this application", path_app),
+)
+async def undeploy(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].undeploy(
+        param(request, "app"),
+        param(request, "svc"),
+        param(request, "env"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed, trigger="undeploy")
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/environments/{env}/allowed",
+    "Whether an application may deploy to an environment (404 if not)",
+    tag="environments",
+    responses={200: list[str], **READ_ERRORS},
+    access=READ,
+)
+async def get_allowed_one(request: web.Request, body: None) -> Reply:
+    app, env = param(request, "app"), param(request, "env")
+    allowed = await request.app[CATALOG].allowed(app)
+    if env not in allowed:
+        raise NotFound(f"application {app} is not allowed in environment {env}")
+    return 200, [env]
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/environments/{env}/allowed",
+    "No longer allow an application in an environment (what runs there stays)",
+    tag="environments",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=admin("change where applications may run"),
+)
+async def disallow(request: web.Request, body: None) -> Reply:
+    app, env = param(request, "app"), param(request, "env")
+    removed = await request.app[CATALOG].remove_edge(
+        node_id(NodeKind.APPLICATION, app),
+        node_id(NodeKind.ENVIRONMENT, env),
+        EdgeType.ALLOWED_IN,
+        f"permission of application {app} to run in {env}",
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)

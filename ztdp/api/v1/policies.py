@@ -11,16 +11,28 @@ from ztdp.api.access import (
     Access,
     admin,
     recorder,
+    withdraw,
 )
 from ztdp.api.keys import CATALOG, RUNTIME, identity_of
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, if_match, param, router
+from ztdp.api.v1.common import (
+    DELETED,
+    DRY_RUN,
+    READ_ERRORS,
+    WRITE,
+    deleted,
+    flag,
+    if_match,
+    param,
+    router,
+)
 from ztdp.contracts import (
     Approval,
     Check,
     Policy,
     TransitionRequest,
 )
+from ztdp.graph import NodeKind
 from ztdp.policy import Decision, Transition
 
 
@@ -184,3 +196,51 @@ async def list_approvals(request: web.Request, body: None) -> Reply:
 )
 async def get_approval(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_approval(param(request, "name"))
+
+
+@router.add(
+    "DELETE",
+    "/v1/policies/{id}",
+    "Delete a policy (and the approvals given for it)",
+    tag="policies",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=admin("delete policies"),
+)
+async def delete_policy(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.POLICY, param(request, "id"), dry_run=flag(request, "dry_run")
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "DELETE",
+    "/v1/checks/{name}",
+    "Delete a check (a recorded result needs a ci grant, as recording it does)",
+    tag="policies",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=recorder("delete checks of this application"),
+)
+async def delete_check(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.CHECK, param(request, "name"), dry_run=flag(request, "dry_run")
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "DELETE",
+    "/v1/approvals/{name}",
+    "Withdraw an approval (its approver, or a platform-admin)",
+    tag="policies",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=withdraw("withdraw this approval"),
+)
+async def delete_approval(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.APPROVAL, param(request, "name"), dry_run=flag(request, "dry_run")
+    )
+    return await deleted(request, removed)

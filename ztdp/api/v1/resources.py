@@ -12,17 +12,31 @@ from ztdp.api.access import (
     Access,
     admin,
     body_owner,
+    path_app,
     path_app_and_resource,
     team,
 )
 from ztdp.api.keys import CATALOG
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.api.v1.common import (
+    CASCADE,
+    DELETED,
+    DRY_RUN,
+    READ_ERRORS,
+    WRITE,
+    deleted,
+    flag,
+    param,
+    router,
+)
+from ztdp.catalog.ownership import owning_team
 from ztdp.contracts import (
     Resource,
     ResourceLinkRequest,
     ResourceType,
 )
+from ztdp.errors import NotFound
+from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 
 
 def _resource_access(body: Any) -> Access:
@@ -154,3 +168,90 @@ async def get_service_resource(request: web.Request, body: None) -> Reply:
     return 200, await catalog.service_resource(
         param(request, "app"), param(request, "svc"), param(request, "res")
     )
+
+
+def _resource_team(request: web.Request, body: None, graph: Graph) -> set[str]:
+    """The team of the resource (or resource type: ZTDP's, so platform-admin only) named."""
+    res = request.match_info["res"]
+    for kind in (NodeKind.RESOURCE, NodeKind.RESOURCE_TYPE):
+        owner = owning_team(graph, node_id(kind, res))
+        if owner is not None:
+            return {owner}
+    return set()  # the handler's 404
+
+
+@router.add(
+    "DELETE",
+    "/v1/resources/{res}",
+    "Delete a resource (or a resource type); its links with ?cascade=true",
+    tag="resources",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=team("delete this resource", _resource_team),
+)
+async def delete_resource(request: web.Request, body: None) -> Reply:
+    catalog, res = request.app[CATALOG], param(request, "res")
+    graph = await catalog.graph()
+    kind = NodeKind.RESOURCE_TYPE
+    if node_id(NodeKind.RESOURCE, res) in graph or node_id(kind, res) not in graph:
+        kind = NodeKind.RESOURCE  # a resource first; neither: its 404
+    removed = await catalog.delete(
+        kind, res, cascade=flag(request, "cascade"), dry_run=flag(request, "dry_run")
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/resources/{res}",
+    "Read a resource of an application",
+    tag="resources",
+    responses={200: Resource, **READ_ERRORS},
+    access=READ,
+)
+async def get_application_resource(request: web.Request, body: None) -> Reply:
+    app, res = param(request, "app"), param(request, "res")
+    for data in await request.app[CATALOG].application_resources(app):
+        if data["metadata"]["name"] == res:
+            return 200, data
+    raise NotFound(f"application {app} has no resource {res}")
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/resources/{res}",
+    "Take a resource from an application; its services' uses of it with ?cascade=true",
+    tag="resources",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=team("change this application", path_app),
+)
+async def unlink_application_resource(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].unlink_resource(
+        param(request, "app"),
+        param(request, "res"),
+        cascade=flag(request, "cascade"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/services/{svc}/resources/{res}",
+    "Stop a service using a resource",
+    tag="resources",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=team("change this application", path_app),
+)
+async def unlink_service_resource(request: web.Request, body: None) -> Reply:
+    app, svc, res = param(request, "app"), param(request, "svc"), param(request, "res")
+    removed = await request.app[CATALOG].remove_edge(
+        node_id(NodeKind.SERVICE, app, svc),
+        node_id(NodeKind.RESOURCE, res),
+        EdgeType.USES,
+        f"use of resource {res} by service {svc}",
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)

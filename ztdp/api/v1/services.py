@@ -17,7 +17,17 @@ from ztdp.api.access import (
 from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.api.v1.common import (
+    CASCADE,
+    DELETED,
+    DRY_RUN,
+    READ_ERRORS,
+    WRITE,
+    deleted,
+    flag,
+    param,
+    router,
+)
 from ztdp.catalog import DeployResult
 from ztdp.contracts import (
     DependencyRequest,
@@ -26,10 +36,22 @@ from ztdp.contracts import (
     ServiceVersion,
     ServiceVersionIn,
 )
+from ztdp.errors import NotFound
+from ztdp.graph import EdgeType, NodeKind, node_id
+from ztdp.graph.model import op_to_json
+from ztdp.planner import Plan
 
 
 class DeployAccepted(DeployResult):
     run: str = Field(description="the run realising the deploy: /v1/runs/{run}")
+
+
+class DeployPreview(DeployResult):
+    """A deploy asked as a dry run: what would happen; nothing changed."""
+
+    dry_run: bool = True
+    changes: list[dict[str, Any]] = Field(description="the graph changes the deploy would make")
+    plan: Plan | None = Field(description="the plan the deploy would run; none if it is denied")
 
 
 @router.add(
@@ -130,13 +152,22 @@ async def get_version(request: web.Request, body: None) -> Reply:
     "Deploy a version to an environment, if policy allows",
     tag="versions",
     body=DeployRequest,
-    responses={202: DeployAccepted, 403: Problem, **WRITE},
+    responses={202: DeployAccepted, 200: DeployPreview, 403: Problem, **WRITE},
+    query=(DRY_RUN,),
     access=team("deploy this application", path_app),
 )
 async def deploy_version(request: web.Request, body: DeployRequest) -> Reply:
-    result, run = await request.app[RUNTIME].deploy(
-        param(request, "app"), param(request, "svc"), param(request, "version"), body.environment
-    )
+    names = param(request, "app"), param(request, "svc"), param(request, "version")
+    runtime = request.app[RUNTIME]
+    if flag(request, "dry_run"):
+        result, batch, plan = await runtime.preview_deploy(*names, body.environment)
+        return 200, DeployPreview(
+            deployment=result.deployment,
+            decision=result.decision,
+            changes=[op_to_json(op) for op in batch],
+            plan=plan,
+        )
+    result, run = await runtime.deploy(*names, body.environment)
     return 202, DeployAccepted(deployment=result.deployment, decision=result.decision, run=run.id)
 
 
@@ -169,3 +200,82 @@ async def list_dependencies(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].dependencies(
         param(request, "app"), param(request, "svc")
     )
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/services/{svc}",
+    "Delete a service; its versions with ?cascade=true",
+    tag="services",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=team("delete services of this application", path_app),
+)
+async def delete_service(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.SERVICE,
+        param(request, "app"),
+        param(request, "svc"),
+        cascade=flag(request, "cascade"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/services/{svc}/versions/{version}",
+    "Delete a version (undeploying it where it is deployed)",
+    tag="versions",
+    responses=DELETED,
+    query=(CASCADE, DRY_RUN),
+    access=team("delete versions of this application", path_app),
+)
+async def delete_version(request: web.Request, body: None) -> Reply:
+    removed = await request.app[CATALOG].delete(
+        NodeKind.VERSION,
+        param(request, "app"),
+        param(request, "svc"),
+        param(request, "version"),
+        cascade=flag(request, "cascade"),
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)
+
+
+@router.add(
+    "GET",
+    "/v1/applications/{app}/services/{svc}/dependencies/{dep_app}/{dep_svc}",
+    "Read one dependency of a service on another ('application/service')",
+    tag="services",
+    responses={200: DependencyRequest, **READ_ERRORS},
+    access=READ,
+)
+async def get_dependency(request: web.Request, body: None) -> Reply:
+    dep_app, dep_svc = param(request, "dep_app"), param(request, "dep_svc")
+    deps = await request.app[CATALOG].dependencies(param(request, "app"), param(request, "svc"))
+    if f"{dep_app}/{dep_svc}" not in deps:
+        raise NotFound(f"service {param(request, 'svc')} does not use service {dep_app}/{dep_svc}")
+    return 200, DependencyRequest(application=dep_app, service=dep_svc)
+
+
+@router.add(
+    "DELETE",
+    "/v1/applications/{app}/services/{svc}/dependencies/{dep_app}/{dep_svc}",
+    "Remove a dependency of a service on another",
+    tag="services",
+    responses=DELETED,
+    query=(DRY_RUN,),
+    access=team("change this application", path_app),
+)
+async def delete_dependency(request: web.Request, body: None) -> Reply:
+    app, svc = param(request, "app"), param(request, "svc")
+    dep_app, dep_svc = param(request, "dep_app"), param(request, "dep_svc")
+    removed = await request.app[CATALOG].remove_edge(
+        node_id(NodeKind.SERVICE, app, svc),
+        node_id(NodeKind.SERVICE, dep_app, dep_svc),
+        EdgeType.USES,
+        f"dependency of service {svc} on {dep_app}/{dep_svc}",
+        dry_run=flag(request, "dry_run"),
+    )
+    return await deleted(request, removed)
