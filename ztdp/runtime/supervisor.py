@@ -391,12 +391,8 @@ class Supervisor:
         return None
 
     async def _missing_provider(self, state: ActorState, run: str | None) -> None:
-        installed = ", ".join(self.providers.kinds()) or "none"
         await self._status(
-            state,
-            Status.FAILED,
-            run=run,
-            error=f"no provider {state.provider!r} is installed (installed: {installed})",
+            state, Status.FAILED, run=run, error=self.providers.missing(state.provider)
         )
 
     async def _provider_step(
