@@ -1,4 +1,4 @@
-"""Audit-only policies: reported in decisions and events, never denying."""
+"""Audit-only policies, and plans that carry the policy verdict and the blockers of each step."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from aiohttp.test_utils import TestClient
 
 from tests.helpers import Api
 
+DEV_PLAN = "/v1/applications/checkout/plan?environment=dev"
+DEPLOYMENT = "deployment/checkout/checkout-api@dev"
 NEEDS_TESTS = {"type": "check", "checks": ["unit-tests"]}
 NO_TESTS = "checks not succeeded for 1.0.0: unit-tests (missing)"
 
@@ -37,6 +39,10 @@ def outcome(decision: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 async def audit_denials(api: Api) -> list[dict[str, Any]]:
     return await api.ok("GET", "/v1/events?type=policy.audit_denied")  # type: ignore[no-any-return]
+
+
+def steps(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["node"]: s for w in plan["waves"] for s in w["steps"]}
 
 
 # --- audit-only policies -------------------------------------------------------------------
@@ -162,3 +168,89 @@ async def test_an_audit_expression_cannot_spend_the_budget_of_an_enforced_one(ap
         ("a-costly", False),
         ("b-cheap", True),
     ]
+
+
+# --- the verdict of each plan step ---------------------------------------------------------
+
+
+async def test_a_plan_step_carries_the_verdict_of_policy_on_its_transition(api: Api) -> None:
+    code, _ = await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
+    assert code == 202
+    step = steps(await api.ok("GET", DEV_PLAN))[DEPLOYMENT]
+    assert step["action"] == "create"
+    assert step["decision"] == {"allowed": True, "failed": []}
+    assert step["blocked_by"] is None
+
+    # policy added after the deploy: a run of the plan would be refused
+    await api.ok("POST", "/v1/policies", policy("needs-tests", NEEDS_TESTS, environment="dev"))
+    await api.ok(
+        "POST",
+        "/v1/policies",
+        policy(
+            "two-approvals", {"type": "approval", "required": 2}, mode="audit", environment="dev"
+        ),
+    )
+    step = steps(await api.ok("GET", DEV_PLAN))[DEPLOYMENT]
+    assert step["action"] == "create"
+    assert step["decision"] == {
+        "allowed": False,
+        "failed": [
+            {"policy": "needs-tests", "type": "check", "mode": "enforce", "reason": NO_TESTS},
+            {
+                "policy": "two-approvals",
+                "type": "approval",
+                "mode": "audit",
+                "reason": "0 of 2 approvals",
+            },
+        ],
+    }
+    assert step["blocked_by"] == f"denied by policy: policy needs-tests (check): {NO_TESTS}"
+
+    # an audit failure alone is shown, but blocks nothing
+    body = policy("needs-tests", NEEDS_TESTS, mode="audit", environment="dev")
+    await api.ok("PUT", "/v1/policies/needs-tests", body)
+    step = steps(await api.ok("GET", DEV_PLAN))[DEPLOYMENT]
+    assert step["decision"]["allowed"] is True
+    assert [r["mode"] for r in step["decision"]["failed"]] == ["audit", "audit"]
+    assert step["blocked_by"] is None
+
+
+async def test_a_plan_step_names_the_provider_that_is_not_installed(api: Api) -> None:
+    await api.ok(
+        "POST",
+        "/v1/resources",
+        {
+            "kind": "resource",
+            "metadata": {"name": "pg-db", "owner": "team-x"},
+            "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"},
+        },
+    )
+    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=200)
+    await api.ok(
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200
+    )
+    await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
+    plan = steps(await api.ok("GET", DEV_PLAN))
+    missing = "no provider 'postgres' is installed (installed: kubernetes)"
+    database = plan["resource/pg-db@dev"]
+    assert database["provider"] == "postgres" and database["decision"] is None
+    assert database["blocked_by"] == missing
+    # as in a run: what waits for a blocked step is blocked by it
+    deployment = plan[DEPLOYMENT]
+    assert deployment["decision"] == {"allowed": True, "failed": []}
+    assert deployment["blocked_by"] == f"blocked by resource/pg-db@dev: {missing}"
+
+
+async def test_plan_steps_are_declared_with_their_verdict_in_the_openapi_document(
+    api: Api,
+) -> None:
+    document = await api.ok("GET", "/openapi.json")
+    schemas = document["components"]["schemas"]
+    step = schemas["PlanStep"]
+    assert {"decision", "blocked_by"} <= set(step["required"])
+    assert step["properties"]["decision"]["anyOf"] == [
+        {"$ref": "#/components/schemas/StepDecision"},
+        {"type": "null"},
+    ]
+    assert schemas["StepPolicyResult"]["properties"]["mode"]["enum"] == ["enforce", "audit"]
+    assert "mode" in schemas["PolicyResult"]["required"]

@@ -6,13 +6,17 @@ from ztdp.planner.planner import (
     Plan,
     PlanStep,
     PlanWave,
+    StepDecision,
+    StepPolicyResult,
     deployment_node,
     desired_application,
     desired_in_environment,
     diff,
     generations,
     make_plan,
+    mark_blocked,
     resource_node,
+    waits,
 )
 
 __all__ = [
@@ -21,11 +25,15 @@ __all__ = [
     "Plan",
     "PlanStep",
     "PlanWave",
+    "StepDecision",
+    "StepPolicyResult",
     "deployment_node",
     "desired_application",
     "desired_in_environment",
     "diff",
     "generations",
     "make_plan",
+    "mark_blocked",
     "resource_node",
+    "waits",
 ]
