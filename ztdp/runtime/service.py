@@ -67,7 +67,8 @@ class Runtime:
                 decision = self._decide(graph, step, actor)
                 if decision is not None:
                     step["decision"] = _verdict(decision)
-                    own += [] if decision.allowed else [_denied(decision)]
+                    if not decision.allowed:
+                        own.append(_denied(decision))
                 if step["action"] != "noop" and self._provider(step) is None:
                     own.append(self._missing(step))
                 if own:
