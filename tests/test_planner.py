@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from ztdp.errors import DependencyCycle
-from ztdp.planner import Desired, diff, generations, make_plan
+from ztdp.planner import Desired, diff, generations, make_plan, mark_blocked
 from ztdp.state import ObservedResource
 
 
@@ -115,3 +115,30 @@ def test_waves_match_networkx_generations_on_a_random_dag() -> None:
         assert position[str(parent)] < position[str(child)]
     expected = len(list(nx.topological_generations(dag.reverse())))
     assert len(plan.waves) == expected
+
+
+def test_blocked_steps_block_what_waits_for_them_as_a_run_would() -> None:
+    want = {
+        "db": desired("db", {}),
+        "api": desired("api", {}, "db"),
+        "web": desired("web", {}, "api"),
+        "free": desired("free", {}),
+    }
+    seen = {
+        "cache": observed("cache", {}),
+        "worker": observed("worker", {}, "cache"),
+    }
+    plan = make_plan(want, seen, application="a", environment="dev", revision=1)
+    assert all(s["blocked_by"] is None for w in plan.waves for s in w["steps"])
+    # the deletion of `worker` fails: `cache`, which it uses, is deleted only after it
+    mark_blocked(plan, {"db": "no provider 'x' is installed", "worker": "denied", "web": "own"})
+    blocked = {s["node"]: s["blocked_by"] for w in plan.waves for s in w["steps"]}
+    assert blocked == {
+        "db": "no provider 'x' is installed",
+        "free": None,
+        "api": "blocked by db: no provider 'x' is installed",
+        # a step is blocked by what it waits for first, whatever its own reason
+        "web": "blocked by api: blocked by db: no provider 'x' is installed",
+        "worker": "denied",
+        "cache": "blocked by worker: denied",
+    }

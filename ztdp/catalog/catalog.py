@@ -457,7 +457,7 @@ class Catalog:
             return await self._write(build), [], None
         finally:
             if decisions:
-                await self._decided(decisions[-1])
+                await self._decided(decisions[-1], asked=not dry_run)
 
     # --- dependencies between services -----------------------------------------------------
 
@@ -733,7 +733,12 @@ class Catalog:
     async def list_approvals(self) -> list[dict[str, Any]]:
         return self._list(await self.graph(), NodeKind.APPROVAL)
 
-    async def _decided(self, decision: Decision) -> None:
+    async def _decided(self, decision: Decision, *, asked: bool = False) -> None:
+        """Record a decision; for a transition really asked for, each audit policy it failed.
+
+        A what-if evaluation records no audit denial: they count the deploys a policy would
+        have stopped (docs/policies.md).
+        """
         if self._events is None:
             return
         t = decision.transition
@@ -745,6 +750,21 @@ class Catalog:
                 data=decision.model_dump(mode="json"),
             )
         )
+        for result in decision.audit_denials if asked else ():
+            await self._events.publish(
+                make_event(
+                    "policy.audit_denied",
+                    subject=node_id(NodeKind.POLICY, result.policy),
+                    actor=current_actor(),
+                    data={
+                        "policy": result.policy,
+                        "type": result.type,
+                        "reason": result.reason,
+                        "transition": t.model_dump(mode="json"),
+                        "allowed": decision.allowed,
+                    },
+                )
+            )
 
     async def evaluate(self, t: Transition, *, health: HealthOf | None = None) -> Decision:
         graph = await self.graph()

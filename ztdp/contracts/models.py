@@ -268,9 +268,18 @@ PolicyRule = Annotated[
 ]
 
 
+PolicyMode = Literal["enforce", "audit"]
+"""enforce: a failure denies the transition; audit: a failure is reported, never denies."""
+
+
 class PolicySpec(Strict):
     transition: TransitionSelector = Field(default_factory=TransitionSelector)
     rule: PolicyRule
+    mode: PolicyMode = Field(
+        default="enforce",
+        description="enforce: a failure denies the transition; audit: a failure never denies, "
+        "it is reported in decisions and plans and recorded as a policy.audit_denied event",
+    )
     description: ShortText = ""
 
 

@@ -6,6 +6,8 @@ from ztdp.planner.planner import (
     Plan,
     PlanStep,
     PlanWave,
+    StepDecision,
+    StepPolicyResult,
     deletions,
     deployment_node,
     desired_application,
@@ -13,7 +15,9 @@ from ztdp.planner.planner import (
     diff,
     generations,
     make_plan,
+    mark_blocked,
     resource_node,
+    waits,
 )
 
 __all__ = [
@@ -22,6 +26,8 @@ __all__ = [
     "Plan",
     "PlanStep",
     "PlanWave",
+    "StepDecision",
+    "StepPolicyResult",
     "deletions",
     "deployment_node",
     "desired_application",
@@ -29,5 +35,7 @@ __all__ = [
     "diff",
     "generations",
     "make_plan",
+    "mark_blocked",
     "resource_node",
+    "waits",
 ]

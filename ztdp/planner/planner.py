@@ -15,6 +15,7 @@ import networkx as nx
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
+from ztdp.contracts.models import PolicyMode
 from ztdp.errors import DependencyCycle
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 from ztdp.state import ObservedResource
@@ -29,6 +30,25 @@ class FieldChange(TypedDict):
     after: Any
 
 
+class StepPolicyResult(TypedDict):
+    policy: Annotated[str, Field(description="policy name")]
+    type: Annotated[str, Field(description="the policy's rule type")]
+    mode: Annotated[
+        PolicyMode, Field(description="audit: the failure is reported but does not deny")
+    ]
+    reason: str
+
+
+class StepDecision(TypedDict):
+    allowed: Annotated[
+        bool, Field(description="whether a deploy would be allowed now: no enforced failure")
+    ]
+    failed: Annotated[
+        list[StepPolicyResult],
+        Field(description="the policies that failed, enforced and audit ones, with reasons"),
+    ]
+
+
 class PlanStep(TypedDict):
     node: Annotated[str, Field(description="the realised node, e.g. deployment/checkout/api@dev")]
     source: Annotated[str, Field(description="the graph node it realises")]
@@ -39,6 +59,21 @@ class PlanStep(TypedDict):
     depends_on: list[str]
     desired: Annotated[
         dict[str, Any], Field(description="the desired state (for a delete: the last observed)")
+    ]
+    decision: Annotated[
+        StepDecision | None,
+        Field(
+            description="for a deployment's create or update: the policy verdict on its "
+            "transition, as a deploy asked now would get it; null for other steps"
+        ),
+    ]
+    blocked_by: Annotated[
+        str | None,
+        Field(
+            description="why the step would not be carried out: a policy denial, a provider "
+            "that is not installed, or a step it waits for that is blocked; null if nothing "
+            "known blocks it"
+        ),
     ]
 
 
@@ -228,6 +263,8 @@ def make_plan(
                     "diff": changes,
                     "depends_on": d.depends_on,
                     "desired": d.state,
+                    "decision": None,
+                    "blocked_by": None,
                 }
             )
         waves.append({"index": len(waves), "steps": steps})
@@ -249,6 +286,8 @@ def make_plan(
                     "diff": diff(o.state, {}),
                     "depends_on": gone_deps[nid],
                     "desired": o.state,
+                    "decision": None,
+                    "blocked_by": None,
                 }
             )
         waves.append({"index": len(waves), "steps": steps})
@@ -277,3 +316,40 @@ def deletions(plan: Plan) -> Plan:
         waves=waves,
         summary=summary,
     )
+
+
+def waits(waves: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Each step's node -> the steps of the plan it waits for.
+
+    A step waits for the steps it depends on; a deletion instead waits for the deletion of
+    the steps that depend on it. Dependencies outside the plan are already in place.
+    """
+    steps = {s["node"]: s for w in waves for s in w["steps"]}
+    out: dict[str, list[str]] = {node: [] for node in steps}
+    for node, step in steps.items():
+        for dep in step["depends_on"]:
+            if dep not in steps:
+                continue
+            if step["action"] == "delete":
+                out[dep].append(node)
+            else:
+                out[node].append(dep)
+    return out
+
+
+def mark_blocked(plan: Plan, reasons: Mapping[str, str]) -> None:
+    """Set `blocked_by` of each step as a run of the plan would find it.
+
+    `reasons` holds what stops a step of its own (a denial, a missing provider). As in a run,
+    a step waiting for a blocked step is blocked by it first, whatever its own reason.
+    """
+    before = waits(plan.waves)
+    blocked: dict[str, str] = {}
+    # Waves are in the order a run starts them: whatever a step waits for comes earlier.
+    for wave in plan.waves:
+        for step in wave["steps"]:
+            node = step["node"]
+            cause = next((d for d in before[node] if d in blocked), None)
+            reason = f"blocked by {cause}: {blocked[cause]}" if cause else reasons.get(node)
+            if reason is not None:
+                step["blocked_by"] = blocked[node] = reason

@@ -1,7 +1,8 @@
 """Policy evaluation: which policies guard a transition, and whether each one is met.
 
 A decision always lists every policy consulted with the reason it passed or failed, so a
-denial explains itself. Evaluation only reads the graph.
+denial explains itself. An audit policy's failure is listed too, but does not deny: it is how
+a rule is tried before it is enforced. Evaluation only reads the graph.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ztdp.contracts.models import (
     ApprovalRule,
     CheckRule,
     ExpressionRule,
+    PolicyMode,
     PromotionRule,
     parse_duration,
 )
@@ -57,20 +59,30 @@ class Transition(BaseModel):
 class PolicyResult(BaseModel):
     policy: str = Field(description="policy name")
     type: str = Field(description="the policy's rule type")
+    mode: PolicyMode = Field(
+        description="audit: a failure would have denied the transition, but does not"
+    )
     passed: bool
     reason: str
 
 
 class Decision(BaseModel):
-    allowed: bool
+    allowed: bool = Field(description="no enforced policy failed (audit failures never deny)")
     transition: Transition
     results: list[PolicyResult]
 
     @property
     def unmet(self) -> list[PolicyResult]:
-        return [r for r in self.results if not r.passed]
+        """The enforced policies that failed: the reasons for a denial."""
+        return [r for r in self.results if not r.passed and r.mode == "enforce"]
+
+    @property
+    def audit_denials(self) -> list[PolicyResult]:
+        """The audit policies that failed: they would have denied, had they been enforced."""
+        return [r for r in self.results if not r.passed and r.mode == "audit"]
 
     def explain(self) -> str:
+        """The reasons for a denial: enforced failures only, never passing or audit policies."""
         unmet = self.unmet
         if not unmet:
             return "allowed"
@@ -252,12 +264,21 @@ def evaluate(
     budget = cel.StepBudget(cel.LIMITS.steps)  # for all its expressions together
     ok, reason = _allowed(graph, t, None)
     results = [
-        PolicyResult(policy=BUILTIN_ALLOWED, type="allowed-environments", passed=ok, reason=reason)
+        PolicyResult(
+            policy=BUILTIN_ALLOWED,
+            type="allowed-environments",
+            mode="enforce",
+            passed=ok,
+            reason=reason,
+        )
     ]
-    for pid, data in sorted(graph.nodes(NodeKind.POLICY)):
-        policy = Policy.model_validate(data)
-        if not _matches(policy, t):
-            continue
+    selected = [Policy.model_validate(data) for _, data in graph.nodes(NodeKind.POLICY)]
+    selected = [p for p in selected if _matches(p, t)]
+    # Enforced policies spend the CEL budget first, so an audit policy cannot exhaust it and
+    # make an enforced one fail: an audit policy never denies, not even that way.
+    selected.sort(key=lambda p: (p.spec.mode != "enforce", p.metadata.name))
+    consulted: list[PolicyResult] = []
+    for policy in selected:
         rule = policy.spec.rule
         match rule:
             case AllowedEnvironmentsRule():
@@ -270,7 +291,15 @@ def evaluate(
                 ok, reason = _approvals(graph, t, rule, policy.metadata.name)
             case ExpressionRule():
                 ok, reason = _expression(graph, t, rule, budget)
-        results.append(
-            PolicyResult(policy=pid.split("/", 1)[1], type=rule.type, passed=ok, reason=reason)
+        consulted.append(
+            PolicyResult(
+                policy=policy.metadata.name,
+                type=rule.type,
+                mode=policy.spec.mode,
+                passed=ok,
+                reason=reason,
+            )
         )
-    return Decision(allowed=all(r.passed for r in results), transition=t, results=results)
+    results += sorted(consulted, key=lambda r: r.policy)
+    allowed = all(r.passed for r in results if r.mode == "enforce")
+    return Decision(allowed=allowed, transition=t, results=results)

@@ -79,6 +79,12 @@ class ProviderRegistry:
     def kinds(self) -> list[str]:
         return sorted(self._providers)
 
+    def missing(self, kind: str | None) -> str:
+        """Why a node of provider `kind` cannot be realised here: the same words in a plan
+        step's `blocked_by` and in the error of a run's step."""
+        installed = ", ".join(self.kinds()) or "none"
+        return f"no provider {kind!r} is installed (installed: {installed})"
+
     def info(self) -> list[ProviderInfo]:
         return [self._info[k] for k in self.kinds()]
 

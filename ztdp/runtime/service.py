@@ -7,14 +7,34 @@ from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
-from ztdp.graph import NodeKind, Op, node_id
-from ztdp.planner import Plan, deletions, deployment_node
+from ztdp.graph import Graph, NodeKind, Op, node_id
+from ztdp.planner import (
+    Plan,
+    StepDecision,
+    StepPolicyResult,
+    deletions,
+    deployment_node,
+    mark_blocked,
+)
 from ztdp.policy import Decision, NodeHealth, Transition, evaluate
-from ztdp.providers import Resource, Target
+from ztdp.providers import Provider, Resource, Target
 from ztdp.runtime.actor import Status
 from ztdp.runtime.runs import Run, RunStore, Trigger
 from ztdp.runtime.supervisor import Supervisor
 from ztdp.settings import Settings
+
+
+def _denied(decision: Decision) -> str:
+    return f"denied by policy: {decision.explain()}"
+
+
+def _verdict(decision: Decision) -> StepDecision:
+    failed: list[StepPolicyResult] = [
+        {"policy": r.policy, "type": r.type, "mode": r.mode, "reason": r.reason}
+        for r in decision.results
+        if not r.passed
+    ]
+    return {"allowed": decision.allowed, "failed": failed}
 
 
 def describe(node: str) -> tuple[str, str, str]:
@@ -35,19 +55,52 @@ class Runtime:
         self._settings = settings
 
     async def plan(self, app: str, environment: str | None) -> Plan:
-        """The catalog's plan, with each step's diff from its provider where one is installed."""
-        return await self._annotated(await self.catalog.plan(app, environment))
+        """The catalog's plan of an application, previewed (see `preview`)."""
+        return await self.preview(await self.catalog.plan(app, environment))
 
-    async def _annotated(self, plan: Plan) -> Plan:
+    async def preview(self, plan: Plan) -> Plan:
+        """Complete a plan as a run of it would find it now, changing nothing.
+
+        Each deployment's create or update gets the policy decision on its transition (as
+        the caller would get it for a deploy); each step its provider's diff, or, if its
+        provider is not installed, says so; `blocked_by` says why a step would not run.
+        """
+        graph = await self.catalog.graph()
+        actor = current_actor()
+        reasons: dict[str, str] = {}
         for wave in plan.waves:
             for step in wave["steps"]:
-                provider = self.supervisor.providers.get(step["provider"] or "")
+                own: list[str] = []
+                decision = self._decide(graph, step, actor)
+                if decision is not None:
+                    step["decision"] = _verdict(decision)
+                    if not decision.allowed:
+                        own.append(_denied(decision))
+                if step["action"] != "noop" and self._provider(step) is None:
+                    own.append(self._missing(step))
+                if own:
+                    reasons[step["node"]] = "; ".join(own)
+        mark_blocked(plan, reasons)
+        for wave in plan.waves:
+            for step in wave["steps"]:
+                provider = self._provider(step)
                 if provider is None or step["action"] not in ("create", "update"):
                     continue
                 seen = self.supervisor.actors.get(step["node"])
                 observed = (seen.observed if seen else None) or {}
                 step["diff"] = await provider.diff(desired=step["desired"], observed=observed)  # type: ignore[typeddict-item]
         return plan
+
+    def _provider(self, step: Mapping[str, Any]) -> Provider | None:
+        return self.supervisor.providers.get(step["provider"] or "")
+
+    def _missing(self, step: Mapping[str, Any]) -> str:
+        if step["provider"] is None and step["kind"] == "resource":
+            # its resource type is not declared: nothing says which provider realises it
+            rtype = step["desired"].get("type")
+            named = f"resource type {rtype!r}" if rtype else "its resource type"
+            return f"{named} does not exist, so no provider realises it"
+        return self.supervisor.providers.missing(step["provider"])
 
     async def deploy(self, app: str, svc: str, version: str, env: str) -> tuple[DeployResult, Run]:
         result = await self.catalog.deploy(app, svc, version, env, health=self.health)
@@ -63,7 +116,7 @@ class Runtime:
         )
         if not result.decision.allowed:
             return result, batch, None
-        return result, batch, await self._annotated(await self.catalog.plan_on(after, env, [app]))
+        return result, batch, await self.preview(await self.catalog.plan_on(after, env, [app]))
 
     async def removed(
         self, removed: Removed, *, trigger: Trigger = "delete"
@@ -76,7 +129,7 @@ class Runtime:
         for env in removed.environments:
             plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))
             if plan.summary["delete"]:
-                plans.append(await self._annotated(plan))
+                plans.append(await self.preview(plan))
         if removed.dry_run:
             return plans, []
         runs = [
@@ -136,6 +189,11 @@ class Runtime:
 
     async def _check(self, run: Run, step: Mapping[str, Any]) -> str | None:
         """Policy is evaluated again before each step: it may have changed since the plan."""
+        decision = self._decide(await self.catalog.graph(), step, run.actor)
+        return None if decision is None or decision.allowed else _denied(decision)
+
+    def _decide(self, graph: Graph, step: Mapping[str, Any], actor: str) -> Decision | None:
+        """The decision on the transition a step makes; None for a step that is no deploy."""
         if step["kind"] != "deployment" or step["action"] not in ("create", "update"):
             return None
         _, app, svc = describe(step["node"])
@@ -143,11 +201,10 @@ class Runtime:
             application=app,
             service=svc,
             version=step["desired"]["version"],
-            environment=run.environment,
-            actor=run.actor,
+            environment=step["node"].rsplit("@", 1)[1],
+            actor=actor,
         )
-        decision = evaluate(await self.catalog.graph(), t, health=self.health)
-        return None if decision.allowed else f"denied by policy: {decision.explain()}"
+        return evaluate(graph, t, health=self.health)
 
     async def evaluate(self, t: Transition) -> Decision:
         """Ask policy about a transition, with the deployments' health as this runtime sees it."""

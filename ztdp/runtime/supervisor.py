@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 
 from ztdp.errors import BackendUnavailable, PermanentError, TemporaryError, ZtdpError
 from ztdp.events import EventBus, make_event
+from ztdp.planner import waits
 from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
     ActorState,
@@ -62,15 +63,7 @@ class _StepOrder:
 
     def __init__(self, waves: list[Mapping[str, Any]]) -> None:
         self.steps = {s["node"]: s for w in waves for s in w["steps"]}
-        self.waits: dict[str, list[str]] = {n: [] for n in self.steps}
-        for node, step in self.steps.items():
-            for dep in step["depends_on"]:
-                if dep not in self.steps:
-                    continue
-                if step["action"] == "delete":
-                    self.waits[dep].append(node)
-                else:
-                    self.waits[node].append(dep)
+        self.waits = waits(waves)
         self._left = {n: set(w) for n, w in self.waits.items()}
         self._dependents: dict[str, list[str]] = {n: [] for n in self.steps}
         for node, before in self.waits.items():
@@ -391,12 +384,8 @@ class Supervisor:
         return None
 
     async def _missing_provider(self, state: ActorState, run: str | None) -> None:
-        installed = ", ".join(self.providers.kinds()) or "none"
         await self._status(
-            state,
-            Status.FAILED,
-            run=run,
-            error=f"no provider {state.provider!r} is installed (installed: {installed})",
+            state, Status.FAILED, run=run, error=self.providers.missing(state.provider)
         )
 
     async def _provider_step(
