@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -69,6 +70,12 @@ class Deployment(BaseModel):
     status: str = Field(
         default="Pending", description="Pending until a runtime realises it (see docs/decisions.md)"
     )
+    reason: str | None = Field(
+        default=None,
+        description="why it has its status, e.g. the error that failed it or the failed step "
+        "that blocks it; the provider's message otherwise",
+    )
+    since: datetime | None = Field(default=None, description="when it took its current status")
 
 
 class DeployResult(BaseModel):
@@ -81,6 +88,15 @@ def _stamp(model: E, revision: int) -> dict[str, Any]:
     data["metadata"]["revision"] = revision
     data["metadata"]["updated_by"] = current_actor()
     return data
+
+
+def _owned(model: E, owner_of: dict[str, Any]) -> E:
+    """`model`, owned by `owner_of`'s owner if it names none: a service's application, or the
+    stored object an update replaces."""
+    if model.metadata.owner is not None:
+        return model
+    meta = model.metadata.model_copy(update={"owner": owner_of["metadata"]["owner"]})
+    return model.model_copy(update={"metadata": meta})
 
 
 def _name(nid: str) -> str:
@@ -184,19 +200,10 @@ class Catalog:
         graph = await self.graph()
         env_id = node_id(NodeKind.ENVIRONMENT, env)
         self._require(graph, env_id, f"environment {env}")
-        out = []
-        for vid in sorted(graph.predecessors(env_id, EdgeType.DEPLOY)):
-            ver = graph.data(vid) or {}
-            out.append(
-                Deployment(
-                    application=ver["application"],
-                    service=ver["service"],
-                    version=ver["version"],
-                    environment=env,
-                    image=ver["image"],
-                )
-            )
-        return out
+        return [
+            _deployment(graph.data(vid) or {}, env)
+            for vid in sorted(graph.predecessors(env_id, EdgeType.DEPLOY))
+        ]
 
     # --- applications ----------------------------------------------------------------------
 
@@ -222,7 +229,7 @@ class Catalog:
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             current = self._require(graph, nid, f"application {name}")
             self._check_revision(current, expected, f"application {name}")
-            data = _stamp(app, rev)
+            data = _stamp(_owned(app, current), rev)
             return [PutNode(nid, NodeKind.APPLICATION, data)], data
 
         return await self._write(build)
@@ -273,20 +280,15 @@ class Catalog:
         app_id = node_id(NodeKind.APPLICATION, app)
         nid = node_id(NodeKind.SERVICE, app, svc.metadata.name)
         _refuse_reserved(svc.metadata.name, "service")
-        if svc.spec.application != app:
-            raise InvalidInput(
-                f"spec.application {svc.spec.application!r} does not match "
-                f"the path's application {app!r}",
-                field="spec.application",
-            )
+        _same_application(svc, app)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            self._require(graph, app_id, f"application {app}")
+            application = self._require(graph, app_id, f"application {app}")
             if nid in graph:
                 raise AlreadyExists(
                     f"service {svc.metadata.name} of application {app} already exists"
                 )
-            data = _stamp(svc, rev)
+            data = _stamp(_owned(svc, application), rev)
             return [PutNode(nid, NodeKind.SERVICE, data), PutEdge(app_id, nid, EdgeType.OWNS)], data
 
         return await self._write(build)
@@ -317,11 +319,12 @@ class Catalog:
         vid = node_id(NodeKind.VERSION, app, svc, body.version)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            sid, _ = self._service(graph, app, svc)
+            sid, service = self._service(graph, app, svc)
             if vid in graph:
                 raise AlreadyExists(f"version {body.version} of service {svc} already exists")
             version = ServiceVersion(
-                **body.model_dump(exclude={"image"}),
+                **body.model_dump(exclude={"image", "owner"}),
+                owner=body.owner or service["metadata"]["owner"],
                 image=body.image or f"{svc}:{body.version}",
                 application=app,
                 service=svc,
@@ -380,10 +383,7 @@ class Catalog:
                 if other != vid and graph.has_edge(other, env_id, EdgeType.DEPLOY)
             ]
             ops.append(PutEdge(vid, env_id, EdgeType.DEPLOY, {"revision": rev, "by": actor}))
-            deployment = Deployment(
-                application=app, service=svc, version=version, environment=env, image=ver["image"]
-            )
-            return ops, DeployResult(deployment=deployment, decision=decision)
+            return ops, DeployResult(deployment=_deployment(ver, env), decision=decision)
 
         decisions: list[Decision] = []
         try:
@@ -427,20 +427,18 @@ class Catalog:
     # --- resources -------------------------------------------------------------------------
 
     async def create_resource(self, body: Resource | ResourceType) -> dict[str, Any]:
-        if isinstance(body, ResourceType):
-            kind, what = NodeKind.RESOURCE_TYPE, "resource type"
-        else:
-            kind, what = NodeKind.RESOURCE, "resource"
-        nid = node_id(kind, body.metadata.name)
+        # A resource may name a type that does not exist (yet): its plan step says what is
+        # missing (docs/api.md). Resources and types share one namespace, so that
+        # GET /v1/resources/{name} means one thing.
+        name = body.metadata.name
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            if nid in graph:
-                raise AlreadyExists(f"{what} {body.metadata.name} already exists")
-            if isinstance(body, Resource):
-                tid = node_id(NodeKind.RESOURCE_TYPE, body.spec.type)
-                self._require_field(graph, tid, f"resource type {body.spec.type}", "spec.type")
+            for other, what in _RESOURCE_KINDS.items():
+                if node_id(other, name) in graph:
+                    raise AlreadyExists(f"a {what} named {name} already exists")
+            kind = _resource_kind(body)
             data = _stamp(body, rev)
-            return [PutNode(nid, kind, data)], data
+            return [PutNode(node_id(kind, name), kind, data)], data
 
         return await self._write(build)
 
@@ -579,7 +577,8 @@ class Catalog:
                 nid, EdgeType.SATISFIES
             ):
                 raise Conflict(f"policy {name} has approvals; its rule type cannot change")
-            return self._policy_ops(graph, policy, rev), _stamp(policy, rev)
+            owned = _owned(policy, current)
+            return self._policy_ops(graph, owned, rev), _stamp(owned, rev)
 
         return await self._write(build)
 
@@ -616,7 +615,7 @@ class Catalog:
                 current = self._require(graph, nid, f"check {check.metadata.name}")
                 self._check_revision(current, expected, f"check {check.metadata.name}")
             self._require_subject(graph, check.spec.subject)
-            data = _stamp(check, rev)
+            data = _stamp(check if current is None else _owned(check, current), rev)
             return [PutNode(nid, NodeKind.CHECK, data)], data
 
         return await self._write(build)
@@ -739,6 +738,116 @@ class Catalog:
         observed = await self._state.observed(environment=environment)
         return make_plan(
             desired, observed, application=None, environment=environment, revision=revision
+        )
+
+    # --- reads and updates of one object (issue 9) -----------------------------------------
+
+    async def get_environment(self, name: str) -> dict[str, Any]:
+        return self._require(
+            await self.graph(), node_id(NodeKind.ENVIRONMENT, name), f"environment {name}"
+        )
+
+    async def update_environment(
+        self, name: str, env: Environment, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        """Change an environment; its realised nodes take it up at their next run there."""
+        nid = node_id(NodeKind.ENVIRONMENT, name)
+        same_name(env.metadata.name, name)
+        expected = if_match if if_match is not None else env.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            current = self._require(graph, nid, f"environment {name}")
+            self._check_revision(current, expected, f"environment {name}")
+            data = _stamp(_owned(env, current), rev)
+            return [PutNode(nid, NodeKind.ENVIRONMENT, data)], data
+
+        return await self._write(build)
+
+    async def update_service(
+        self, app: str, svc: str, body: Service, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        same_name(body.metadata.name, svc)
+        _same_application(body, app)
+        expected = if_match if if_match is not None else body.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            sid, current = self._service(graph, app, svc)
+            self._check_revision(current, expected, f"service {svc} of application {app}")
+            data = _stamp(_owned(body, current), rev)
+            return [PutNode(sid, NodeKind.SERVICE, data)], data
+
+        return await self._write(build)
+
+    async def get_resource(self, name: str) -> dict[str, Any]:
+        """The resource called `name`, else the resource type (they share one namespace)."""
+        graph = await self.graph()
+        for kind in _RESOURCE_KINDS:
+            data = graph.data(node_id(kind, name))
+            if data is not None:
+                return data
+        raise NotFound(f"no resource or resource type {name} exists")
+
+    async def update_resource(
+        self, name: str, body: Resource | ResourceType, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        """Change a resource or a resource type (the body's kind says which)."""
+        kind = _resource_kind(body)
+        what = _RESOURCE_KINDS[kind]
+        nid = node_id(kind, name)
+        same_name(body.metadata.name, name)
+        expected = if_match if if_match is not None else body.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            current = self._require(graph, nid, f"{what} {name}")
+            self._check_revision(current, expected, f"{what} {name}")
+            if isinstance(body, Resource) and body.spec.type != current["spec"]["type"]:
+                users = sorted(_name(a) for a in graph.predecessors(nid, EdgeType.OWNS))
+                if users:
+                    raise Conflict(
+                        f"resource {name} is used by application {', '.join(users)}: its type "
+                        f"cannot change from {current['spec']['type']} to {body.spec.type}; "
+                        "create a resource of the new type instead"
+                    )
+            data = _stamp(_owned(body, current), rev)
+            return [PutNode(nid, kind, data)], data
+
+        return await self._write(build)
+
+    async def deployment(self, env: str, app: str, svc: str) -> Deployment:
+        """What version of a service is deployed to an environment (404 if none)."""
+        graph = await self.graph()
+        env_id = node_id(NodeKind.ENVIRONMENT, env)
+        self._require(graph, env_id, f"environment {env}")
+        sid, _ = self._service(graph, app, svc)
+        for vid in graph.successors(sid, EdgeType.HAS_VERSION):
+            if graph.has_edge(vid, env_id, EdgeType.DEPLOY):
+                return _deployment(graph.data(vid) or {}, env)
+        raise NotFound(f"service {svc} of application {app} is not deployed to {env}")
+
+
+_RESOURCE_KINDS = {NodeKind.RESOURCE: "resource", NodeKind.RESOURCE_TYPE: "resource type"}
+
+
+def _resource_kind(body: Resource | ResourceType) -> NodeKind:
+    return NodeKind.RESOURCE_TYPE if isinstance(body, ResourceType) else NodeKind.RESOURCE
+
+
+def _deployment(version: dict[str, Any], env: str) -> Deployment:
+    return Deployment(
+        application=version["application"],
+        service=version["service"],
+        version=version["version"],
+        environment=env,
+        image=version["image"],
+    )
+
+
+def _same_application(svc: Service, app: str) -> None:
+    if svc.spec.application != app:
+        raise InvalidInput(
+            f"spec.application {svc.spec.application!r} does not match "
+            f"the path's application {app!r}",
+            field="spec.application",
         )
 
 
