@@ -17,9 +17,9 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from ztdp.api.access import Access
+from ztdp.api.access import Access, resolve_owner
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
-from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
+from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, problem, validation_problem
 from ztdp.auth import ANONYMOUS
 from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.catalog.guard import guarded
@@ -92,6 +92,7 @@ class Endpoint:
                 raise _query_error(q, "is required")
             if value is not None and q.pattern and not re.fullmatch(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
+        resolve_owner(request, identity, body)  # before the access rule reads it
         guard = self.access.guard(request, identity, body)
         if guard is not None:
             guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
