@@ -102,7 +102,22 @@ class Endpoint:
                 status, payload = await self.handler(request, body)
         finally:
             reset_actor(token)
-        return json_response(status, payload)
+        response = json_response(status, payload)
+        revision = _revision_of(payload)
+        if revision is not None:
+            response.headers["ETag"] = f'"{revision}"'  # what If-Match sends back on an update
+        return response
+
+
+def _revision_of(payload: Any) -> int | None:
+    """The revision of one stored object: `metadata.revision`, or a (flat) version's `revision`."""
+    if not isinstance(payload, dict):
+        return None
+    meta = payload.get("metadata")
+    revision = meta.get("revision") if isinstance(meta, dict) else None
+    if revision is None and {"application", "service", "version"} <= payload.keys():
+        revision = payload.get("revision")
+    return revision if isinstance(revision, int) else None
 
 
 def _query_error(q: Query, problem: str) -> Exception:
