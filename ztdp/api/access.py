@@ -209,6 +209,25 @@ def path_app_and_resource(request: web.Request, body: Any, graph: Graph) -> set[
     return path_app(request, body, graph) | _resource_teams(graph, res)
 
 
+def resource_and_body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
+    """Changing a resource: its team and the body's owner; `spec.shared` only by an admin.
+
+    Sharing lends a resource to every team and unsharing breaks their links, so a change of
+    `spec.shared` either way is the platform team's (admins never reach this function).
+    """
+    res = request.match_info["res"]
+    stored = graph.data(node_id(NodeKind.RESOURCE, res))
+    if stored is None:
+        return _named_or(body.metadata.owner, set())  # the handler's 404
+    if bool(stored["spec"].get("shared")) != body.spec.shared:
+        raise Forbidden(
+            f"{identity_of(request).principal} may not change spec.shared of resource {res}: "
+            "it needs the platform-admin role"
+        )
+    owner = {str(stored["metadata"]["owner"])}
+    return owner | _named_or(body.metadata.owner, owner)
+
+
 def _check_guard(identity: Identity, body: Any, what: str) -> WriteGuard:
     """A check is declared `pending` by its team; any result is recorded by CI or an admin.
 

@@ -1,5 +1,5 @@
 """The catalog: validated, atomic operations on declared intent."""
 
-from ztdp.catalog.catalog import Catalog, Deployment, DeployResult
+from ztdp.catalog.catalog import Catalog, Deployment, DeployResult, Linked
 
-__all__ = ["Catalog", "DeployResult", "Deployment"]
+__all__ = ["Catalog", "DeployResult", "Deployment", "Linked"]

@@ -83,8 +83,20 @@ class DeployResult(BaseModel):
     decision: Decision
 
 
+class Linked(NamedTuple):
+    """A linked resource, and whether this request made the link (201) or found it (200)."""
+
+    resource: dict[str, Any]
+    created: bool
+
+
 def _stamp(model: E, revision: int) -> dict[str, Any]:
     data = model.model_dump(mode="json", by_alias=True)
+    if data["metadata"]["owner"] is None:  # a caller that did not resolve it: never store none
+        raise InvalidInput(
+            f"metadata.owner: {model.kind} {model.metadata.name} must name its owner",
+            field="metadata.owner",
+        )
     data["metadata"]["revision"] = revision
     data["metadata"]["updated_by"] = current_actor()
     return data
@@ -462,19 +474,16 @@ class Catalog:
         graph = await self.graph()
         return self._list(graph, NodeKind.RESOURCE_TYPE) + self._list(graph, NodeKind.RESOURCE)
 
-    async def link_application_resource(self, app: str, res: str) -> dict[str, Any]:
+    async def link_application_resource(self, app: str, res: str) -> Linked:
         app_id = node_id(NodeKind.APPLICATION, app)
         rid = node_id(NodeKind.RESOURCE, res)
 
-        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+        def build(graph: Graph, rev: int) -> tuple[list[Op], Linked]:
             self._require(graph, app_id, f"application {app}")
             data = self._require(graph, rid, f"resource {res}")
-            ops: list[Op] = (
-                []
-                if graph.has_edge(app_id, rid, EdgeType.OWNS)
-                else [PutEdge(app_id, rid, EdgeType.OWNS)]
-            )
-            return ops, data
+            if graph.has_edge(app_id, rid, EdgeType.OWNS):
+                return [], Linked(data, created=False)
+            return [PutEdge(app_id, rid, EdgeType.OWNS)], Linked(data, created=True)
 
         return await self._write(build)
 
@@ -489,10 +498,10 @@ class Catalog:
 
     async def link_service_resource(
         self, app: str, svc: str, res: str, field: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Linked:
         rid = node_id(NodeKind.RESOURCE, res)
 
-        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+        def build(graph: Graph, rev: int) -> tuple[list[Op], Linked]:
             sid, _ = self._service(graph, app, svc)
             if field is None:
                 data = self._require(graph, rid, f"resource {res}")
@@ -503,12 +512,9 @@ class Catalog:
                     f"resource {res} is not linked to application {app}; "
                     f"POST /v1/applications/{app}/resources/{res} first"
                 )
-            ops: list[Op] = (
-                []
-                if graph.has_edge(sid, rid, EdgeType.USES)
-                else [PutEdge(sid, rid, EdgeType.USES)]
-            )
-            return ops, data
+            if graph.has_edge(sid, rid, EdgeType.USES):
+                return [], Linked(data, created=False)
+            return [PutEdge(sid, rid, EdgeType.USES)], Linked(data, created=True)
 
         return await self._write(build)
 
@@ -880,4 +886,4 @@ def _service_ref(sid: str) -> str:
     return f"{app}/{svc}"
 
 
-__all__ = ["Catalog", "DeployResult", "Deployment"]
+__all__ = ["Catalog", "DeployResult", "Deployment", "Linked"]
