@@ -142,9 +142,27 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A method a path refuses for a reason worth telling (not in the OpenAPI document)."""
+
+    method: str
+    path: str
+    detail: str
+
+
 class Router:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+        self.refusals: list[Refusal] = []
+
+    def refuse(self, method: str, path: str, detail: str) -> None:
+        """Answer `method` on `path` with 405 and `detail` instead of a generic 405.
+
+        Undocumented, as every method a path does not offer: a documented operation that
+        always fails would be a promise the server breaks.
+        """
+        self.refusals.append(Refusal(method, path, detail))
 
     def add(
         self,
@@ -170,6 +188,9 @@ class Router:
     def install(self, app: web.Application) -> None:
         for ep in self.endpoints:
             app.router.add_route(ep.method, ep.path, ep.handle)
+        for r in self.refusals:
+            allow = ", ".join(sorted({ep.method for ep in self.endpoints if ep.path == r.path}))
+            app.router.add_route(r.method, r.path, _refuse(r.detail, allow))
 
     def openapi(self, *, title: str, version: str, description: str) -> dict[str, Any]:
         components: dict[str, Any] = {}
@@ -269,6 +290,15 @@ class Router:
                 },
             },
         }
+
+
+def _refuse(detail: str, allow: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def refuse(request: web.Request) -> web.Response:
+        response = problem(405, "Method Not Allowed", detail)
+        response.headers["Allow"] = allow
+        return response
+
+    return refuse
 
 
 AUTH_RESPONSES = {
