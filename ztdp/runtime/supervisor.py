@@ -324,6 +324,8 @@ class Supervisor:
             rs.status, rs.error = "Failed", f"internal error: {exc!r}"
         else:
             if step["action"] == "noop":
+                if state.resource is not None:  # observe it where its environment says now
+                    state.target = target
                 rs.status = "Unchanged"
             elif step["action"] == "delete":
                 state.resource, state.target = resource, target

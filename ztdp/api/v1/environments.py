@@ -10,7 +10,7 @@ from ztdp.api.access import (
 )
 from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.routing import Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.api.v1.common import READ_ERRORS, WRITE, if_match, param, router
 from ztdp.catalog import Deployment
 from ztdp.contracts import (
     AllowedEnvironments,
@@ -41,6 +41,36 @@ async def create_environment(request: web.Request, body: Environment) -> Reply:
 )
 async def list_environments(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].list_environments()
+
+
+@router.add(
+    "GET",
+    "/v1/environments/{env}",
+    "Read an environment",
+    tag="environments",
+    responses={200: Environment, **READ_ERRORS},
+    access=READ,
+)
+async def get_environment(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].get_environment(param(request, "env"))
+
+
+@router.add(
+    "PUT",
+    "/v1/environments/{env}",
+    "Change an environment (its cluster, namespace, reconcile mode); "
+    "what runs there takes it up at its next run",
+    tag="environments",
+    body=Environment,
+    responses={200: Environment, **WRITE},
+    if_match=True,
+    access=admin("change environments"),
+)
+async def update_environment(request: web.Request, body: Environment) -> Reply:
+    catalog = request.app[CATALOG]
+    return 200, await catalog.update_environment(
+        param(request, "env"), body, if_match=if_match(request)
+    )
 
 
 @router.add(
