@@ -16,6 +16,8 @@ from ztdp.contracts import (
     AllowedEnvironments,
     Environment,
 )
+from ztdp.planner import deployment_node
+from ztdp.runtime import Runtime
 
 
 @router.add(
@@ -82,12 +84,33 @@ async def update_environment(request: web.Request, body: Environment) -> Reply:
     access=READ,
 )
 async def list_deployments(request: web.Request, body: None) -> Reply:
-    env = param(request, "env")
-    deployments = await request.app[CATALOG].deployments(env)
-    runtime = request.app[RUNTIME]
-    for d in deployments:
-        d.status = runtime.status_of(f"deployment/{d.application}/{d.service}@{env}").value
-    return 200, deployments
+    deployments = await request.app[CATALOG].deployments(param(request, "env"))
+    return 200, [_observed(request.app[RUNTIME], d) for d in deployments]
+
+
+@router.add(
+    "GET",
+    "/v1/environments/{env}/deployments/{app}/{svc}",
+    "Read what is deployed of a service to an environment, its status and why",
+    tag="environments",
+    responses={200: Deployment, **READ_ERRORS},
+    access=READ,
+)
+async def get_deployment(request: web.Request, body: None) -> Reply:
+    catalog = request.app[CATALOG]
+    deployment = await catalog.deployment(
+        param(request, "env"), param(request, "app"), param(request, "svc")
+    )
+    return 200, _observed(request.app[RUNTIME], deployment)
+
+
+def _observed(runtime: Runtime, d: Deployment) -> Deployment:
+    """The deployment with its status as its actor last saw it, and why."""
+    state = runtime.supervisor.actors.get(deployment_node(d.application, d.service, d.environment))
+    if state is not None:  # else Pending: never realised by this runtime (docs/decisions.md)
+        d.status, d.since = state.status.value, state.since
+        d.reason = state.last_error or state.message or None
+    return d
 
 
 @router.add(
