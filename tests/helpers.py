@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+
+from ztdp.api import create_app
+from ztdp.auth import MemoryTokenStore
+from ztdp.graph.store import GraphStore
+from ztdp.settings import Settings
 
 
 class Api:
@@ -78,3 +86,34 @@ class Api:
         await self.ok("PUT", "/v1/applications/checkout/environments/allowed", ["dev", "prod"], 200)
         await self.service("checkout", "checkout-api")
         await self.version("checkout", "checkout-api", "1.0.0")
+
+
+class Caller(Api):
+    """The API as one authenticated identity."""
+
+    def __init__(self, client: TestClient, token: str) -> None:  # type: ignore[type-arg]
+        super().__init__(client)
+        self.token = token
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return await super().call(method, path, body, headers=headers, **kw)
+
+
+@asynccontextmanager
+async def authenticated(
+    store: GraphStore, people: dict[str, list[dict[str, Any]]], settings: Settings | None = None
+) -> AsyncIterator[dict[str, Caller]]:
+    """The API with authentication on over `store`: `admin` and a caller per name in `people`."""
+    announced: list[str] = []
+    settings = (settings or Settings()).model_copy(update={"auth": "on"})
+    app = create_app(settings, store=store, tokens=MemoryTokenStore(), announce=announced.append)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        found = re.search(r"ztdp_\S+", announced[0])
+        assert found is not None, announced
+        admin = Caller(client, found.group(0))
+        callers = {"admin": admin}
+        for name, grants in people.items():
+            issued = await admin.ok("POST", "/v1/tokens", {"name": name, "grants": grants})
+            callers[name] = Caller(client, issued["secret"])
+        yield callers

@@ -189,6 +189,21 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
         *ADMIN_ONLY,
         lambda: {"metadata": {"name": _n("env"), "owner": "platform"}},
     ),
+    "update_environment": (
+        *ADMIN_ONLY,
+        lambda: {"metadata": {"name": "dev", "owner": "platform"}, "spec": {"description": "d"}},
+    ),
+    "update_service": (
+        *TEAM_X,
+        lambda: {
+            "metadata": {"name": "checkout-api", "owner": "team-x"},
+            "spec": {"application": "checkout", "port": 8080},
+        },
+    ),
+    "update_resource": (
+        *TEAM_X,
+        lambda: {"metadata": {"name": "pg-db", "owner": "team-x"}, "spec": {"type": "postgres"}},
+    ),
     "add_allowed": (*ADMIN_ONLY, lambda: ["dev"]),
     "replace_allowed": (*ADMIN_ONLY, lambda: ["dev", "prod"]),
     "allow_one": (*ADMIN_ONLY, lambda: None),

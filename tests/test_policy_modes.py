@@ -225,9 +225,9 @@ async def test_a_plan_step_names_the_provider_that_is_not_installed(api: Api) ->
             "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"},
         },
     )
-    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=200)
+    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=201)
     await api.ok(
-        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=201
     )
     await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
     plan = steps(await api.ok("GET", DEV_PLAN))

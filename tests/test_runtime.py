@@ -157,9 +157,9 @@ async def with_database(api: Api) -> None:
         "/v1/resources",
         {"metadata": {"name": "pg-db", "owner": "team-x"}, "spec": {"type": "postgres"}},
     )
-    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=200)
+    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=201)
     await api.ok(
-        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=200
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=201
     )
     await api.service("checkout", "worker")
     await api.version("checkout", "worker", "1.0.0")

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         description="resource types created at start-up when missing: name -> provider",
     )
     write_retries: int = Field(default=8, ge=1, description="retries of a write on a stale read")
+    platform_team: str = Field(
+        default="platform-team",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+        max_length=253,
+        description="owner of a new object that names none, when authentication is off or a "
+        "platform-admin creates it",
+    )
 
     auth: Literal["on", "off"] | None = Field(
         default=None,

@@ -1,16 +1,56 @@
 #!/usr/bin/env bash
-# The README flow against a running `ztdp serve` (default http://127.0.0.1:8080).
+# The README's main flow against a running `ztdp serve` (default http://127.0.0.1:8080), with
+# the bodies the original ZTDP clients send; where the original API let a body leave out its
+# owner, it does here too. Stops at the first answer that is not the status expected.
+# With authentication on, set ZTDP_TOKEN to a platform-admin token.
 set -euo pipefail
 B=${ZTDP_URL:-http://127.0.0.1:8080}
-post() { curl -sS -X "${3:-POST}" -H 'Content-Type: application/json' "$B$1" -d "$2"; echo; }
+AUTH=()
+if [[ -n ${ZTDP_TOKEN:-} ]]; then AUTH=(-H "Authorization: Bearer $ZTDP_TOKEN"); fi
 
-post /v1/environments '{"metadata": {"name": "dev", "owner": "platform-team"}, "spec": {"description": "development"}}'
-post /v1/environments '{"metadata": {"name": "prod", "owner": "platform-team"}, "spec": {"description": "production"}}'
-post /v1/applications '{"metadata": {"name": "checkout", "owner": "team-x"}, "spec": {"description": "checkout", "tags": ["payments"], "lifecycle": {}}}'
-post /v1/applications/checkout/environments/allowed '["dev", "prod"]' PUT
-post /v1/applications/checkout/services '{"metadata": {"name": "checkout-api", "owner": "team-x"}, "spec": {"application": "checkout", "port": 8080, "public": true}}'
-post /v1/applications/checkout/services/checkout-api/versions '{"version": "1.0.0", "config_ref": "default-config", "owner": "team-x", "image": "ghcr.io/acme/checkout-api:1.0.0"}'
-post /v1/policies '{"metadata": {"name": "dev-before-prod", "owner": "platform-team"}, "spec": {"transition": {"edge": "deploy", "environment": "prod"}, "rule": {"type": "promotion", "requires": ["dev"]}}}'
-post /v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy '{"environment": "prod"}'   # denied: 403
-post /v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy '{"environment": "dev"}'
-curl -sS "$B/v1/applications/checkout/plan?environment=dev"; echo
+# call STATUS METHOD PATH [BODY]: print the answer, stop unless its status is STATUS
+call() {
+  local want=$1 method=$2 path=$3 body=() out code
+  if [[ $# -gt 3 ]]; then body=(-H 'Content-Type: application/json' -d "$4"); fi
+  out=$(curl -sS -X "$method" "${AUTH[@]}" "${body[@]}" -w '\n%{http_code}' "$B$path")
+  code=${out##*$'\n'}
+  echo "$method $path -> $code ${out%$'\n'*}"
+  if [[ $code != "$want" ]]; then echo "expected $want" >&2; exit 1; fi
+}
+
+# Environments (platform team)
+call 201 POST /v1/environments '{"metadata": {"name": "dev", "owner": "platform-team"}, "spec": {"description": "Development environment"}}'
+call 201 POST /v1/environments '{"metadata": {"name": "prod", "owner": "platform-team"}, "spec": {"description": "Production environment"}}'
+
+# An application, and where it may run
+call 201 POST /v1/applications '{"metadata": {"name": "checkout", "owner": "team-x"}, "spec": {"description": "Handles checkout flows", "tags": ["payments", "frontend"], "lifecycle": {}}}'
+call 200 POST /v1/applications/checkout/environments/dev/allowed
+call 200 POST /v1/applications/checkout/environments/prod/allowed
+
+# Services and versions: without an owner they take their application's, then their service's
+call 201 POST /v1/applications/checkout/services '{"metadata": {"name": "checkout-api", "owner": "team-x"}, "spec": {"application": "checkout", "port": 8080, "public": true}}'
+call 201 POST /v1/applications/checkout/services '{"metadata": {"name": "checkout-worker"}, "spec": {"application": "checkout", "port": 9090, "public": false}}'
+call 201 POST /v1/applications/checkout/services/checkout-api/versions '{"version": "1.0.0", "config_ref": "default-config", "owner": "team-x"}'
+call 201 POST /v1/applications/checkout/services/checkout-worker/versions '{"version": "1.0.0", "config_ref": "default-config"}'
+
+# A database: the resource, given to the application, used by a service (201: linked now)
+call 201 POST /v1/resources '{"kind": "resource", "metadata": {"name": "pg-db", "owner": "team-x"}, "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"}}'
+call 201 POST /v1/applications/checkout/resources/pg-db
+call 201 POST /v1/applications/checkout/services/checkout-api/resources/pg-db
+call 200 POST /v1/applications/checkout/services/checkout-api/resources/pg-db
+
+# A policy: nothing reaches prod before it runs in dev
+call 201 POST /v1/policies '{"metadata": {"name": "dev-before-prod", "owner": "platform-team"}, "spec": {"transition": {"edge": "deploy", "environment": "prod"}, "rule": {"type": "promotion", "requires": ["dev"]}}}'
+
+# A denied deploy, then an allowed one
+call 403 POST /v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy '{"environment": "prod"}'
+call 202 POST /v1/applications/checkout/services/checkout-api/versions/1.0.0/deploy '{"environment": "dev"}'
+
+# What is deployed where, and the plan
+call 200 GET /v1/environments/dev/deployments
+call 200 GET /v1/environments/dev/deployments/checkout/checkout-api
+call 200 GET '/v1/applications/checkout/plan?environment=dev'
+call 200 POST /v1/policies/evaluate '{"application": "checkout", "service": "checkout-api", "version": "1.0.0", "environment": "prod"}'
+
+# Change an environment (the README sends If-Match with the ETag it read)
+call 200 PUT /v1/environments/dev '{"metadata": {"name": "dev"}, "spec": {"description": "Development", "reconcile": "report-only"}}'

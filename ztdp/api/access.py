@@ -21,11 +21,12 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ztdp.api.keys import SETTINGS, identity_of
 from ztdp.auth import Identity
 from ztdp.catalog.guard import ChangeGuard, WriteGuard
 from ztdp.catalog.ownership import owning_team
-from ztdp.contracts import principal_of
-from ztdp.errors import Forbidden
+from ztdp.contracts import Envelope, principal_of
+from ztdp.errors import Forbidden, InvalidInput
 from ztdp.graph import Graph, NodeKind, node_id
 
 TeamsOf = Callable[[web.Request, Any, Graph], set[str]]
@@ -94,6 +95,51 @@ def team(what: str, teams: TeamsOf) -> Access:
     return Access("team", what, teams=teams)
 
 
+# --- owners a body leaves out ---------------------------------------------------------------
+
+
+def default_owner(identity: Identity, platform_team: str) -> str | None:
+    """Who owns a new top-level object that names no owner (docs/api.md, "Owners").
+
+    Never a team the caller is not in: the platform team only for whoever may act for it
+    (a platform-admin, or everyone while authentication is off). None when the caller has
+    not exactly one team: then the body must name the owner (`owner_required` says why).
+    """
+    if identity.source == "anonymous" or identity.is_admin:
+        return platform_team
+    if len(identity.teams) == 1:
+        return next(iter(identity.teams))
+    return None
+
+
+def owner_required(identity: Identity) -> InvalidInput:
+    why = (
+        f"{identity.principal} is a developer of several teams "
+        f"({', '.join(sorted(identity.teams))}): say which one owns it"
+        if identity.teams
+        else f"{identity.principal} is a developer of no team that could own it"
+    )
+    return InvalidInput(f"metadata.owner: must be given, because {why}", field="metadata.owner")
+
+
+def resolve_owner(request: web.Request, identity: Identity, body: Any) -> None:
+    """Fill in the owner of a new top-level object before anything reads it.
+
+    Only creates (POST): an update that names no owner keeps the stored one, and a service
+    takes its application's, both decided by the catalog inside its write, on the graph it
+    commits against. The access rules below treat such a missing owner as that inherited one.
+    An owner that cannot be defaulted stays missing: the access rule refuses the caller first
+    if it may not write at all (403), else the owner is asked for (422).
+    """
+    if (
+        request.method == "POST"
+        and isinstance(body, Envelope)
+        and not body.OWNER_FROM_PARENT
+        and body.metadata.owner is None
+    ):
+        body.metadata.owner = default_owner(identity, request.app[SETTINGS].platform_team)
+
+
 # --- where the teams come from -------------------------------------------------------------
 
 
@@ -109,18 +155,46 @@ def path_app(request: web.Request, body: Any, graph: Graph) -> set[str]:
 
 
 def body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
-    """The team the body names as owner."""
+    """The team the body names as owner (`resolve_owner` has filled in what it could)."""
+    if body.metadata.owner is None:  # never an empty set: that would ask for no team at all
+        raise owner_required(identity_of(request))
     return {body.metadata.owner}
 
 
+def _named_or(owner: str | None, inherited: set[str]) -> set[str]:
+    """The owner a body names, or, when it names none, the owner it inherits."""
+    return inherited if owner is None else {owner}
+
+
 def path_app_and_body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
-    """Changing an application, or adding to it: its team and the team the body names."""
-    return path_app(request, body, graph) | {body.metadata.owner}
+    """Changing an application, or adding a service to it: its team and the body's owner.
+
+    A body without owner inherits the application's (its stored owner, for an update).
+    """
+    teams = path_app(request, body, graph)
+    return teams | _named_or(body.metadata.owner, teams)
+
+
+def _service_owner(graph: Graph, app: str, svc: str) -> set[str]:
+    data = graph.data(node_id(NodeKind.SERVICE, app, svc))
+    return set() if data is None else {str(data["metadata"]["owner"])}
 
 
 def path_app_and_version_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
-    """Adding a version: the application's team and the owner the flat version body names."""
-    return path_app(request, body, graph) | {body.owner}
+    """Adding a version: the application's team and the version's owner.
+
+    A version without owner inherits its service's, which may be another team than the
+    application's: leaving the owner out asks for no less than naming it.
+    """
+    app, svc = request.match_info["app"], request.match_info["svc"]
+    return path_app(request, body, graph) | _named_or(body.owner, _service_owner(graph, app, svc))
+
+
+def path_service_and_body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
+    """Changing a service: its application's team and the body's owner (or the stored one)."""
+    app, svc = request.match_info["app"], request.match_info["svc"]
+    stored = _service_owner(graph, app, svc)
+    return path_app(request, body, graph) | _named_or(body.metadata.owner, stored)
 
 
 def _resource_teams(graph: Graph, res: str) -> set[str]:
@@ -134,6 +208,25 @@ def path_app_and_resource(request: web.Request, body: Any, graph: Graph) -> set[
     """Linking a resource: the application's team and the resource's, unless it is shared."""
     res = request.match_info.get("res") or body.resource
     return path_app(request, body, graph) | _resource_teams(graph, res)
+
+
+def resource_and_body_owner(request: web.Request, body: Any, graph: Graph) -> set[str]:
+    """Changing a resource: its team and the body's owner; `spec.shared` only by an admin.
+
+    Sharing lends a resource to every team and unsharing breaks their links, so a change of
+    `spec.shared` either way is the platform team's (admins never reach this function).
+    """
+    res = request.match_info["res"]
+    stored = graph.data(node_id(NodeKind.RESOURCE, res))
+    if stored is None:
+        return _named_or(body.metadata.owner, set())  # the handler's 404
+    if bool(stored["spec"].get("shared")) != body.spec.shared:
+        raise Forbidden(
+            f"{identity_of(request).principal} may not change spec.shared of resource {res}: "
+            "it needs the platform-admin role"
+        )
+    owner = {str(stored["metadata"]["owner"])}
+    return owner | _named_or(body.metadata.owner, owner)
 
 
 def _check_guard(identity: Identity, name: str, body: Any, what: str) -> WriteGuard:

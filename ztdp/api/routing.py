@@ -17,9 +17,9 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from ztdp.api.access import Access, cascade_guard
+from ztdp.api.access import Access, cascade_guard, resolve_owner
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
-from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
+from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, problem, validation_problem
 from ztdp.auth import ANONYMOUS
 from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.catalog.guard import guarded
@@ -92,6 +92,7 @@ class Endpoint:
                 raise _query_error(q, "is required")
             if value is not None and q.pattern and not re.fullmatch(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
+        resolve_owner(request, identity, body)  # before the access rule reads it
         guard = self.access.guard(request, identity, body)
         if guard is not None:
             guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
@@ -101,7 +102,22 @@ class Endpoint:
                 status, payload = await self.handler(request, body)
         finally:
             reset_actor(token)
-        return json_response(status, payload)
+        response = json_response(status, payload)
+        revision = _revision_of(payload)
+        if revision is not None:
+            response.headers["ETag"] = f'"{revision}"'  # what If-Match sends back on an update
+        return response
+
+
+def _revision_of(payload: Any) -> int | None:
+    """The revision of one stored object: `metadata.revision`, or a (flat) version's `revision`."""
+    if not isinstance(payload, dict):
+        return None
+    meta = payload.get("metadata")
+    revision = meta.get("revision") if isinstance(meta, dict) else None
+    if revision is None and {"application", "service", "version"} <= payload.keys():
+        revision = payload.get("revision")
+    return revision if isinstance(revision, int) else None
 
 
 def _query_error(q: Query, problem: str) -> Exception:
@@ -126,9 +142,27 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A method a path refuses for a reason worth telling (not in the OpenAPI document)."""
+
+    method: str
+    path: str
+    detail: str
+
+
 class Router:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+        self.refusals: list[Refusal] = []
+
+    def refuse(self, method: str, path: str, detail: str) -> None:
+        """Answer `method` on `path` with 405 and `detail` instead of a generic 405.
+
+        Undocumented, as every method a path does not offer: a documented operation that
+        always fails would be a promise the server breaks.
+        """
+        self.refusals.append(Refusal(method, path, detail))
 
     def add(
         self,
@@ -154,6 +188,9 @@ class Router:
     def install(self, app: web.Application) -> None:
         for ep in self.endpoints:
             app.router.add_route(ep.method, ep.path, ep.handle)
+        for r in self.refusals:
+            allow = ", ".join(sorted({ep.method for ep in self.endpoints if ep.path == r.path}))
+            app.router.add_route(r.method, r.path, _refuse(r.detail, allow))
 
     def openapi(self, *, title: str, version: str, description: str) -> dict[str, Any]:
         components: dict[str, Any] = {}
@@ -253,6 +290,15 @@ class Router:
                 },
             },
         }
+
+
+def _refuse(detail: str, allow: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def refuse(request: web.Request) -> web.Response:
+        response = problem(405, "Method Not Allowed", detail)
+        response.headers["Allow"] = allow
+        return response
+
+    return refuse
 
 
 AUTH_RESPONSES = {

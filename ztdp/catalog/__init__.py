@@ -1,5 +1,5 @@
 """The catalog: validated, atomic operations on declared intent."""
 
-from ztdp.catalog.catalog import Catalog, Deployment, DeployResult, Removed
+from ztdp.catalog.catalog import Catalog, Deployment, DeployResult, Linked, Removed
 
-__all__ = ["Catalog", "DeployResult", "Deployment", "Removed"]
+__all__ = ["Catalog", "DeployResult", "Deployment", "Linked", "Removed"]

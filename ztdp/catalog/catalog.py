@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -72,6 +73,12 @@ class Deployment(BaseModel):
     status: str = Field(
         default="Pending", description="Pending until a runtime realises it (see docs/decisions.md)"
     )
+    reason: str | None = Field(
+        default=None,
+        description="why it has its status, e.g. the error that failed it or the failed step "
+        "that blocks it; the provider's message otherwise",
+    )
+    since: datetime | None = Field(default=None, description="when it took its current status")
 
 
 class DeployResult(BaseModel):
@@ -99,11 +106,32 @@ class Removed:
     after: Graph | None = None
 
 
+class Linked(NamedTuple):
+    """A linked resource, and whether this request made the link (201) or found it (200)."""
+
+    resource: dict[str, Any]
+    created: bool
+
+
 def _stamp(model: E, revision: int) -> dict[str, Any]:
     data = model.model_dump(mode="json", by_alias=True)
+    if data["metadata"]["owner"] is None:  # a caller that did not resolve it: never store none
+        raise InvalidInput(
+            f"metadata.owner: {model.kind} {model.metadata.name} must name its owner",
+            field="metadata.owner",
+        )
     data["metadata"]["revision"] = revision
     data["metadata"]["updated_by"] = current_actor()
     return data
+
+
+def _owned(model: E, owner_of: dict[str, Any]) -> E:
+    """`model`, owned by `owner_of`'s owner if it names none: a service's application, or the
+    stored object an update replaces."""
+    if model.metadata.owner is not None:
+        return model
+    meta = model.metadata.model_copy(update={"owner": owner_of["metadata"]["owner"]})
+    return model.model_copy(update={"metadata": meta})
 
 
 def _name(nid: str) -> str:
@@ -221,19 +249,10 @@ class Catalog:
         graph = await self.graph()
         env_id = node_id(NodeKind.ENVIRONMENT, env)
         self._require(graph, env_id, f"environment {env}")
-        out = []
-        for vid in sorted(graph.predecessors(env_id, EdgeType.DEPLOY)):
-            ver = graph.data(vid) or {}
-            out.append(
-                Deployment(
-                    application=ver["application"],
-                    service=ver["service"],
-                    version=ver["version"],
-                    environment=env,
-                    image=ver["image"],
-                )
-            )
-        return out
+        return [
+            _deployment(graph.data(vid) or {}, env)
+            for vid in sorted(graph.predecessors(env_id, EdgeType.DEPLOY))
+        ]
 
     # --- applications ----------------------------------------------------------------------
 
@@ -259,7 +278,7 @@ class Catalog:
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             current = self._require(graph, nid, f"application {name}")
             self._check_revision(current, expected, f"application {name}")
-            data = _stamp(app, rev)
+            data = _stamp(_owned(app, current), rev)
             return [PutNode(nid, NodeKind.APPLICATION, data)], data
 
         return await self._write(build)
@@ -310,20 +329,15 @@ class Catalog:
         app_id = node_id(NodeKind.APPLICATION, app)
         nid = node_id(NodeKind.SERVICE, app, svc.metadata.name)
         _refuse_reserved(svc.metadata.name, "service")
-        if svc.spec.application != app:
-            raise InvalidInput(
-                f"spec.application {svc.spec.application!r} does not match "
-                f"the path's application {app!r}",
-                field="spec.application",
-            )
+        _same_application(svc, app)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            self._require(graph, app_id, f"application {app}")
+            application = self._require(graph, app_id, f"application {app}")
             if nid in graph:
                 raise AlreadyExists(
                     f"service {svc.metadata.name} of application {app} already exists"
                 )
-            data = _stamp(svc, rev)
+            data = _stamp(_owned(svc, application), rev)
             return [PutNode(nid, NodeKind.SERVICE, data), PutEdge(app_id, nid, EdgeType.OWNS)], data
 
         return await self._write(build)
@@ -354,11 +368,12 @@ class Catalog:
         vid = node_id(NodeKind.VERSION, app, svc, body.version)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            sid, _ = self._service(graph, app, svc)
+            sid, service = self._service(graph, app, svc)
             if vid in graph:
                 raise AlreadyExists(f"version {body.version} of service {svc} already exists")
             version = ServiceVersion(
-                **body.model_dump(exclude={"image"}),
+                **body.model_dump(exclude={"image", "owner"}),
+                owner=body.owner or service["metadata"]["owner"],
                 image=body.image or f"{svc}:{body.version}",
                 application=app,
                 service=svc,
@@ -431,9 +446,7 @@ class Catalog:
             )
             decision = evaluate(graph, transition, health=health)
             decisions.append(decision)
-            deployment = Deployment(
-                application=app, service=svc, version=version, environment=env, image=ver["image"]
-            )
+            deployment = _deployment(ver, env)
             if not decision.allowed:
                 if dry_run:
                     return [], DeployResult(deployment=deployment, decision=decision)
@@ -494,20 +507,18 @@ class Catalog:
     # --- resources -------------------------------------------------------------------------
 
     async def create_resource(self, body: Resource | ResourceType) -> dict[str, Any]:
-        if isinstance(body, ResourceType):
-            kind, what = NodeKind.RESOURCE_TYPE, "resource type"
-        else:
-            kind, what = NodeKind.RESOURCE, "resource"
-        nid = node_id(kind, body.metadata.name)
+        # A resource may name a type that does not exist (yet): its plan step says what is
+        # missing (docs/api.md). Resources and types share one namespace, so that
+        # GET /v1/resources/{name} means one thing.
+        name = body.metadata.name
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            if nid in graph:
-                raise AlreadyExists(f"{what} {body.metadata.name} already exists")
-            if isinstance(body, Resource):
-                tid = node_id(NodeKind.RESOURCE_TYPE, body.spec.type)
-                self._require_field(graph, tid, f"resource type {body.spec.type}", "spec.type")
+            for other, what in _RESOURCE_KINDS.items():
+                if node_id(other, name) in graph:
+                    raise AlreadyExists(f"a {what} named {name} already exists")
+            kind = _resource_kind(body)
             data = _stamp(body, rev)
-            return [PutNode(nid, kind, data)], data
+            return [PutNode(node_id(kind, name), kind, data)], data
 
         return await self._write(build)
 
@@ -531,19 +542,16 @@ class Catalog:
         graph = await self.graph()
         return self._list(graph, NodeKind.RESOURCE_TYPE) + self._list(graph, NodeKind.RESOURCE)
 
-    async def link_application_resource(self, app: str, res: str) -> dict[str, Any]:
+    async def link_application_resource(self, app: str, res: str) -> Linked:
         app_id = node_id(NodeKind.APPLICATION, app)
         rid = node_id(NodeKind.RESOURCE, res)
 
-        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+        def build(graph: Graph, rev: int) -> tuple[list[Op], Linked]:
             self._require(graph, app_id, f"application {app}")
             data = self._require(graph, rid, f"resource {res}")
-            ops: list[Op] = (
-                []
-                if graph.has_edge(app_id, rid, EdgeType.OWNS)
-                else [PutEdge(app_id, rid, EdgeType.OWNS)]
-            )
-            return ops, data
+            if graph.has_edge(app_id, rid, EdgeType.OWNS):
+                return [], Linked(data, created=False)
+            return [PutEdge(app_id, rid, EdgeType.OWNS)], Linked(data, created=True)
 
         return await self._write(build)
 
@@ -558,10 +566,10 @@ class Catalog:
 
     async def link_service_resource(
         self, app: str, svc: str, res: str, field: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Linked:
         rid = node_id(NodeKind.RESOURCE, res)
 
-        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+        def build(graph: Graph, rev: int) -> tuple[list[Op], Linked]:
             sid, _ = self._service(graph, app, svc)
             if field is None:
                 data = self._require(graph, rid, f"resource {res}")
@@ -572,12 +580,9 @@ class Catalog:
                     f"resource {res} is not linked to application {app}; "
                     f"POST /v1/applications/{app}/resources/{res} first"
                 )
-            ops: list[Op] = (
-                []
-                if graph.has_edge(sid, rid, EdgeType.USES)
-                else [PutEdge(sid, rid, EdgeType.USES)]
-            )
-            return ops, data
+            if graph.has_edge(sid, rid, EdgeType.USES):
+                return [], Linked(data, created=False)
+            return [PutEdge(sid, rid, EdgeType.USES)], Linked(data, created=True)
 
         return await self._write(build)
 
@@ -646,7 +651,8 @@ class Catalog:
                 nid, EdgeType.SATISFIES
             ):
                 raise Conflict(f"policy {name} has approvals; its rule type cannot change")
-            return self._policy_ops(graph, policy, rev), _stamp(policy, rev)
+            owned = _owned(policy, current)
+            return self._policy_ops(graph, owned, rev), _stamp(owned, rev)
 
         return await self._write(build)
 
@@ -683,7 +689,7 @@ class Catalog:
                 current = self._require(graph, nid, f"check {check.metadata.name}")
                 self._check_revision(current, expected, f"check {check.metadata.name}")
             self._require_subject(graph, check.spec.subject)
-            data = _stamp(check, rev)
+            data = _stamp(check if current is None else _owned(check, current), rev)
             return [PutNode(nid, NodeKind.CHECK, data)], data
 
         return await self._write(build)
@@ -962,6 +968,116 @@ class Catalog:
             desired, observed, application=None, environment=environment, revision=revision
         )
 
+    # --- reads and updates of one object (issue 9) -----------------------------------------
+
+    async def get_environment(self, name: str) -> dict[str, Any]:
+        return self._require(
+            await self.graph(), node_id(NodeKind.ENVIRONMENT, name), f"environment {name}"
+        )
+
+    async def update_environment(
+        self, name: str, env: Environment, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        """Change an environment; its realised nodes take it up at their next run there."""
+        nid = node_id(NodeKind.ENVIRONMENT, name)
+        same_name(env.metadata.name, name)
+        expected = if_match if if_match is not None else env.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            current = self._require(graph, nid, f"environment {name}")
+            self._check_revision(current, expected, f"environment {name}")
+            data = _stamp(_owned(env, current), rev)
+            return [PutNode(nid, NodeKind.ENVIRONMENT, data)], data
+
+        return await self._write(build)
+
+    async def update_service(
+        self, app: str, svc: str, body: Service, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        same_name(body.metadata.name, svc)
+        _same_application(body, app)
+        expected = if_match if if_match is not None else body.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            sid, current = self._service(graph, app, svc)
+            self._check_revision(current, expected, f"service {svc} of application {app}")
+            data = _stamp(_owned(body, current), rev)
+            return [PutNode(sid, NodeKind.SERVICE, data)], data
+
+        return await self._write(build)
+
+    async def get_resource(self, name: str) -> dict[str, Any]:
+        """The resource called `name`, else the resource type (they share one namespace)."""
+        graph = await self.graph()
+        for kind in _RESOURCE_KINDS:
+            data = graph.data(node_id(kind, name))
+            if data is not None:
+                return data
+        raise NotFound(f"no resource or resource type {name} exists")
+
+    async def update_resource(
+        self, name: str, body: Resource | ResourceType, *, if_match: int | None = None
+    ) -> dict[str, Any]:
+        """Change a resource or a resource type (the body's kind says which)."""
+        kind = _resource_kind(body)
+        what = _RESOURCE_KINDS[kind]
+        nid = node_id(kind, name)
+        same_name(body.metadata.name, name)
+        expected = if_match if if_match is not None else body.metadata.revision
+
+        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
+            current = self._require(graph, nid, f"{what} {name}")
+            self._check_revision(current, expected, f"{what} {name}")
+            if isinstance(body, Resource) and body.spec.type != current["spec"]["type"]:
+                users = sorted(_name(a) for a in graph.predecessors(nid, EdgeType.OWNS))
+                if users:
+                    raise Conflict(
+                        f"resource {name} is used by application {', '.join(users)}: its type "
+                        f"cannot change from {current['spec']['type']} to {body.spec.type}; "
+                        "create a resource of the new type instead"
+                    )
+            data = _stamp(_owned(body, current), rev)
+            return [PutNode(nid, kind, data)], data
+
+        return await self._write(build)
+
+    async def deployment(self, env: str, app: str, svc: str) -> Deployment:
+        """What version of a service is deployed to an environment (404 if none)."""
+        graph = await self.graph()
+        env_id = node_id(NodeKind.ENVIRONMENT, env)
+        self._require(graph, env_id, f"environment {env}")
+        sid, _ = self._service(graph, app, svc)
+        for vid in graph.successors(sid, EdgeType.HAS_VERSION):
+            if graph.has_edge(vid, env_id, EdgeType.DEPLOY):
+                return _deployment(graph.data(vid) or {}, env)
+        raise NotFound(f"service {svc} of application {app} is not deployed to {env}")
+
+
+_RESOURCE_KINDS = {NodeKind.RESOURCE: "resource", NodeKind.RESOURCE_TYPE: "resource type"}
+
+
+def _resource_kind(body: Resource | ResourceType) -> NodeKind:
+    return NodeKind.RESOURCE_TYPE if isinstance(body, ResourceType) else NodeKind.RESOURCE
+
+
+def _deployment(version: dict[str, Any], env: str) -> Deployment:
+    return Deployment(
+        application=version["application"],
+        service=version["service"],
+        version=version["version"],
+        environment=env,
+        image=version["image"],
+    )
+
+
+def _same_application(svc: Service, app: str) -> None:
+    if svc.spec.application != app:
+        raise InvalidInput(
+            f"spec.application {svc.spec.application!r} does not match "
+            f"the path's application {app!r}",
+            field="spec.application",
+        )
+
 
 _REMOVALS: dict[NodeKind, Callable[[Graph, str], Removal]] = {
     NodeKind.APPLICATION: deletion.application,
@@ -1017,4 +1133,4 @@ def _service_ref(sid: str) -> str:
     return f"{app}/{svc}"
 
 
-__all__ = ["Catalog", "DeployResult", "Deployment", "Removed"]
+__all__ = ["Catalog", "DeployResult", "Deployment", "Linked", "Removed"]

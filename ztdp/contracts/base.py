@@ -84,7 +84,13 @@ class Strict(BaseModel):
 
 class Metadata(Strict):
     name: DnsLabel
-    owner: Owner
+    owner: Owner | None = Field(
+        default=None,
+        description="the team that owns the object. When omitted (as the original clients "
+        "may), a service takes its application's owner and an update keeps the stored one; "
+        "a new top-level object takes the caller's team, or the platform team's "
+        "(docs/api.md, 'Owners')",
+    )
     labels: Labels = Field(default_factory=dict)
     revision: int | None = Field(
         default=None,
@@ -101,6 +107,8 @@ class Envelope(Strict):
     """`{"apiVersion", "kind", "metadata", "spec"}`: the shape of every enveloped object."""
 
     KIND: ClassVar[str]
+    # A child object (a service) takes its parent's owner when it names none, not the caller's.
+    OWNER_FROM_PARENT: ClassVar[bool] = False
     api_version: str = Field(
         default=API_VERSION, alias="apiVersion", pattern=r"^ztdp/v1$", description="ztdp/v1"
     )

@@ -93,6 +93,7 @@ class ServiceSpec(Strict):
 
 class Service(Envelope):
     KIND: ClassVar[str] = "Service"
+    OWNER_FROM_PARENT: ClassVar[bool] = True
     kind: Literal["Service", "service"] = "Service"
     spec: ServiceSpec
 
@@ -103,7 +104,7 @@ class Service(Envelope):
 class ServiceVersionIn(Strict):
     version: SemVer
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
-    owner: Owner
+    owner: Owner | None = Field(default=None, description="default: the service's owner")
     image: ImageRef | None = Field(
         default=None, description="defaults to '<service>:<version>' when omitted"
     )
@@ -118,6 +119,7 @@ class ServiceVersionIn(Strict):
 
 
 class ServiceVersion(ServiceVersionIn):
+    owner: Owner
     application: DnsLabel
     service: DnsLabel
     image: ImageRef
@@ -166,7 +168,10 @@ class ResourceType(Envelope):
 
 
 class ResourceSpec(Strict):
-    type: DnsLabel = Field(description="name of a resource type, e.g. 'postgres'")
+    type: DnsLabel = Field(
+        description="name of a resource type, e.g. 'postgres'. A type that does not exist (yet), "
+        "or whose provider is not installed, is accepted: the plan says what is missing"
+    )
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
     description: ShortText = ""
     shared: bool = Field(

@@ -317,6 +317,8 @@ class Supervisor:
             rs.status, rs.error = "Failed", f"internal error: {exc!r}"
         else:
             if step["action"] == "noop":
+                if state.resource is not None:  # observe it where its environment says now
+                    state.target = target
                 rs.status = "Unchanged"
             elif step["action"] == "delete":
                 state.resource, state.target = resource, target
@@ -587,7 +589,9 @@ class Supervisor:
                     cause = next((d for d in order.waits[node] if d in failed), None)
                     if cause is not None:
                         rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
-                        self.actor(node, step["provider"]).status = Status.BLOCKED
+                        # The actor says why too: its deployment's status is read from it.
+                        blocked = self.actor(node, step["provider"])
+                        await self._status(blocked, Status.BLOCKED, error=rs.error, run=run.id)
                         await self._finish(run, rs)
                         settle(node)
                         continue

@@ -20,6 +20,7 @@ from ztdp.api.v1.common import (
     WRITE,
     deleted,
     flag,
+    if_match,
     param,
     router,
 )
@@ -30,6 +31,8 @@ from ztdp.contracts import (
 )
 from ztdp.errors import NotFound
 from ztdp.graph import EdgeType, NodeKind, node_id
+from ztdp.planner import deployment_node
+from ztdp.runtime import Runtime
 
 
 @router.add(
@@ -59,6 +62,36 @@ async def list_environments(request: web.Request, body: None) -> Reply:
 
 @router.add(
     "GET",
+    "/v1/environments/{env}",
+    "Read an environment",
+    tag="environments",
+    responses={200: Environment, **READ_ERRORS},
+    access=READ,
+)
+async def get_environment(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].get_environment(param(request, "env"))
+
+
+@router.add(
+    "PUT",
+    "/v1/environments/{env}",
+    "Change an environment (its cluster, namespace, reconcile mode); "
+    "what runs there takes it up at its next run",
+    tag="environments",
+    body=Environment,
+    responses={200: Environment, **WRITE},
+    if_match=True,
+    access=admin("change environments"),
+)
+async def update_environment(request: web.Request, body: Environment) -> Reply:
+    catalog = request.app[CATALOG]
+    return 200, await catalog.update_environment(
+        param(request, "env"), body, if_match=if_match(request)
+    )
+
+
+@router.add(
+    "GET",
     "/v1/environments/{env}/deployments",
     "List what is deployed to an environment",
     tag="environments",
@@ -66,12 +99,33 @@ async def list_environments(request: web.Request, body: None) -> Reply:
     access=READ,
 )
 async def list_deployments(request: web.Request, body: None) -> Reply:
-    env = param(request, "env")
-    deployments = await request.app[CATALOG].deployments(env)
-    runtime = request.app[RUNTIME]
-    for d in deployments:
-        d.status = runtime.status_of(f"deployment/{d.application}/{d.service}@{env}").value
-    return 200, deployments
+    deployments = await request.app[CATALOG].deployments(param(request, "env"))
+    return 200, [_observed(request.app[RUNTIME], d) for d in deployments]
+
+
+@router.add(
+    "GET",
+    "/v1/environments/{env}/deployments/{app}/{svc}",
+    "Read what is deployed of a service to an environment, its status and why",
+    tag="environments",
+    responses={200: Deployment, **READ_ERRORS},
+    access=READ,
+)
+async def get_deployment(request: web.Request, body: None) -> Reply:
+    catalog = request.app[CATALOG]
+    deployment = await catalog.deployment(
+        param(request, "env"), param(request, "app"), param(request, "svc")
+    )
+    return 200, _observed(request.app[RUNTIME], deployment)
+
+
+def _observed(runtime: Runtime, d: Deployment) -> Deployment:
+    """The deployment with its status as its actor last saw it, and why."""
+    state = runtime.supervisor.actors.get(deployment_node(d.application, d.service, d.environment))
+    if state is not None:  # else Pending: never realised by this runtime (docs/decisions.md)
+        d.status, d.since = state.status.value, state.since
+        d.reason = state.last_error or state.message or None
+    return d
 
 
 @router.add(

@@ -14,6 +14,7 @@ from ztdp.api.access import (
     body_owner,
     path_app,
     path_app_and_resource,
+    resource_and_body_owner,
     team,
 )
 from ztdp.api.keys import CATALOG
@@ -26,9 +27,11 @@ from ztdp.api.v1.common import (
     WRITE,
     deleted,
     flag,
+    if_match,
     param,
     router,
 )
+from ztdp.catalog import Linked
 from ztdp.catalog.ownership import owning_team
 from ztdp.contracts import (
     Resource,
@@ -45,6 +48,12 @@ def _resource_access(body: Any) -> Access:
     if body.spec.shared:
         return admin("create shared resources")
     return team("create resources for that team", body_owner)
+
+
+def _resource_update_access(body: Any) -> Access:
+    if isinstance(body, ResourceType):
+        return admin("change resource types")
+    return team("change this resource", resource_and_body_owner)
 
 
 def _resource_kind(value: Any) -> str:
@@ -84,17 +93,53 @@ async def list_resources(request: web.Request, body: None) -> Reply:
 
 
 @router.add(
+    "GET",
+    "/v1/resources/{res}",
+    "Read a resource, or else the resource type of that name",
+    tag="resources",
+    responses={200: Resource | ResourceType, **READ_ERRORS},
+    access=READ,
+)
+async def get_resource(request: web.Request, body: None) -> Reply:
+    return 200, await request.app[CATALOG].get_resource(param(request, "res"))
+
+
+@router.add(
+    "PUT",
+    "/v1/resources/{res}",
+    "Change a resource, or a resource type (kind ResourceType)",
+    tag="resources",
+    body=ResourceBody,
+    responses={200: Resource | ResourceType, **WRITE},
+    if_match=True,
+    access=Access("team", refine=_resource_update_access),
+)
+async def update_resource(request: web.Request, body: Resource | ResourceType) -> Reply:
+    catalog = request.app[CATALOG]
+    return 200, await catalog.update_resource(
+        param(request, "res"), body, if_match=if_match(request)
+    )
+
+
+def _linked(linked: Linked) -> Reply:
+    return (201 if linked.created else 200), linked.resource
+
+
+LINKED = {201: Resource, 200: Resource}
+
+
+@router.add(
     "POST",
     "/v1/applications/{app}/resources/{res}",
-    "Give an application a resource",
+    "Give an application a resource (201; 200 if it had it)",
     tag="resources",
-    responses={200: Resource, **WRITE},
+    responses={**LINKED, **WRITE},
     access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_application_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.link_application_resource(
-        param(request, "app"), param(request, "res")
+    return _linked(
+        await catalog.link_application_resource(param(request, "app"), param(request, "res"))
     )
 
 
@@ -113,16 +158,18 @@ async def list_application_resources(request: web.Request, body: None) -> Reply:
 @router.add(
     "POST",
     "/v1/applications/{app}/services/{svc}/resources",
-    "Let a service use one of its application's resources",
+    "Let a service use one of its application's resources (201; 200 if it did)",
     tag="resources",
     body=ResourceLinkRequest,
-    responses={200: Resource, **WRITE},
+    responses={**LINKED, **WRITE},
     access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_service_resource_body(request: web.Request, body: ResourceLinkRequest) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.link_service_resource(
-        param(request, "app"), param(request, "svc"), body.resource, field="resource"
+    return _linked(
+        await catalog.link_service_resource(
+            param(request, "app"), param(request, "svc"), body.resource, field="resource"
+        )
     )
 
 
@@ -143,15 +190,17 @@ async def list_service_resources(request: web.Request, body: None) -> Reply:
 @router.add(
     "POST",
     "/v1/applications/{app}/services/{svc}/resources/{res}",
-    "Let a service use one of its application's resources",
+    "Let a service use one of its application's resources (201; 200 if it did)",
     tag="resources",
-    responses={200: Resource, **WRITE},
+    responses={**LINKED, **WRITE},
     access=team("link this resource to this application", path_app_and_resource),
 )
 async def link_service_resource(request: web.Request, body: None) -> Reply:
     catalog = request.app[CATALOG]
-    return 200, await catalog.link_service_resource(
-        param(request, "app"), param(request, "svc"), param(request, "res")
+    return _linked(
+        await catalog.link_service_resource(
+            param(request, "app"), param(request, "svc"), param(request, "res")
+        )
     )
 
 

@@ -12,6 +12,7 @@ from ztdp.api.access import (
     path_app,
     path_app_and_body_owner,
     path_app_and_version_owner,
+    path_service_and_body_owner,
     team,
 )
 from ztdp.api.keys import CATALOG, RUNTIME
@@ -25,6 +26,7 @@ from ztdp.api.v1.common import (
     WRITE,
     deleted,
     flag,
+    if_match,
     param,
     router,
 )
@@ -104,6 +106,23 @@ async def get_service(request: web.Request, body: None) -> Reply:
 
 
 @router.add(
+    "PUT",
+    "/v1/applications/{app}/services/{svc}",
+    "Change a service",
+    tag="services",
+    body=Service,
+    responses={200: Service, **WRITE},
+    if_match=True,
+    access=team("change this service", path_service_and_body_owner),
+)
+async def update_service(request: web.Request, body: Service) -> Reply:
+    catalog = request.app[CATALOG]
+    return 200, await catalog.update_service(
+        param(request, "app"), param(request, "svc"), body, if_match=if_match(request)
+    )
+
+
+@router.add(
     "POST",
     "/v1/applications/{app}/services/{svc}/versions",
     "Create a service version",
@@ -144,6 +163,15 @@ async def get_version(request: web.Request, body: None) -> Reply:
     return 200, await catalog.get_version(
         param(request, "app"), param(request, "svc"), param(request, "version")
     )
+
+
+# What was deployed as 1.0.0 must stay 1.0.0: a change is a new version (docs/api.md).
+router.refuse(
+    "PUT",
+    "/v1/applications/{app}/services/{svc}/versions/{version}",
+    "versions are immutable: a version cannot be changed once created; "
+    "create a new version (POST .../versions) and deploy it",
+)
 
 
 @router.add(
