@@ -285,13 +285,20 @@ def _withdraw_guard(identity: Identity, request: web.Request, what: str) -> Writ
     return withdraw_guard
 
 
+PLATFORM_KINDS = frozenset({NodeKind.ENVIRONMENT, NodeKind.POLICY, NodeKind.RESOURCE_TYPE})
+
+
 def cascade_guard(identity: Identity) -> ChangeGuard | None:
     """What a cascade takes with it is authorized like a write of each of those objects."""
     if identity.source == "anonymous" or identity.is_admin:
         return None
 
     def changes_guard(graph: Graph, nodes: Collection[str]) -> None:
-        teams = {owning_team(graph, n) or "(none)" for n in nodes}
-        identity.require_team(teams, "delete or change what depends on it (a cascade)")
+        what = "delete or change what depends on it (a cascade)"
+        # Kinds only a platform-admin writes, whatever team their metadata names.
+        platform = sorted(n for n in nodes if graph.kind(n) in PLATFORM_KINDS)
+        if platform:
+            identity.require_admin(f"{what}: {', '.join(platform)}")
+        identity.require_team({owning_team(graph, n) or "(none)" for n in nodes}, what)
 
     return changes_guard

@@ -104,6 +104,8 @@ class Removed:
     applications: set[str] = field(default_factory=set)
     environments: list[str] = field(default_factory=list)
     after: Graph | None = None
+    # environments the delete removes, as they were: where their objects are to be deleted
+    former_environments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Linked(NamedTuple):
@@ -753,7 +755,8 @@ class Catalog:
                 "policy.decision",
                 subject=node_id(NodeKind.VERSION, t.application, t.service, t.version),
                 actor=current_actor(),
-                data=decision.model_dump(mode="json"),
+                # a what-if (evaluate, a dry run) is told apart from a deploy really asked for
+                data={**decision.model_dump(mode="json"), "asked": asked},
             )
         )
         for result in decision.audit_denials if asked else ():
@@ -827,6 +830,11 @@ class Catalog:
             # on this attempt's graph: what the runtime must realise again, and where
             removed.applications = deletion.affected_applications(graph, r)
             removed.environments = [_name(e) for e, _ in graph.nodes(NodeKind.ENVIRONMENT)]
+            removed.former_environments = {
+                _name(n): data
+                for n in r.nodes
+                if (data := graph.data(n)) is not None and graph.kind(n) is NodeKind.ENVIRONMENT
+            }
             return r.ops(), removed
 
         if dry_run:
@@ -932,6 +940,12 @@ class Catalog:
         """The plan realising `graph` (a preview's, or the current one) for some applications
         in one environment, including the removal of what they no longer want there."""
         apps = sorted(applications)
+        if node_id(NodeKind.ENVIRONMENT, environment) not in graph:
+            # The environment itself goes: nothing is wanted there any more, whoever's it was.
+            everything = await self._state.observed(environment=environment)
+            return make_plan(
+                {}, everything, application=None, environment=environment, revision=graph.revision
+            )
         existing = [a for a in apps if node_id(NodeKind.APPLICATION, a) in graph]
         desired = desired_in_environment(graph, environment, existing)
         observed: dict[str, ObservedResource] = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
+from ztdp.errors import PermanentError
 from ztdp.graph import Graph, NodeKind, Op, node_id
 from ztdp.planner import (
     Plan,
@@ -53,6 +54,8 @@ class Runtime:
         self.supervisor = supervisor
         self.runs = runs
         self._settings = settings
+        # Deleted environments' last state, for deleting what was made in them.
+        self._former_environments: dict[str, dict[str, Any]] = {}
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan of an application, previewed (see `preview`)."""
@@ -125,6 +128,7 @@ class Runtime:
         the real objects (dependents before what they depend on), started as a run unless the
         delete was a dry run."""
         assert removed.after is not None
+        self._former_environments.update(removed.former_environments)
         plans = []
         for env in removed.environments:
             plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))
@@ -169,8 +173,20 @@ class Runtime:
     async def _target(self, step: Mapping[str, Any]) -> tuple[Resource, Target]:
         kind, app, name = describe(step["node"])
         env = step["node"].rsplit("@", 1)[1]
+        if step["action"] == "delete":
+            # Delete where it was made: the environment may have been changed or deleted since.
+            seen = self.supervisor.actors.get(step["node"])
+            if seen is not None and seen.resource is not None and seen.target is not None:
+                return seen.resource, seen.target
         graph = await self.catalog.graph()
-        env_data = graph.data(node_id(NodeKind.ENVIRONMENT, env)) or {}
+        env_data = graph.data(node_id(NodeKind.ENVIRONMENT, env))
+        if env_data is None:
+            env_data = self._former_environments.get(env)
+        if env_data is None:
+            raise PermanentError(
+                f"environment {env} no longer exists and where {step['node']} was made is "
+                "not known; refusing to guess a cluster to act on"
+            )
         spec = env_data.get("spec", {})
         settings = dict(spec.get("kubernetes") or {})
         settings["reconcile"] = spec.get("reconcile", "repair")

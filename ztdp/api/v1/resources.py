@@ -17,7 +17,7 @@ from ztdp.api.access import (
     resource_and_body_owner,
     team,
 )
-from ztdp.api.keys import CATALOG
+from ztdp.api.keys import CATALOG, identity_of
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
     CASCADE,
@@ -38,7 +38,7 @@ from ztdp.contracts import (
     ResourceLinkRequest,
     ResourceType,
 )
-from ztdp.errors import NotFound
+from ztdp.errors import Forbidden, NotFound
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 
 
@@ -220,12 +220,17 @@ async def get_service_resource(request: web.Request, body: None) -> Reply:
 
 
 def _resource_team(request: web.Request, body: None, graph: Graph) -> set[str]:
-    """The team of the resource (or resource type: ZTDP's, so platform-admin only) named."""
+    """The team of the resource named; a resource type is the platform's, whatever its owner
+    (platform-admins never reach this rule)."""
     res = request.match_info["res"]
-    for kind in (NodeKind.RESOURCE, NodeKind.RESOURCE_TYPE):
-        owner = owning_team(graph, node_id(kind, res))
-        if owner is not None:
-            return {owner}
+    owner = owning_team(graph, node_id(NodeKind.RESOURCE, res))
+    if owner is not None:
+        return {owner}
+    if node_id(NodeKind.RESOURCE_TYPE, res) in graph:
+        raise Forbidden(
+            f"{identity_of(request).name} may not delete resource type {res}: "
+            "it needs the platform-admin role"
+        )
     return set()  # the handler's 404
 
 
