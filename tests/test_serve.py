@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.request
 from typing import Any
@@ -142,3 +143,27 @@ def test_two_api_processes_on_one_redis_see_each_others_writes(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_client_leaving_the_event_stream_is_not_an_error() -> None:
+    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory"}).start()
+    try:
+        stream = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        stream.request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
+        response = stream.getresponse()
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        dev = {"metadata": {"name": "dev", "owner": "platform"}}
+        assert call(f"{server.url}/v1/environments", "POST", dev)[0] == 201
+        while not (line := response.readline()).startswith(b"data: "):
+            assert line, "the stream ended before an event"
+        assert json.loads(line[6:])["subject"] == "environment/dev"
+        stream.close()  # the client leaves
+        # The next event is written to the closed connection.
+        prod = {"metadata": {"name": "prod", "owner": "platform"}}
+        assert call(f"{server.url}/v1/environments", "POST", prod)[0] == 201
+    finally:
+        out = server.stop()
+    assert "ERROR" not in out and "Traceback" not in out, out
+    assert '"GET /v1/events HTTP/1.1" 200' in out, out
+

@@ -110,7 +110,9 @@ def _query_error(q: Query, problem: str) -> Exception:
     return InvalidInput(f"query parameter {q.name} {problem}", field=f"query.{q.name}")
 
 
-def json_response(status: int, payload: Any) -> web.Response:
+def json_response(status: int, payload: Any) -> web.StreamResponse:
+    if isinstance(payload, web.StreamResponse):
+        return payload  # already sent by the handler, e.g. a Server-Sent Events stream
     if isinstance(payload, BaseModel):
         text = payload.model_dump_json(by_alias=True)
     elif isinstance(payload, str | bytes):
