@@ -167,3 +167,17 @@ def test_a_client_leaving_the_event_stream_is_not_an_error() -> None:
     assert "ERROR" not in out and "Traceback" not in out, out
     assert '"GET /v1/events HTTP/1.1" 200' in out, out
 
+
+def test_an_open_event_stream_does_not_hold_up_shutdown() -> None:
+    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory"}).start()
+    stream = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        stream.request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
+        assert stream.getresponse().status == 200
+        assert server.proc is not None
+        server.proc.terminate()
+        assert server.proc.wait(timeout=5) == 0  # graceful, not the kill after 10 s
+    finally:
+        stream.close()
+        out = server.stop()
+    assert "ERROR" not in out and "Traceback" not in out, out

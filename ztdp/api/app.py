@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
-from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
+from ztdp.api.keys import AUTH, CATALOG, CLOSING, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
@@ -233,6 +233,12 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[GRAPH_CACHE] = {}
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(closing)
     router.install(app)
     spec = json.dumps(openapi_document()).encode()
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ztdp.api.access import (
     READ,
 )
-from ztdp.api.keys import EVENTS, RUNTIME
+from ztdp.api.keys import CLOSING, EVENTS, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Query, Reply
 from ztdp.api.v1.common import READ_ERRORS, param, router
@@ -84,21 +84,33 @@ async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> we
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    closing = request.app[CLOSING]
+    async with bus.subscribe(flt) as events, anyio.create_task_group() as tg:
+
+        async def end_when_closing() -> None:
+            await closing.wait()  # the server is shutting down: end the stream, not the wait
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(end_when_closing)
+        await _send_events(response, events)
+        tg.cancel_scope.cancel()
+    return response
+
+
+async def _send_events(response: web.StreamResponse, events: Any) -> None:
     try:
-        async with bus.subscribe(flt) as events:
-            while True:
-                with anyio.move_on_after(15) as heartbeat:
-                    event = await events.receive()
-                if heartbeat.cancelled_caught:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                payload = json.dumps(event)
-                await response.write(
-                    f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
-                )
+        while True:
+            with anyio.move_on_after(15) as heartbeat:
+                event = await events.receive()
+            if heartbeat.cancelled_caught:
+                await response.write(b": keep-alive\n\n")
+                continue
+            payload = json.dumps(event)
+            await response.write(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
+            )
     except (ConnectionResetError, anyio.EndOfStream, anyio.ClosedResourceError):
         pass  # the client left, or the bus dropped a subscriber that fell behind
-    return response
 
 
 @router.add(
