@@ -44,11 +44,12 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if len(key) > 253:
             raise ValueError(f"label key {key[:40]!r}... has {len(key)} characters, at most 253")
-        if not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+        # fullmatch: with match, '$' would also accept a trailing newline.
+        if not _LABEL_KEY.fullmatch(key) or len(key.rsplit("/", 1)[-1]) > 63:
             raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
         if len(value) > 63:
             raise ValueError(f"label value of {key!r} has {len(value)} characters, at most 63")
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise ValueError(
                 f"label value {value!r} of {key!r} is not a valid Kubernetes label value"
             )

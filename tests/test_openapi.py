@@ -1,0 +1,24 @@
+"""The OpenAPI document is exact: what it says a server does is what that server does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.helpers import Api
+
+# --- what the fuzzer found -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(memory_client: TestClient) -> AsyncIterator[Api]:  # type: ignore[type-arg]
+    yield Api(memory_client)
+
+
+@pytest.mark.parametrize("labels", [{"tier\n": "web"}, {"tier": "web\n"}])
+async def test_a_label_ending_in_a_newline_is_refused(api: Api, labels: dict[str, str]) -> None:
+    body = {"metadata": {"name": "checkout", "owner": "team-x", "labels": labels}}
+    code, problem = await api.call("POST", "/v1/applications", body)
+    assert code == 422 and "metadata.labels" in problem["detail"], problem
