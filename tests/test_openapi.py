@@ -22,3 +22,17 @@ async def test_a_label_ending_in_a_newline_is_refused(api: Api, labels: dict[str
     body = {"metadata": {"name": "checkout", "owner": "team-x", "labels": labels}}
     code, problem = await api.call("POST", "/v1/applications", body)
     assert code == 422 and "metadata.labels" in problem["detail"], problem
+
+
+@pytest.mark.parametrize("image", ["nginx\n", "nginx:\u00e9", "nginx:1.0\u0661"])
+async def test_an_image_ending_in_a_newline_or_tagged_with_non_ascii_is_refused(
+    api: Api, image: str
+) -> None:
+    await api.application("checkout")
+    await api.service("checkout", "checkout-api")
+    code, problem = await api.call(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions",
+        {"version": "1.0.0", "owner": "team-x", "image": image},
+    )
+    assert code == 422 and problem["errors"][0]["loc"] == "image", problem

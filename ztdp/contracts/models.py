@@ -30,13 +30,16 @@ _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 # The first path component is a registry only if it looks like a host: a dot, a port or localhost.
 _REGISTRY = rf"(?:(?:localhost|{_LABEL}(?:\.{_LABEL})+)(?::[0-9]+)?|{_LABEL}:[0-9]+)/"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE = re.compile(
-    rf"^(?:{_REGISTRY})?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
+# ASCII only (`\w` would take any letter) and one pattern for the check and the JSON schema.
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_PATTERN = (
+    rf"^(?:{_REGISTRY})?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@sha256:[a-f0-9]{{64}})?$"
 )
+_IMAGE = re.compile(IMAGE_PATTERN)
 
 
 def _check_image(value: str) -> str:
-    if not _IMAGE.match(value):
+    if not _IMAGE.fullmatch(value):  # fullmatch: '$' alone would accept a trailing newline
         raise ValueError(f"{value!r} is not a valid container image reference")
     return value
 
