@@ -36,3 +36,15 @@ async def test_an_image_ending_in_a_newline_or_tagged_with_non_ascii_is_refused(
         {"version": "1.0.0", "owner": "team-x", "image": image},
     )
     assert code == 422 and problem["errors"][0]["loc"] == "image", problem
+
+
+async def test_a_version_with_build_metadata_gets_a_valid_default_image(api: Api) -> None:
+    await api.application("checkout")
+    await api.service("checkout", "checkout-api")
+    version = await api.version("checkout", "checkout-api", "1.0.0+build.5")
+    assert version["image"] == "checkout-api:1.0.0_build.5"  # an image tag cannot hold '+'
+    await api.ok(
+        "POST",
+        "/v1/applications/checkout/services/checkout-api/versions",
+        {"version": "1.0.1", "owner": "team-x", "image": version["image"]},
+    )

@@ -322,7 +322,8 @@ class Catalog:
                 raise AlreadyExists(f"version {body.version} of service {svc} already exists")
             version = ServiceVersion(
                 **body.model_dump(exclude={"image"}),
-                image=body.image or f"{svc}:{body.version}",
+                # An image tag cannot hold a semantic version's '+': it is written '_'.
+                image=body.image or f"{svc}:{body.version.replace('+', '_')}",
                 application=app,
                 service=svc,
                 revision=rev,

@@ -108,7 +108,9 @@ class ServiceVersionIn(Strict):
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
     owner: Owner
     image: ImageRef | None = Field(
-        default=None, description="defaults to '<service>:<version>' when omitted"
+        default=None,
+        description="defaults to '<service>:<version>' when omitted, with a '+' of the "
+        "version written '_' (an image tag cannot hold '+')",
     )
     replicas: int = Field(default=1, ge=0, le=1000)
     env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
