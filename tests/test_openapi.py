@@ -48,3 +48,15 @@ async def test_a_version_with_build_metadata_gets_a_valid_default_image(api: Api
         "/v1/applications/checkout/services/checkout-api/versions",
         {"version": "1.0.1", "owner": "team-x", "image": version["image"]},
     )
+
+
+async def test_a_revoked_token_is_gone(api: Api) -> None:
+    issued = await api.ok("POST", "/v1/tokens", {"name": "bot", "grants": [{"role": "viewer"}]})
+    url = f"/v1/tokens/{issued['token']['id']}"
+    assert (await api.ok("DELETE", url))["revoked_by"] == "anonymous"
+    for method in ("GET", "DELETE"):
+        code, problem = await api.call(method, url)
+        assert code == 404 and "was revoked at" in problem["detail"], (method, problem)
+        assert problem["revoked_by"] == "anonymous"
+    [listed] = await api.ok("GET", "/v1/tokens")
+    assert listed["revoked_at"] == problem["revoked_at"]  # still listed, for the audit trail
