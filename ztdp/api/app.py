@@ -183,8 +183,29 @@ def _redact_parser_errors() -> None:
 PARSER_LIMIT = 65536
 
 
-def openapi_document() -> dict[str, object]:
-    return router.openapi(title="ZTDP", version=__version__, description=DESCRIPTION)
+def openapi_document(settings: Settings | None = None) -> dict[str, object]:
+    """The OpenAPI document of a server with these settings.
+
+    Without settings: that of a server with authentication on and backends that can be
+    unreachable, the one whose document lists every answer any ZTDP server may give.
+    """
+    authentication = settings.auth_enabled if settings is not None else True
+    outages = (
+        settings.distributed or settings.oidc_issuer is not None if settings is not None else True
+    )
+    description = DESCRIPTION
+    if not authentication:
+        description += (
+            " Authentication is off on this server: every caller acts as platform-admin and "
+            "no operation asks for credentials."
+        )
+    return router.openapi(
+        title="ZTDP",
+        version=__version__,
+        description=description,
+        authentication=authentication,
+        outages=outages,
+    )
 
 
 def _stderr(text: str) -> None:
@@ -240,7 +261,7 @@ def create_app(
 
     app.on_shutdown.append(closing)
     router.install(app)
-    spec = json.dumps(openapi_document()).encode()
+    spec = json.dumps(openapi_document(settings)).encode()
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")

@@ -7,6 +7,7 @@ the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -147,7 +148,18 @@ class Router:
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.endpoints.append(
-                Endpoint(method, path, fn, summary, tag, responses, access, body, query, if_match)
+                Endpoint(
+                    method,
+                    path,
+                    fn,
+                    summary,
+                    tag,
+                    responses,
+                    access,
+                    body=body,
+                    query=query,
+                    if_match=if_match,
+                )
             )
             return fn
 
@@ -157,7 +169,22 @@ class Router:
         for ep in self.endpoints:
             app.router.add_route(ep.method, ep.path, ep.handle)
 
-    def openapi(self, *, title: str, version: str, description: str) -> dict[str, Any]:
+    def openapi(
+        self,
+        *,
+        title: str,
+        version: str,
+        description: str,
+        authentication: bool = True,
+        outages: bool = True,
+    ) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this table, as exact as the server it describes.
+
+        `authentication`: whether the server asks for credentials; without, no operation
+        declares a security requirement or the 401/403/429 answers only credentials cause.
+        `outages`: whether a backend (Redis, the identity provider) can be unreachable, so
+        that every operation needing it may answer 503.
+        """
         components: dict[str, Any] = {}
 
         def schema(tp: Any) -> dict[str, Any]:
@@ -168,7 +195,7 @@ class Router:
                 return {"$ref": _REF.format(model=tp.__name__)}
             return js
 
-        problem_ref = schema(Problem)
+        problem = {PROBLEM_JSON: {"schema": schema(Problem)}}
         paths: dict[str, dict[str, Any]] = {}
         for ep in self.endpoints:
             params: list[dict[str, Any]] = [
@@ -203,36 +230,34 @@ class Router:
                         "schema": {"type": "string", "pattern": r'^(W/)?"?[0-9]+"?$'},
                     }
                 )
+            guarded = ep.access.need != "public"
+            failures = dict(AUTH_RESPONSES if guarded and authentication else {})
+            if guarded and outages:
+                failures[503] = OUTAGE
             responses: dict[str, Any] = {}
-            for status, tp in sorted(ep.responses.items()):
+            for status in sorted({*failures, *ep.responses}):
+                tp = ep.responses.get(status, Problem)
                 if tp is Problem:
-                    responses[str(status)] = {
-                        "description": _REASONS.get(status, "error"),
-                        "content": {PROBLEM_JSON: {"schema": problem_ref}},
-                    }
+                    declared = _REASONS.get(status) if status in ep.responses else None
+                    reasons = [declared, failures.get(status)]
+                    text = "; or ".join(dict.fromkeys(r for r in reasons if r)) or "error"
+                    responses[str(status)] = {"description": text, "content": problem}
                 else:
+                    content = {"application/json": {"schema": schema(tp)}}
                     responses[str(status)] = {
                         "description": _REASONS.get(status, "success"),
-                        "content": {"application/json": {"schema": schema(tp)}},
+                        "content": content,
                     }
-            if ep.access.need != "public":
-                for status, text in AUTH_RESPONSES.items():
-                    responses.setdefault(
-                        str(status),
-                        {"description": text, "content": {PROBLEM_JSON: {"schema": problem_ref}}},
-                    )
-            responses["default"] = {
-                "description": "any other error",
-                "content": {PROBLEM_JSON: {"schema": problem_ref}},
-            }
+            responses["default"] = {"description": "any other error", "content": problem}
             op: dict[str, Any] = {
                 "operationId": ep.operation_id,
                 "summary": ep.summary,
+                "description": _describe(ep),
                 "tags": [ep.tag],
                 "parameters": params,
                 "responses": responses,
             }
-            if ep.access.need != "public":
+            if guarded and authentication:
                 op["security"] = [{"bearer": []}]
             if ep.body is not None:
                 op["requestBody"] = {
@@ -240,29 +265,76 @@ class Router:
                     "content": {"application/json": {"schema": schema(ep.body)}},
                 }
             paths.setdefault(ep.path, {})[ep.method.lower()] = op
-        return {
+        document: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": title, "version": version, "description": description},
             "paths": paths,
-            "components": {
-                "schemas": dict(sorted(components.items())),
-                "securitySchemes": {
-                    "bearer": {
-                        "type": "http",
-                        "scheme": "bearer",
-                        "description": "a ZTDP token (ztdp_...) or, if configured, an OIDC JWT",
-                    }
-                },
-            },
+            "components": {"schemas": dict(sorted(components.items()))},
         }
+        if authentication:
+            document["components"]["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a ZTDP token (ztdp_...) or, if configured, an OIDC JWT",
+                }
+            }
+        return document
+
+
+def _describe(ep: Endpoint) -> str:
+    """What an operation does and who may call it: its summary, its rule and its docstring."""
+    parts = [ep.summary.rstrip(".") + ".", who_may_call(ep.access)]
+    doc = inspect.getdoc(ep.handler)
+    if doc:
+        parts.append(doc)
+    return "\n\n".join(parts)
+
+
+def who_may_call(access: Access) -> str:
+    """An access rule in words, as the document tells it for each operation."""
+    if access.refine is not None:
+        rule = inspect.getdoc(access.refine)
+        return "Who may call it depends on the body" + (f": {_sentence(rule)}." if rule else ".")
+    match access.need:
+        case "public":
+            return "Public: needs no credentials."
+        case "read":
+            return "Any authenticated identity may call it."
+        case "admin":
+            return f"Needs platform-admin (to {access.what})."
+        case "team":
+            teams = inspect.getdoc(access.teams) if access.teams else None
+            whose = _sentence(teams) if teams else "the teams it touches"
+            return f"Needs a developer grant of {whose}, or platform-admin (to {access.what})."
+        case "recorder":
+            return (
+                "Needs a ci grant of the team owning the check's application to record a "
+                "result (succeeded or failed), or platform-admin; a developer grant of that "
+                "team may declare the check pending."
+            )
+        case "approver":
+            return (
+                "Needs an approver grant for the environment approved, approving as itself "
+                "(spec.approver is the caller)."
+            )
+    raise AssertionError(f"an access rule needs a description: {access.need}")
+
+
+def _sentence(doc: str) -> str:
+    """The first sentence of a docstring, to continue a sentence with: a description of who is
+    asked for, after any "What is done:" lead-in."""
+    text = doc.split("\n\n")[0].replace("\n", " ").strip().rstrip(".")
+    text = text.split(": ", 1)[-1]
+    return text[0].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
 AUTH_RESPONSES = {
     401: "No valid token",
-    403: "The caller lacks the role or team (or policy denies)",
+    403: "The caller lacks the role or team",
     429: "Too many failed authentications from this client",
-    503: "A backend (Redis, the identity provider) is unreachable: retry after Retry-After",
 }
+OUTAGE = "A backend (Redis, the identity provider) is unreachable: retry after Retry-After"
 
 _REASONS = {
     200: "OK",

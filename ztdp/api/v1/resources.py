@@ -26,6 +26,8 @@ from ztdp.contracts import (
 
 
 def _resource_access(body: Any) -> Access:
+    """Platform-admin for a resource type or a shared resource; else a developer grant of the
+    team the body names as owner."""
     if isinstance(body, ResourceType):
         return admin("create resource types")
     if body.spec.shared:
