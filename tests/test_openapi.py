@@ -93,6 +93,22 @@ def test_every_operation_says_what_it_does_and_who_may_call_it() -> None:
         assert WHO.search(description), (method, path, description)
 
 
+def test_a_handler_docstring_is_part_of_its_description() -> None:
+    events = FULL["paths"]["/v1/events"]["get"]
+    assert "the stream lasts until the client leaves" in events["description"]
+
+
+def test_the_event_stream_is_described() -> None:
+    content = FULL["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/event-stream"}
+    event = content["text/event-stream"]["schema"]
+    assert event["required"] == ["id", "event", "data"]
+    assert event["properties"]["data"]["contentMediaType"] == "application/json"
+    assert event["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/CloudEvent"
+    }
+
+
 # --- what the fuzzer found -----------------------------------------------------------------
 
 

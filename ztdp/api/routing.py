@@ -53,6 +53,8 @@ class Endpoint:
     body: Any = None
     query: tuple[Query, ...] = ()
     if_match: bool = False
+    # With `Accept: text/event-stream`, the success answer is a stream of events of this type.
+    stream: Any = None
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +147,7 @@ class Router:
         body: Any = None,
         query: tuple[Query, ...] = (),
         if_match: bool = False,
+        stream: Any = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.endpoints.append(
@@ -159,6 +162,7 @@ class Router:
                     body=body,
                     query=query,
                     if_match=if_match,
+                    stream=stream,
                 )
             )
             return fn
@@ -244,6 +248,8 @@ class Router:
                     responses[str(status)] = {"description": text, "content": problem}
                 else:
                     content = {"application/json": {"schema": schema(tp)}}
+                    if ep.stream is not None and status < 300:
+                        content[EVENT_STREAM] = _event_stream(schema(ep.stream))
                     responses[str(status)] = {
                         "description": _REASONS.get(status, "success"),
                         "content": content,
@@ -280,6 +286,28 @@ class Router:
                 }
             }
         return document
+
+
+def _event_stream(data: dict[str, Any]) -> dict[str, Any]:
+    """A `text/event-stream` body; as schemathesis and OpenAPI 3.2 read it before `itemSchema`
+    existed, its schema is that of one event, whose `data` is JSON of the given schema."""
+    return {
+        "schema": {
+            "type": "object",
+            "description": "one Server-Sent Event; the stream sends a comment every 15 s "
+            "while there is nothing to tell",
+            "properties": {
+                "id": {"type": "string", "description": "the id of the event in `data`"},
+                "event": {"type": "string", "description": "the type of the event in `data`"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": data,
+                },
+            },
+            "required": ["id", "event", "data"],
+        }
+    }
 
 
 def _describe(ep: Endpoint) -> str:
@@ -335,6 +363,7 @@ AUTH_RESPONSES = {
     429: "Too many failed authentications from this client",
 }
 OUTAGE = "A backend (Redis, the identity provider) is unreachable: retry after Retry-After"
+EVENT_STREAM = "text/event-stream"
 
 _REASONS = {
     200: "OK",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ztdp.api.access import (
     READ,
@@ -18,6 +18,21 @@ from ztdp.api.routing import Query, Reply
 from ztdp.api.v1.common import READ_ERRORS, param, router
 from ztdp.events import EventFilter
 from ztdp.runtime import Run
+
+
+class CloudEvent(BaseModel):
+    """An event in the CloudEvents 1.0 structured form (the schema of what is sent)."""
+
+    specversion: Literal["1.0"]
+    id: str
+    source: str
+    type: str = Field(description="io.ztdp.<kind>, e.g. io.ztdp.run.step")
+    time: str = Field(description="RFC 3339, UTC")
+    subject: str = Field(description="the node the event is about, e.g. environment/dev")
+    datacontenttype: Literal["application/json"]
+    actor: str = Field(description="the principal that caused it")
+    runid: str | None = Field(default=None, description="the run it belongs to, if any")
+    data: dict[str, Any]
 
 
 class ProviderView(BaseModel):
@@ -56,8 +71,9 @@ async def get_run(request: web.Request, body: None) -> Reply:
     "/v1/events",
     "CloudEvents, filtered; with 'Accept: text/event-stream', a live Server-Sent Events stream",
     tag="runs",
-    responses={200: list[dict[str, Any]], 422: Problem},
+    responses={200: list[CloudEvent], 422: Problem},
     access=READ,
+    stream=CloudEvent,
     query=(
         Query("node", "only events about this node (the CloudEvents subject)", pattern=None),
         Query("run", "only events of this run", pattern=r"^[0-9a-f]{32}$"),
@@ -70,6 +86,10 @@ async def get_run(request: web.Request, body: None) -> Reply:
     ),
 )
 async def list_events(request: web.Request, body: None) -> Reply:
+    """The newest events, oldest first. Sent `Accept: text/event-stream`, the answer is a
+    stream instead: each new event as it happens, with `id`, `event` (its type) and `data`
+    (the event as JSON); `limit` does not apply, and the stream lasts until the client leaves
+    or the server stops."""
     q = request.query
     flt = EventFilter(node=q.get("node"), run=q.get("run"), type=q.get("type"))
     bus = request.app[EVENTS]
