@@ -1,7 +1,8 @@
 """The OpenAPI document is exact: what it says a server does is what that server does.
 
-It depends on the server's settings (credentials, backends that can fail) and describes every
-operation and who may call it.
+It depends on the server's settings (credentials, backends that can fail), describes every
+operation and who may call it, and states every constraint the server enforces: each value
+below is accepted by the document's schema exactly when the server accepts it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jsonschema_rs
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from pydantic import TypeAdapter, ValidationError
 
 from tests.helpers import Api
 from ztdp.api import create_app, openapi_document
+from ztdp.api.problems import BadRequest
+from ztdp.api.routing import Endpoint
+from ztdp.api.v1 import router
+from ztdp.api.v1.common import if_match
 from ztdp.auth import MemoryTokenStore
 from ztdp.settings import Settings
 
@@ -107,6 +114,211 @@ def test_the_event_stream_is_described() -> None:
     assert event["properties"]["data"]["contentSchema"] == {
         "$ref": "#/components/schemas/CloudEvent"
     }
+
+
+# --- the schema states what the server enforces -------------------------------------------
+
+
+def endpoint(method: str, path: str) -> Endpoint:
+    return next(e for e in router.endpoints if (e.method, e.path) == (method, path))
+
+
+def schema_accepts(schema: dict[str, Any], value: Any) -> bool:
+    validator = jsonschema_rs.Draft202012Validator(
+        {**schema, "components": FULL["components"]}, validate_formats=True
+    )
+    return bool(validator.is_valid(value))
+
+
+def server_accepts(method: str, path: str, body: Any) -> bool:
+    """As the route's interceptor validates a body: strictly, from JSON."""
+    try:
+        TypeAdapter(endpoint(method, path).body).validate_json(json.dumps(body), strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def agree(method: str, path: str, body: Any) -> None:
+    schema = FULL["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]
+    in_schema = schema_accepts(schema["schema"], body)
+    assert in_schema == server_accepts(method, path, body), (body, "schema says", in_schema)
+
+
+LABELS = [
+    ({"tier": "web"}, True),
+    ({"example.com/tier": "web"}, True),
+    ({"Tier_1.a": ""}, True),
+    ({"a" * 63: "x"}, True),
+    ({"a" * 64: "x"}, False),
+    ({"p" * 250 + "/ab": "v"}, True),  # 253 characters
+    ({"p" * 251 + "/ab": "v"}, False),
+    ({"Example.com/tier": "web"}, False),
+    ({"": "x"}, False),
+    ({"bad key!": "x"}, False),
+    ({"tier\n": "web"}, False),
+    ({"tier": "web\n"}, False),
+    ({"tier": "-web"}, False),
+    ({"tier": "é"}, False),
+    ({"tier": "a" * 63}, True),
+    ({"tier": "a" * 64}, False),
+]
+
+
+@pytest.mark.parametrize(("labels", "valid"), LABELS)
+def test_label_keys_and_values(labels: dict[str, str], valid: bool) -> None:
+    body = {"metadata": {"name": "a", "owner": "t", "labels": labels}}
+    assert server_accepts("POST", "/v1/applications", body) is valid
+    agree("POST", "/v1/applications", body)
+
+
+VERSIONS = [
+    ("1.0.0", True),
+    ("1.0.0-rc.1", True),
+    ("1.0.0-0a.1", True),
+    ("1.0.0+build.5", True),
+    ("10.20.30-alpha-1+001", True),
+    ("1.0.0-" + "a" * 122, True),  # 128 characters
+    ("1.0.0-" + "a" * 123, False),
+    ("1.0", False),
+    ("01.0.0", False),
+    ("1.0.0-01", False),
+    ("1.0.0-", False),
+    ("1.0.0+", False),
+    ("1.0.0-a..b", False),
+    ("1.0.0\n", False),
+    ("\u0661.\u0660.\u0660", False),
+    ("v1.0.0", False),
+]
+VERSIONS_PATH = "/v1/applications/{app}/services/{svc}/versions"
+
+
+@pytest.mark.parametrize(("version", "valid"), VERSIONS)
+def test_versions_are_semantic_versions(version: str, valid: bool) -> None:
+    body = {"version": version, "owner": "t"}
+    assert server_accepts("POST", VERSIONS_PATH, body) is valid
+    agree("POST", VERSIONS_PATH, body)
+    # and so are the versions in paths
+    path = "/v1/applications/{app}/services/{svc}/versions/{version}"
+    [param] = [p for p in FULL["paths"][path]["get"]["parameters"] if p["name"] == "version"]
+    assert schema_accepts(param["schema"], version) is valid
+
+
+IMAGES = [
+    ("nginx", True),
+    ("nginx:1.25", True),
+    ("ghcr.io/acme/checkout-api:1.0.0", True),
+    ("localhost:5000/a/b", True),
+    ("registry:5000/a_b/c__d:Tag-1.x", True),
+    ("nginx@sha256:" + "a" * 64, True),
+    ("nginx:" + "a" * 128, True),
+    ("nginx:" + "a" * 129, False),
+    ("Nginx", False),
+    ("nginx:", False),
+    ("a//b", False),
+    ("nginx\n", False),
+    ("nginx:\u00e9", False),
+    ("nginx@sha256:abc", False),
+]
+
+
+@pytest.mark.parametrize(("image", "valid"), IMAGES)
+def test_image_references(image: str, valid: bool) -> None:
+    body = {"version": "1.0.0", "owner": "t", "image": image}
+    assert server_accepts("POST", VERSIONS_PATH, body) is valid
+    agree("POST", VERSIONS_PATH, body)
+
+
+DURATIONS = [
+    ("10m", True),
+    ("1h30m", True),
+    ("2d", True),
+    ("45s", True),
+    ("1d2h3m4s", True),
+    ("", False),
+    ("m", False),
+    ("10x", False),
+    ("1m1h", False),
+    ("1234567d", False),
+    ("10m\n", False),
+    ("\u0661\u0660m", False),
+]
+
+
+@pytest.mark.parametrize(("duration", "valid"), DURATIONS)
+def test_durations(duration: str, valid: bool) -> None:
+    rule = {"type": "promotion", "requires": ["dev"], "min_ready": duration}
+    body = {"metadata": {"name": "p", "owner": "t"}, "spec": {"rule": rule}}
+    assert server_accepts("POST", "/v1/policies", body) is valid
+    agree("POST", "/v1/policies", body)
+
+
+GRANTS = [
+    ({"role": "platform-admin"}, True),
+    ({"role": "viewer"}, True),
+    ({"role": "viewer", "team": "x"}, True),
+    ({"role": "developer", "team": "team-x"}, True),
+    ({"role": "developer"}, False),  # a developer grant needs a team
+    ({"role": "developer", "team": None}, False),
+    ({"role": "developer", "team": "x", "checks": ["unit"]}, False),  # only ci lists checks
+    ({"role": "ci", "team": "team-x", "checks": ["unit"]}, True),
+    ({"role": "ci", "checks": ["unit"]}, False),  # a ci grant needs a team
+    ({"role": "approver", "environments": ["prod"]}, True),
+    ({"role": "approver"}, False),  # an approver grant needs environments
+    ({"role": "approver", "environments": []}, False),
+    ({"role": "viewer", "checks": ["unit"]}, False),
+    ({"role": "viewer", "checks": []}, True),
+    ({"role": "root"}, False),
+    ({"team": "x"}, False),
+]
+
+
+@pytest.mark.parametrize(("grant", "valid"), GRANTS)
+def test_grant_shapes(grant: dict[str, Any], valid: bool) -> None:
+    body = {"name": "bot", "grants": [grant]}
+    assert server_accepts("POST", "/v1/tokens", body) is valid
+    agree("POST", "/v1/tokens", body)
+
+
+IF_MATCH = [
+    ('"12"', True),
+    ("12", True),
+    ('W/"12"', True),
+    ("W/12", True),
+    ("1" * 18, True),
+    ("1" * 19, False),
+    ('""12""', False),
+    ('"12', False),
+    ("\u00b2", False),
+    ('W/"x"', False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("value", "valid"), IF_MATCH)
+def test_if_match(value: str, valid: bool) -> None:
+    [param] = [
+        p
+        for p in FULL["paths"]["/v1/applications/{app}"]["put"]["parameters"]
+        if p["in"] == "header"
+    ]
+    assert param["name"] == "If-Match" and schema_accepts(param["schema"], value) is valid
+    request = make_mocked_request("PUT", "/", headers={"If-Match": value})
+    try:
+        if_match(request)
+    except BadRequest:
+        assert not valid
+    else:
+        assert valid
+
+
+def test_keys_of_a_constrained_dictionary_are_constrained() -> None:
+    env = FULL["components"]["schemas"]["ServiceVersionIn"]["properties"]["env"]
+    assert "patternProperties" not in env
+    assert env["propertyNames"]["pattern"] == "^[A-Za-z_][A-Za-z0-9_]*$"
+    body = {"version": "1.0.0", "owner": "t", "env": {"not a name": "x"}}
+    assert not server_accepts("POST", VERSIONS_PATH, body)
+    agree("POST", VERSIONS_PATH, body)
 
 
 # --- what the fuzzer found -----------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import from_json
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema, from_json
 
 from ztdp.api.access import Access
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
@@ -24,7 +25,7 @@ from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_prob
 from ztdp.auth import ANONYMOUS
 from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.catalog.guard import guarded
-from ztdp.contracts import DNS_LABEL_PATTERN
+from ztdp.contracts import DNS_LABEL_PATTERN, DnsLabel, SemVer
 
 Reply = tuple[int, Any]
 HandlerFn = Callable[[web.Request, Any], Awaitable[Reply]]
@@ -192,7 +193,7 @@ class Router:
         components: dict[str, Any] = {}
 
         def schema(tp: Any) -> dict[str, Any]:
-            js = TypeAdapter(tp).json_schema(ref_template=_REF)
+            js = TypeAdapter(tp).json_schema(ref_template=_REF, schema_generator=_Schemas)
             components.update(js.pop("$defs", {}))
             if isinstance(tp, type) and issubclass(tp, BaseModel):
                 components[tp.__name__] = js
@@ -207,9 +208,7 @@ class Router:
                     "name": name,
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string"}
-                    if name == "version"
-                    else {"type": "string", "pattern": DNS_LABEL_PATTERN, "maxLength": 63},
+                    "schema": schema(PATH_PARAMETERS.get(name, DnsLabel)),
                 }
                 for name in _PARAM.findall(ep.path)
             ]
@@ -231,7 +230,7 @@ class Router:
                         "required": False,
                         "description": 'the revision the update is based on, e.g. "12"; '
                         "a different current revision is refused with 409",
-                        "schema": {"type": "string", "pattern": r'^(W/)?"?[0-9]+"?$'},
+                        "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
                     }
                 )
             guarded = ep.access.need != "public"
@@ -286,6 +285,21 @@ class Router:
                 }
             }
         return document
+
+
+class _Schemas(GenerateJsonSchema):
+    """pydantic's JSON schemas, with constrained dictionary keys stated as such."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        js = super().dict_schema(schema)
+        # pydantic states a key pattern as `patternProperties`, which lets any other key
+        # through; the server refuses them, so: `propertyNames` and `additionalProperties`.
+        patterns = js.get("patternProperties", {})
+        if len(patterns) == 1 and "additionalProperties" not in js:
+            [(pattern, values)] = js.pop("patternProperties").items()
+            js["propertyNames"] = {**js.get("propertyNames", {}), "pattern": pattern}
+            js["additionalProperties"] = values
+        return js
 
 
 def _event_stream(data: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +378,10 @@ AUTH_RESPONSES = {
 }
 OUTAGE = "A backend (Redis, the identity provider) is unreachable: retry after Retry-After"
 EVENT_STREAM = "text/event-stream"
+# What `If-Match` takes: a revision, optionally quoted, optionally weak.
+IF_MATCH_PATTERN = r'^(?:W/)?(?:"[0-9]{1,18}"|[0-9]{1,18})$'
+# Path parameters are DNS labels, except these.
+PATH_PARAMETERS: dict[str, Any] = {"version": SemVer}
 
 _REASONS = {
     200: "OK",

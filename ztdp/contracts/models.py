@@ -49,7 +49,11 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", 
 ImageRef = Annotated[
     str,
     StringConstraints(min_length=1, max_length=512),
-    Field(description="container image reference", examples=["ghcr.io/acme/checkout-api:1.0.0"]),
+    Field(
+        description="container image reference",
+        examples=["ghcr.io/acme/checkout-api:1.0.0"],
+        json_schema_extra={"pattern": IMAGE_PATTERN},
+    ),
 ]
 
 

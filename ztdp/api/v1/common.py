@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from ztdp.api.problems import BadRequest, Problem
-from ztdp.api.routing import Router
+from ztdp.api.routing import IF_MATCH_PATTERN, Router
 
 router = Router()
 
@@ -24,9 +26,8 @@ def if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    # The pattern the document states: ASCII digits, at most 18, optionally quoted, maybe weak.
+    if not re.fullmatch(IF_MATCH_PATTERN, raw):
         shown = ascii(raw[:40]) + ("..." if len(raw) > 40 else "")
         raise BadRequest(f'If-Match header {shown} is not a revision number such as "12"')
-    return int(value)
+    return int(raw.removeprefix("W/").strip('"'))
