@@ -372,3 +372,21 @@ async def test_a_revoked_token_is_gone(api: Api) -> None:
         assert problem["revoked_by"] == "anonymous"
     [listed] = await api.ok("GET", "/v1/tokens")
     assert listed["revoked_at"] == problem["revoked_at"]  # still listed, for the audit trail
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Api) -> None:
+    """The schema says `integer`, which 3.0 is: JSON does not tell it from 3."""
+    await api.application("checkout")
+    await api.service("checkout", "checkout-api")
+    url = "/v1/applications/checkout/services/checkout-api/versions"
+    version = await api.ok("POST", url, {"version": "1.0.0", "owner": "team-x", "replicas": 3.0})
+    assert version["replicas"] == 3
+    code, problem = await api.call("POST", url, {"version": "1.0.1", "owner": "t", "replicas": 3.5})
+    assert code == 422 and problem["errors"][0]["loc"] == "replicas"
+    code, problem = await api.call("POST", url, {"version": "1.0.2", "owner": "t", "replicas": "3"})
+    assert code == 422 and problem["errors"][0]["loc"] == "replicas"  # still no coercion
+    rule = {"type": "approval", "required": 2.0}  # inside a union told apart by `type`
+    policy = {"metadata": {"name": "two", "owner": "platform"}, "spec": {"rule": rule}}
+    assert (await api.ok("POST", "/v1/policies", policy))["spec"]["rule"]["required"] == 2
+    token = {"name": "bot", "grants": [{"role": "viewer"}], "expires_in_days": 30.0}
+    assert (await api.ok("POST", "/v1/tokens", token))["token"]["name"] == "bot"

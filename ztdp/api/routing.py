@@ -82,10 +82,7 @@ class Endpoint:
             if not raw.strip():
                 raise BadRequest("request body is required and must be JSON")
             try:
-                # NaN and Infinity are not JSON, though pydantic's parser takes them.
-                from_json(raw, allow_inf_nan=False)
-                # Strict: `"port": true` or `"public": "yes"` is an error, not 1 or True.
-                body = self._adapter.validate_json(raw, strict=True)
+                body = _validate_strictly(self._adapter, raw)
             except ValidationError as exc:
                 return validation_problem(exc)
             except ValueError as exc:  # from_json: not JSON at all
@@ -106,6 +103,52 @@ class Endpoint:
         finally:
             reset_actor(token)
         return json_response(status, payload)
+
+
+def _validate_strictly(adapter: TypeAdapter[Any], raw: bytes) -> Any:
+    """Strictly: `"port": true` or `"public": "yes"` is an error, not 1 or True.
+
+    But a whole number is an integer however it is written: JSON and its schemas do not tell
+    443.0 from 443, so neither does ZTDP where it expects an integer.
+    """
+    # NaN and Infinity are not JSON, though pydantic's parser takes them.
+    data = from_json(raw, allow_inf_nan=False)
+    try:
+        return adapter.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        wholes = [
+            err["loc"]
+            for err in exc.errors()
+            if err["type"] == "int_type"
+            and isinstance(err["input"], float)
+            and err["input"].is_integer()
+        ]
+        if not wholes:
+            raise
+        for loc in wholes:
+            _whole_to_int(data, loc)
+        try:
+            again = json.dumps(data, allow_nan=False)
+        except ValueError:  # a number too large for a float: let the first errors tell
+            raise exc from None
+        return adapter.validate_json(again, strict=True)
+
+
+def _whole_to_int(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Make the whole float at `loc` an int; parts of `loc` that name a union's member (not a
+    key or an index of the data) are passed over."""
+    parent: Any = None
+    key: Any = None
+    node: Any = data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            present = 0 <= part < len(node)
+        else:
+            present = isinstance(node, dict) and part in node
+        if present:
+            parent, key, node = node, part, node[part]
+    if parent is not None and isinstance(node, float) and node.is_integer():
+        parent[key] = int(node)
 
 
 def _query_error(q: Query, problem: str) -> Exception:
