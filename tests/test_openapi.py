@@ -390,3 +390,19 @@ async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Api) ->
     assert (await api.ok("POST", "/v1/policies", policy))["spec"]["rule"]["required"] == 2
     token = {"name": "bot", "grants": [{"role": "viewer"}], "expires_in_days": 30.0}
     assert (await api.ok("POST", "/v1/tokens", token))["token"]["name"] == "bot"
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/v1/applications/null,null/services/schema", "path.app 'null,null' names nothing"),
+        ("/v1/applications/Checkout", "DNS-1123 label"),
+        ("/v1/applications/a/services/b/versions/1.x.0", "'1.x.0' is not a semantic version"),
+        ("/v1/applications/a/services/b/versions/1.0", "at least 5 characters"),
+    ],
+)
+async def test_a_path_parameter_that_breaks_its_schema_names_nothing(
+    api: Api, path: str, says: str
+) -> None:
+    code, problem = await api.call("GET", path)
+    assert code == 404 and says in problem["detail"], problem

@@ -21,11 +21,18 @@ from pydantic_core import core_schema, from_json
 
 from ztdp.api.access import Access
 from ztdp.api.keys import AUTH, CATALOG, IDENTITY
-from ztdp.api.problems import PROBLEM_JSON, BadRequest, Problem, validation_problem
+from ztdp.api.problems import (
+    DNS_LABEL_RULE,
+    PROBLEM_JSON,
+    BadRequest,
+    Problem,
+    validation_problem,
+)
 from ztdp.auth import ANONYMOUS
 from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.catalog.guard import guarded
 from ztdp.contracts import DNS_LABEL_PATTERN, DnsLabel, SemVer
+from ztdp.errors import NotFound
 
 Reply = tuple[int, Any]
 HandlerFn = Callable[[web.Request, Any], Awaitable[Reply]]
@@ -58,9 +65,29 @@ class Endpoint:
     stream: Any = None
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False)
 
+    _path: dict[str, TypeAdapter[Any]] = field(default_factory=dict, init=False, repr=False)
+
     def __post_init__(self) -> None:
         if self.body is not None:
             self._adapter = TypeAdapter(self.body)
+        self._path = {
+            name: TypeAdapter(PATH_PARAMETERS.get(name, DnsLabel))
+            for name in _PARAM.findall(self.path)
+        }
+
+    def _check_path(self, request: web.Request) -> None:
+        """A path parameter that breaks its schema names nothing that can exist: 404."""
+        for name, adapter in self._path.items():
+            value = request.match_info[name]
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                rule = str(err["msg"]).removeprefix("Value error, ")
+                if err["type"] == "string_pattern_mismatch":
+                    rule = DNS_LABEL_RULE
+                shown = ascii(value[:64]) + ("..." if len(value) > 64 else "")
+                raise NotFound(f"path.{name} {shown} names nothing: {rule}") from None
 
     @property
     def operation_id(self) -> str:
@@ -76,6 +103,7 @@ class Endpoint:
                 forwarded_for=request.headers.getall("X-Forwarded-For", ()),
             )
         request[IDENTITY] = identity
+        self._check_path(request)
         body = None
         if self._adapter is not None:
             raw = await request.read()
