@@ -406,3 +406,21 @@ async def test_a_path_parameter_that_breaks_its_schema_names_nothing(
 ) -> None:
     code, problem = await api.call("GET", path)
     assert code == 404 and says in problem["detail"], problem
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/applications/schema", "GET"),
+        ("OPTIONS", "/v1/applications/schema", "GET"),
+        ("GET", "/v1/policies/evaluate", "POST"),
+        ("PUT", "/v1/policies/evaluate", "POST"),
+        ("PUT", "/v1/applications/a/services/schema", "GET"),
+    ],
+)
+async def test_a_fixed_path_does_not_fall_through_to_its_templated_sibling(
+    api: Api, method: str, path: str, allow: str
+) -> None:
+    resp = await api.client.request(method, path, json={})
+    assert resp.status == 405 and resp.headers["Allow"] == allow
+    assert resp.content_type == "application/problem+json"

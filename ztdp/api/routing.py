@@ -244,6 +244,16 @@ class Router:
     def install(self, app: web.Application) -> None:
         for ep in self.endpoints:
             app.router.add_route(ep.method, ep.path, ep.handle)
+        # A fixed path such as /v1/policies/evaluate is matched before /v1/policies/{id}, as
+        # in OpenAPI: its other methods are 405, not the templated path's operations.
+        templates = [re.sub(_PARAM, "[^/]+", ep.path) for ep in self.endpoints if "{" in ep.path]
+        fixed: dict[str, list[str]] = {}
+        for ep in self.endpoints:
+            if "{" not in ep.path:
+                fixed.setdefault(ep.path, []).append(ep.method)
+        for path, methods in fixed.items():
+            if any(re.fullmatch(t, path) for t in templates):
+                app.router.add_route("*", path, _not_allowed(methods))
 
     def openapi(
         self,
@@ -371,6 +381,13 @@ class _Schemas(GenerateJsonSchema):
             js["propertyNames"] = {**js.get("propertyNames", {}), "pattern": pattern}
             js["additionalProperties"] = values
         return js
+
+
+def _not_allowed(methods: list[str]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def not_allowed(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    return not_allowed
 
 
 def _event_stream(data: dict[str, Any]) -> dict[str, Any]:
