@@ -424,3 +424,21 @@ async def test_a_fixed_path_does_not_fall_through_to_its_templated_sibling(
     resp = await api.client.request(method, path, json={})
     assert resp.status == 405 and resp.headers["Allow"] == allow
     assert resp.content_type == "application/problem+json"
+
+
+async def test_a_dependency_that_would_close_a_cycle_is_refused(api: Api) -> None:
+    """Before, it was stored, and every later plan or deploy of the application was a 422."""
+    await api.application("checkout")
+    for svc in ("api", "worker", "db-proxy"):
+        await api.service("checkout", svc)
+    deps = "/v1/applications/checkout/services/{}/dependencies"
+    await api.ok("POST", deps.format("api"), {"service": "worker"}, 200)
+    await api.ok("POST", deps.format("worker"), {"service": "db-proxy"}, 200)
+    code, problem = await api.call("POST", deps.format("db-proxy"), {"service": "api"})
+    assert code == 422 and problem["field"] == "service", problem
+    assert problem["detail"].endswith(
+        "dependency cycle: checkout/db-proxy -> checkout/api -> checkout/worker -> "
+        "checkout/db-proxy"
+    )
+    assert await api.ok("GET", deps.format("db-proxy")) == []
+    assert (await api.ok("GET", "/v1/applications/checkout/plan"))["waves"]

@@ -404,6 +404,16 @@ class Catalog:
             )
             if did == sid:
                 raise InvalidInput(f"service {svc} cannot depend on itself", field="service")
+            back = _uses_path(graph, did, sid)
+            if back:  # refused now: a cycle would fail every later plan of the application
+                cycle = [sid, *back[:-1]]  # back ends where it started: at sid
+                shown = " -> ".join(_service_ref(n) for n in [*cycle, sid])
+                raise InvalidInput(
+                    f"service {svc} cannot use {_service_ref(did)}: that would make a "
+                    f"dependency cycle: {shown}",
+                    field="service",
+                    cycle=cycle,
+                )
             ops: list[Op] = (
                 []
                 if graph.has_edge(sid, did, EdgeType.USES)
@@ -765,6 +775,24 @@ def _refuse_reserved(name: str, what: str) -> None:
 def _subject(ops: Sequence[Op]) -> str:
     first = ops[0]
     return first.id if isinstance(first, PutNode | DeleteNode) else first.source
+
+
+def _uses_path(graph: Graph, start: str, goal: str) -> list[str]:
+    """The services from `start` to `goal` along `uses` edges between services, or []."""
+    came: dict[str, str | None] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        if node == goal:
+            path = [node]
+            while (prev := came[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
+        for nxt in graph.successors(node, EdgeType.USES):
+            if nxt not in came and graph.kind(nxt) is NodeKind.SERVICE:
+                came[nxt] = node
+                queue.append(nxt)
+    return []
 
 
 def _service_ref(sid: str) -> str:
