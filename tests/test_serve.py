@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import urllib.request
 from typing import Any
 
@@ -181,3 +182,15 @@ def test_an_open_event_stream_does_not_hold_up_shutdown() -> None:
         stream.close()
         out = server.stop()
     assert "ERROR" not in out and "Traceback" not in out, out
+
+
+def test_a_malformed_request_is_a_warning_not_an_error() -> None:
+    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory"}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+            assert s.recv(65536).split(b" ")[1] == b"400"
+    finally:
+        out = server.stop()
+    assert "WARNING aiohttp.server: malformed HTTP request" in out, out
+    assert "ERROR" not in out, out

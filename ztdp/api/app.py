@@ -154,7 +154,8 @@ def cors_middleware(origins: Sequence[str]) -> Middleware:
 class _NoRequestBytes(logging.Filter):
     """aiohttp logs a request it cannot parse with its bytes, an Authorization header included.
 
-    Keep the fact and the kind of error, never the bytes: tokens must not reach the logs.
+    Keep the fact and the kind of error, never the bytes: tokens must not reach the logs. And
+    as a warning, not an error: the client sent it wrong, nothing in ZTDP failed.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -169,6 +170,7 @@ class _NoRequestBytes(logging.Filter):
                 ),
             )
             record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
