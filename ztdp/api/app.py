@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import swagger_ui
@@ -280,17 +280,25 @@ def create_app(
     app.router.add_static("/docs/static", SWAGGER_STATIC)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        own_store, own_tokens = store is None, tokens is None
-        graph_store = store if store is not None else open_graph_store(settings)
-        token_store = tokens if tokens is not None else open_token_store(settings)
-        limiter = open_failure_limiter(settings)
-        state_store = state or MemoryStateStore()
-        events = MemoryEventBus()
-        catalog = Catalog(
-            graph_store, state_store, write_retries=settings.write_retries, events=events
-        )
-        registry = providers or ProviderRegistry.from_entry_points()
-        try:
+        async with AsyncExitStack() as opened:  # closed in reverse, however far start-up got
+            # Plugins first: an invalid one stops the start before any store is opened.
+            registry = providers or ProviderRegistry.from_entry_points()
+            if providers is None:
+                opened.push_async_callback(registry.aclose)
+            graph_store = store if store is not None else open_graph_store(settings)
+            if store is None:
+                opened.push_async_callback(graph_store.aclose)
+            token_store = tokens if tokens is not None else open_token_store(settings)
+            if tokens is None:
+                opened.push_async_callback(token_store.aclose)
+            limiter = open_failure_limiter(settings)
+            opened.push_async_callback(limiter.aclose)
+            state_store = state or MemoryStateStore()
+            events = MemoryEventBus()
+            opened.push_async_callback(events.aclose)
+            catalog = Catalog(
+                graph_store, state_store, write_retries=settings.write_retries, events=events
+            )
             with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
@@ -308,15 +316,6 @@ def create_app(
                     ", ".join(registry.kinds()) or "none",
                 )
                 yield
-        finally:
-            await events.aclose()
-            if providers is None:
-                await registry.aclose()
-            if own_store:
-                await graph_store.aclose()
-            if own_tokens:
-                await token_store.aclose()
-            await limiter.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app
