@@ -442,3 +442,11 @@ async def test_a_dependency_that_would_close_a_cycle_is_refused(api: Api) -> Non
     )
     assert await api.ok("GET", deps.format("db-proxy")) == []
     assert (await api.ok("GET", "/v1/applications/checkout/plan"))["waves"]
+
+
+async def test_a_policy_cannot_be_named_after_the_fixed_path_beside_it(api: Api) -> None:
+    rule = {"type": "promotion", "requires": ["dev"]}
+    body = {"metadata": {"name": "evaluate", "owner": "platform"}, "spec": {"rule": rule}}
+    code, problem = await api.call("POST", "/v1/policies", body)
+    assert code == 422 and problem["field"] == "metadata.name", problem
+    assert "'evaluate' is reserved" in problem["detail"]

@@ -567,6 +567,7 @@ class Catalog:
         return ops
 
     async def create_policy(self, policy: Policy) -> dict[str, Any]:
+        _refuse_reserved(policy.metadata.name, "policy")
         nid = node_id(NodeKind.POLICY, policy.metadata.name)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
@@ -761,12 +762,17 @@ def same_name(body: str, path: str) -> None:
         )
 
 
-# Path segments the API uses beside names: an object of that name could not be read back.
-RESERVED_NAMES = frozenset({"schema"})
+# Path segments the API uses beside names (/v1/applications/schema, /v1/policies/evaluate):
+# an object of that name could not be read back.
+RESERVED_NAMES = {
+    "application": frozenset({"schema"}),
+    "service": frozenset({"schema"}),
+    "policy": frozenset({"evaluate"}),
+}
 
 
 def _refuse_reserved(name: str, what: str) -> None:
-    if name in RESERVED_NAMES:
+    if name in RESERVED_NAMES.get(what, frozenset()):
         raise InvalidInput(
             f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
         )
