@@ -14,16 +14,20 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from pydantic import TypeAdapter, ValidationError
 
 from tests.helpers import Api
 from ztdp.api import create_app, openapi_document
-from ztdp.api.problems import BadRequest
-from ztdp.api.routing import Endpoint
+from ztdp.api.access import path_app, team
+from ztdp.api.problems import BadRequest, Problem
+from ztdp.api.routing import Endpoint, Reply, Router
 from ztdp.api.v1 import router
 from ztdp.api.v1.common import if_match
 from ztdp.auth import MemoryTokenStore
+from ztdp.contracts import DNS_LABEL_PATTERN
+from ztdp.contracts.base import SEMVER_PATTERN
 from ztdp.settings import Settings
 
 FULL = openapi_document()  # authentication on, backends that can fail: every possible answer
@@ -114,6 +118,35 @@ def test_the_event_stream_is_described() -> None:
     assert event["properties"]["data"]["contentSchema"] == {
         "$ref": "#/components/schemas/CloudEvent"
     }
+
+
+def test_a_route_added_later_is_described_without_writing_its_description() -> None:
+    table = Router()
+
+    @table.add(
+        "DELETE",
+        "/v1/things/{app}/{version}",
+        "Delete a thing",
+        tag="things",
+        responses={204: None, 404: Problem},
+        access=team("delete things", path_app),
+    )
+    async def delete_thing(request: web.Request, body: None) -> Reply:
+        """Nothing is kept."""
+        return 204, None
+
+    for authentication in (True, False):
+        doc = table.openapi(title="t", version="0", description="d", authentication=authentication)
+        op = doc["paths"]["/v1/things/{app}/{version}"]["delete"]
+        assert op["description"] == (
+            "Delete a thing.\n\nNeeds a developer grant of the team owning the application in "
+            "the path, or platform-admin (to delete things).\n\nNothing is kept."
+        )
+        assert op["responses"]["204"] == {"description": "No content"}
+        app, version = op["parameters"]
+        assert app["schema"]["pattern"] == DNS_LABEL_PATTERN
+        assert version["schema"]["pattern"] == SEMVER_PATTERN
+        assert ("security" in op) is authentication and ("401" in op["responses"]) is authentication
 
 
 # --- the schema states what the server enforces -------------------------------------------

@@ -321,7 +321,9 @@ class Router:
             responses: dict[str, Any] = {}
             for status in sorted({*failures, *ep.responses}):
                 tp = ep.responses.get(status, Problem)
-                if tp is Problem:
+                if tp is None:  # e.g. 204: nothing but the status
+                    responses[str(status)] = {"description": _REASONS.get(status, "success")}
+                elif tp is Problem:
                     declared = _REASONS.get(status) if status in ep.responses else None
                     reasons = [declared, failures.get(status)]
                     text = "; or ".join(dict.fromkeys(r for r in reasons if r)) or "error"
@@ -448,7 +450,7 @@ def who_may_call(access: Access) -> str:
                 "Needs an approver grant for the environment approved, approving as itself "
                 "(spec.approver is the caller)."
             )
-    raise AssertionError(f"an access rule needs a description: {access.need}")
+    return f"Needs {access.need} (to {access.what})."  # a rule this function does not know yet
 
 
 def _sentence(doc: str) -> str:
@@ -475,6 +477,7 @@ _REASONS = {
     200: "OK",
     201: "Created",
     202: "Accepted",
+    204: "No content",
     400: "The body is not JSON",
     403: "Denied by policy",
     404: "Not found",
