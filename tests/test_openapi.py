@@ -120,6 +120,11 @@ def test_the_event_stream_is_described() -> None:
     }
 
 
+def test_every_operation_with_a_path_parameter_may_answer_404() -> None:
+    for method, path, op in operations(FULL):
+        assert ("{" in path) <= ("404" in op["responses"]), (method, path)
+
+
 def test_a_route_added_later_is_described_without_writing_its_description() -> None:
     table = Router()
 

@@ -318,6 +318,8 @@ class Router:
             failures = dict(AUTH_RESPONSES if guarded and authentication else {})
             if guarded and outages:
                 failures[503] = OUTAGE
+            if _PARAM.search(ep.path):  # a path parameter that breaks its schema names nothing
+                failures.setdefault(404, _REASONS[404])
             responses: dict[str, Any] = {}
             for status in sorted({*failures, *ep.responses}):
                 tp = ep.responses.get(status, Problem)
