@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import swagger_ui
@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
-from ztdp.api.keys import AUTH, CATALOG, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
+from ztdp.api.keys import AUTH, CATALOG, CLOSING, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
@@ -154,7 +154,8 @@ def cors_middleware(origins: Sequence[str]) -> Middleware:
 class _NoRequestBytes(logging.Filter):
     """aiohttp logs a request it cannot parse with its bytes, an Authorization header included.
 
-    Keep the fact and the kind of error, never the bytes: tokens must not reach the logs.
+    Keep the fact and the kind of error, never the bytes: tokens must not reach the logs. And
+    as a warning, not an error: the client sent it wrong, nothing in ZTDP failed.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -169,6 +170,7 @@ class _NoRequestBytes(logging.Filter):
                 ),
             )
             record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -183,8 +185,29 @@ def _redact_parser_errors() -> None:
 PARSER_LIMIT = 65536
 
 
-def openapi_document() -> dict[str, object]:
-    return router.openapi(title="ZTDP", version=__version__, description=DESCRIPTION)
+def openapi_document(settings: Settings | None = None) -> dict[str, object]:
+    """The OpenAPI document of a server with these settings.
+
+    Without settings: that of a server with authentication on and backends that can be
+    unreachable, the one whose document lists every answer any ZTDP server may give.
+    """
+    authentication = settings.auth_enabled if settings is not None else True
+    outages = (
+        settings.distributed or settings.oidc_issuer is not None if settings is not None else True
+    )
+    description = DESCRIPTION
+    if not authentication:
+        description += (
+            " Authentication is off on this server: every caller acts as platform-admin and "
+            "no operation asks for credentials."
+        )
+    return router.openapi(
+        title="ZTDP",
+        version=__version__,
+        description=description,
+        authentication=authentication,
+        outages=outages,
+    )
 
 
 def _stderr(text: str) -> None:
@@ -233,8 +256,14 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[GRAPH_CACHE] = {}
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(closing)
     router.install(app)
-    spec = json.dumps(openapi_document()).encode()
+    spec = json.dumps(openapi_document(settings)).encode()
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
@@ -251,17 +280,25 @@ def create_app(
     app.router.add_static("/docs/static", SWAGGER_STATIC)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        own_store, own_tokens = store is None, tokens is None
-        graph_store = store if store is not None else open_graph_store(settings)
-        token_store = tokens if tokens is not None else open_token_store(settings)
-        limiter = open_failure_limiter(settings)
-        state_store = state or MemoryStateStore()
-        events = MemoryEventBus()
-        catalog = Catalog(
-            graph_store, state_store, write_retries=settings.write_retries, events=events
-        )
-        registry = providers or ProviderRegistry.from_entry_points()
-        try:
+        async with AsyncExitStack() as opened:  # closed in reverse, however far start-up got
+            # Plugins first: an invalid one stops the start before any store is opened.
+            registry = providers or ProviderRegistry.from_entry_points()
+            if providers is None:
+                opened.push_async_callback(registry.aclose)
+            graph_store = store if store is not None else open_graph_store(settings)
+            if store is None:
+                opened.push_async_callback(graph_store.aclose)
+            token_store = tokens if tokens is not None else open_token_store(settings)
+            if tokens is None:
+                opened.push_async_callback(token_store.aclose)
+            limiter = open_failure_limiter(settings)
+            opened.push_async_callback(limiter.aclose)
+            state_store = state or MemoryStateStore()
+            events = MemoryEventBus()
+            opened.push_async_callback(events.aclose)
+            catalog = Catalog(
+                graph_store, state_store, write_retries=settings.write_retries, events=events
+            )
             with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
@@ -279,15 +316,6 @@ def create_app(
                     ", ".join(registry.kinds()) or "none",
                 )
                 yield
-        finally:
-            await events.aclose()
-            if providers is None:
-                await registry.aclose()
-            if own_store:
-                await graph_store.aclose()
-            if own_tokens:
-                await token_store.aclose()
-            await limiter.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

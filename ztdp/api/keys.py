@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,8 @@ GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])
 AUTH = web.AppKey("auth", Authenticator)
 RUNTIME = web.AppKey("runtime", Runtime)
 EVENTS = web.AppKey("events", EventBus)
+# Set when the server starts shutting down: live streams end so that shutdown need not wait.
+CLOSING = web.AppKey("closing", asyncio.Event)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, GetJsonSchemaHandler, TypeAdapter, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from ztdp.contracts import ANONYMOUS_PRINCIPAL, DnsLabel
 from ztdp.errors import Forbidden
@@ -20,8 +22,16 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
+_TEAM = "the team whose applications the grant is for"
+_CHECKS = "the checks it may record results of; empty means every check"
+
+
 class Grant(BaseModel):
-    """One role, scoped where the role needs it: a developer's team, an approver's environments."""
+    """One role, scoped where the role needs it: a developer's team, an approver's environments.
+
+    Validation is this model's; its JSON schema is the union of one shape per role
+    (`_GRANT_SHAPES`), so that the document states each role's needs as the model enforces them.
+    """
 
     role: Role
     team: DnsLabel | None = Field(default=None, description="required for developer and ci")
@@ -40,6 +50,73 @@ class Grant(BaseModel):
         if self.role is Role.APPROVER and not self.environments:
             raise ValueError("an approver grant needs environments")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(_GRANT_SHAPES.core_schema)
+
+
+# --- the JSON schema of a grant: one shape per role, told apart by `role` ----------------------
+
+_NoChecks = Annotated[
+    list[DnsLabel],
+    Field(default_factory=list, max_length=0, description="only a ci grant lists checks"),
+]
+
+
+class PlatformAdminGrant(BaseModel):
+    """Everything, everywhere."""
+
+    role: Literal[Role.PLATFORM_ADMIN]
+    team: DnsLabel | None = Field(default=None, description="not used by this role")
+    environments: list[DnsLabel] = Field(default_factory=list, description="not used by this role")
+    checks: _NoChecks
+
+
+class DeveloperGrant(BaseModel):
+    """Change what the team owns, and deploy it."""
+
+    role: Literal[Role.DEVELOPER]
+    team: DnsLabel = Field(description=_TEAM)
+    environments: list[DnsLabel] = Field(default_factory=list, description="not used by this role")
+    checks: _NoChecks
+
+
+class ApproverGrant(BaseModel):
+    """Approve deploys to the environments listed."""
+
+    role: Literal[Role.APPROVER]
+    team: DnsLabel | None = Field(default=None, description="not used by this role")
+    environments: list[DnsLabel] = Field(min_length=1, description="where it approves deploys")
+    checks: _NoChecks
+
+
+class CiGrant(BaseModel):
+    """Record check results of the team's versions."""
+
+    role: Literal[Role.CI]
+    team: DnsLabel = Field(description=_TEAM)
+    environments: list[DnsLabel] = Field(default_factory=list, description="not used by this role")
+    checks: list[DnsLabel] = Field(default_factory=list, description=_CHECKS)
+
+
+class ViewerGrant(BaseModel):
+    """Read everything."""
+
+    role: Literal[Role.VIEWER]
+    team: DnsLabel | None = Field(default=None, description="not used by this role")
+    environments: list[DnsLabel] = Field(default_factory=list, description="not used by this role")
+    checks: _NoChecks
+
+
+_GRANT_SHAPES: TypeAdapter[Any] = TypeAdapter(
+    Annotated[
+        PlatformAdminGrant | DeveloperGrant | ApproverGrant | CiGrant | ViewerGrant,
+        Field(discriminator="role"),
+    ]
+)
 
 
 @dataclass(frozen=True)

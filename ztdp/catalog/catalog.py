@@ -376,7 +376,8 @@ class Catalog:
             version = ServiceVersion(
                 **body.model_dump(exclude={"image", "owner"}),
                 owner=body.owner or service["metadata"]["owner"],
-                image=body.image or f"{svc}:{body.version}",
+                # An image tag cannot hold a semantic version's '+': it is written '_'.
+                image=body.image or f"{svc}:{body.version.replace('+', '_')}",
                 application=app,
                 service=svc,
                 revision=rev,
@@ -485,6 +486,16 @@ class Catalog:
             )
             if did == sid:
                 raise InvalidInput(f"service {svc} cannot depend on itself", field="service")
+            back = _uses_path(graph, did, sid)
+            if back:  # refused now: a cycle would fail every later plan of the application
+                cycle = [sid, *back[:-1]]  # back ends where it started: at sid
+                shown = " -> ".join(_service_ref(n) for n in [*cycle, sid])
+                raise InvalidInput(
+                    f"service {svc} cannot use {_service_ref(did)}: that would make a "
+                    f"dependency cycle: {shown}",
+                    field="service",
+                    cycle=cycle,
+                )
             ops: list[Op] = (
                 []
                 if graph.has_edge(sid, did, EdgeType.USES)
@@ -630,6 +641,7 @@ class Catalog:
         return ops
 
     async def create_policy(self, policy: Policy) -> dict[str, Any]:
+        _refuse_reserved(policy.metadata.name, "policy")
         nid = node_id(NodeKind.POLICY, policy.metadata.name)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
@@ -1126,12 +1138,17 @@ def same_name(body: str, path: str) -> None:
         )
 
 
-# Path segments the API uses beside names: an object of that name could not be read back.
-RESERVED_NAMES = frozenset({"schema"})
+# Path segments the API uses beside names (/v1/applications/schema, /v1/policies/evaluate):
+# an object of that name could not be read back.
+RESERVED_NAMES = {
+    "application": frozenset({"schema"}),
+    "service": frozenset({"schema"}),
+    "policy": frozenset({"evaluate"}),
+}
 
 
 def _refuse_reserved(name: str, what: str) -> None:
-    if name in RESERVED_NAMES:
+    if name in RESERVED_NAMES.get(what, frozenset()):
         raise InvalidInput(
             f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
         )
@@ -1140,6 +1157,24 @@ def _refuse_reserved(name: str, what: str) -> None:
 def _subject(ops: Sequence[Op]) -> str:
     first = ops[0]
     return first.id if isinstance(first, PutNode | DeleteNode) else first.source
+
+
+def _uses_path(graph: Graph, start: str, goal: str) -> list[str]:
+    """The services from `start` to `goal` along `uses` edges between services, or []."""
+    came: dict[str, str | None] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        if node == goal:
+            path = [node]
+            while (prev := came[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
+        for nxt in graph.successors(node, EdgeType.USES):
+            if nxt not in came and graph.kind(nxt) is NodeKind.SERVICE:
+                came[nxt] = node
+                queue.append(nxt)
+    return []
 
 
 def _service_ref(sid: str) -> str:

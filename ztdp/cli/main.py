@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from enum import StrEnum
 from typing import Annotated
 
 import anyio
 import typer
-from aiohttp import web
-from pydantic import ValidationError
 from rich.console import Console
 
 from ztdp import __version__
-from ztdp.api.app import PARSER_LIMIT, create_app
-from ztdp.cli.process import loop_factory, settle_heap
+from ztdp.cli.serving import StartFailed, load_settings
+from ztdp.cli.serving import serve as serve_api
 from ztdp.settings import Settings
 
 app = typer.Typer(help="ZTDP, the Zero Touch Developer Platform.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a line is a line, whatever the width
 
 
 @app.callback()
@@ -49,22 +49,47 @@ def demo(
         raise typer.Exit(1) from None
 
 
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on [ZTDP_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on [ZTDP_PORT]")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="ZTDP_LOG_LEVEL", help="debug also shows tracebacks")
+    ] = LogLevel.INFO,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="log at debug level; a failure shows its traceback")
+    ] = False,
 ) -> None:
-    """Serve the v1 REST API (settings from config/ztdp.toml and ZTDP_* variables)."""
+    """Serve the v1 REST API (settings from config/ztdp.toml and ZTDP_* variables).
+
+    If it cannot start, it says why in one line and exits non-zero: 2 for a bad setting,
+    1 for anything else (the port, Redis, a plugin).
+    """
+    debug = debug or log_level is LogLevel.DEBUG
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if debug else log_level.value.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        console.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
+        settings = load_settings(**overrides)
+        serve_api(settings, ready=lambda: _banner(settings), keep_start_logs=debug)
+    except StartFailed as exc:
+        if debug:
+            console.print_exception()
+        typer.echo(f"ztdp serve: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _banner(settings: Settings) -> None:
+    """Said once the server listens, never before: a failed start says only why."""
     where = settings.redis_url if settings.graph_store == "redis" else "this process's memory"
     console.print(f"ZTDP {__version__}: graph store [bold]{settings.graph_store}[/bold] ({where})")
     console.print(f"API on http://{settings.host}:{settings.port}/v1, docs at /docs")
@@ -75,20 +100,4 @@ def serve(
             "[bold yellow]authentication OFF[/bold yellow]: anyone who reaches this port acts "
             "as platform-admin (set ZTDP_AUTH=on to require tokens)"
         )
-    loop = loop_factory(settings.event_loop)()
-    console.print(f"event loop: {type(loop).__module__.split('.')[0]}")
-    api = create_app(settings)
-
-    async def settle(_: web.Application) -> None:
-        settle_heap()  # last of the start-up hooks: the stores and plugins are loaded
-
-    api.on_startup.append(settle)
-    web.run_app(
-        api,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        loop=loop,
-        max_line_size=PARSER_LIMIT,
-        max_field_size=PARSER_LIMIT,
-    )
+    console.print(f"event loop: {type(asyncio.get_event_loop()).__module__.split('.')[0]}")

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -34,21 +35,25 @@ Owner = Annotated[
     Field(description="the team or person that owns the object", examples=["team-x"]),
 ]
 
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# Kubernetes label syntax, as patterns of the JSON schema and the checks below alike: a key is
+# an optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_PATTERN = rf"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?{_LABEL_NAME}$"
+LABEL_VALUE_PATTERN = rf"^(?:{_LABEL_NAME})?$"
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    # fullmatch: with match, '$' would also accept a trailing newline.
     for key, value in labels.items():
         if len(key) > 253:
             raise ValueError(f"label key {key[:40]!r}... has {len(key)} characters, at most 253")
-        if not _LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+        if not _LABEL_KEY.fullmatch(key):
             raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
         if len(value) > 63:
             raise ValueError(f"label value of {key!r} has {len(value)} characters, at most 63")
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise ValueError(
                 f"label value {value!r} of {key!r} is not a valid Kubernetes label value"
             )
@@ -63,14 +68,44 @@ def _check_semver(value: str) -> str:
     return value
 
 
+# What `semver.Version.parse` accepts (the grammar of semver.org), for the JSON schema.
+_NUMBER = r"(?:0|[1-9][0-9]*)"
+_PRE = rf"(?:{_NUMBER}|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+SEMVER_PATTERN = (
+    rf"^{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-{_PRE}(?:\.{_PRE})*)?"
+    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+
 SemVer = Annotated[
     str,
     StringConstraints(min_length=5, max_length=128),
     AfterValidator(_check_semver),
-    Field(description="a semantic version, MAJOR.MINOR.PATCH[-pre][+build]", examples=["1.0.0"]),
+    Field(
+        description="a semantic version, MAJOR.MINOR.PATCH[-pre][+build]",
+        examples=["1.0.0"],
+        json_schema_extra={"pattern": SEMVER_PATTERN},
+    ),
 ]
 
-Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+Labels = Annotated[
+    dict[str, str],
+    AfterValidator(_check_labels),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "Kubernetes labels: keys are an optional DNS-subdomain prefix and "
+            "'/', then a name of at most 63 letters, digits, '-', '_' or '.', starting and "
+            "ending with a letter or digit; values are such a name or empty",
+            "propertyNames": {"maxLength": 253, "pattern": LABEL_KEY_PATTERN},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": LABEL_VALUE_PATTERN,
+            },
+            "examples": [{"tier": "web", "example.com/team": "payments"}],
+        }
+    ),
+]
 
 ShortText = Annotated[str, StringConstraints(max_length=2048)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=63)]

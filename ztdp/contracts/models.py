@@ -30,13 +30,16 @@ _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 # The first path component is a registry only if it looks like a host: a dot, a port or localhost.
 _REGISTRY = rf"(?:(?:localhost|{_LABEL}(?:\.{_LABEL})+)(?::[0-9]+)?|{_LABEL}:[0-9]+)/"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE = re.compile(
-    rf"^(?:{_REGISTRY})?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
+# ASCII only (`\w` would take any letter) and one pattern for the check and the JSON schema.
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_PATTERN = (
+    rf"^(?:{_REGISTRY})?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@sha256:[a-f0-9]{{64}})?$"
 )
+_IMAGE = re.compile(IMAGE_PATTERN)
 
 
 def _check_image(value: str) -> str:
-    if not _IMAGE.match(value):
+    if not _IMAGE.fullmatch(value):  # fullmatch: '$' alone would accept a trailing newline
         raise ValueError(f"{value!r} is not a valid container image reference")
     return value
 
@@ -46,7 +49,11 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", 
 ImageRef = Annotated[
     str,
     StringConstraints(min_length=1, max_length=512),
-    Field(description="container image reference", examples=["ghcr.io/acme/checkout-api:1.0.0"]),
+    Field(
+        description="container image reference",
+        examples=["ghcr.io/acme/checkout-api:1.0.0"],
+        json_schema_extra={"pattern": IMAGE_PATTERN},
+    ),
 ]
 
 
@@ -106,7 +113,9 @@ class ServiceVersionIn(Strict):
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
     owner: Owner | None = Field(default=None, description="default: the service's owner")
     image: ImageRef | None = Field(
-        default=None, description="defaults to '<service>:<version>' when omitted"
+        default=None,
+        description="defaults to '<service>:<version>' when omitted, with a '+' of the "
+        "version written '_' (an image tag cannot hold '+')",
     )
     replicas: int = Field(default=1, ge=0, le=1000)
     env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ztdp.api.keys import RUNTIME
 from ztdp.api.problems import BadRequest, Problem
-from ztdp.api.routing import Query, Reply, Router
+from ztdp.api.routing import IF_MATCH_PATTERN, Query, Reply, Router
 from ztdp.catalog import Removed
 from ztdp.catalog.catalog import Dependent
 from ztdp.planner import Plan
@@ -30,12 +32,11 @@ def if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    # The pattern the document states: ASCII digits, at most 18, optionally quoted, maybe weak.
+    if not re.fullmatch(IF_MATCH_PATTERN, raw):
         shown = ascii(raw[:40]) + ("..." if len(raw) > 40 else "")
         raise BadRequest(f'If-Match header {shown} is not a revision number such as "12"')
-    return int(value)
+    return int(raw.removeprefix("W/").strip('"'))
 
 
 # --- deletes and dry runs (issue 9) --------------------------------------------------------

@@ -17,6 +17,7 @@ from ztdp.api.routing import Query, Reply
 from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
 from ztdp.auth import Grant, TokenInfo
 from ztdp.contracts.base import Owner
+from ztdp.errors import NotFound
 from ztdp.graph.store import Change
 
 
@@ -84,7 +85,9 @@ async def list_tokens(request: web.Request, body: None) -> Reply:
     access=admin("read tokens"),
 )
 async def get_token(request: web.Request, body: None) -> Reply:
-    return 200, await request.app[AUTH].tokens.get(param(request, "id"))
+    """A revoked token is gone, as DELETE promised: 404 (GET /v1/tokens keeps listing it,
+    with who revoked it when, for the audit trail)."""
+    return 200, _unrevoked(await request.app[AUTH].tokens.get(param(request, "id")))
 
 
 @router.add(
@@ -96,8 +99,22 @@ async def get_token(request: web.Request, body: None) -> Reply:
     access=admin("revoke tokens"),
 )
 async def revoke_token(request: web.Request, body: None) -> Reply:
+    """The token stops authenticating at once; from then on it is gone here (404) and listed
+    as revoked by GET /v1/tokens."""
     tokens = request.app[AUTH].tokens
+    _unrevoked(await tokens.get(param(request, "id")))
     return 200, await tokens.revoke(param(request, "id"), by=identity_of(request).principal)
+
+
+def _unrevoked(token: TokenInfo) -> TokenInfo:
+    if token.revoked_at is not None:
+        revoked = token.model_dump(mode="json", include={"revoked_at", "revoked_by"})
+        raise NotFound(
+            f"token {token.id} was revoked at {revoked['revoked_at']} by "
+            f"{revoked['revoked_by']}; GET /v1/tokens still lists it",
+            **revoked,
+        )
+    return token
 
 
 @router.add(

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ztdp.api.access import (
     READ,
 )
-from ztdp.api.keys import EVENTS, RUNTIME
+from ztdp.api.keys import CLOSING, EVENTS, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Query, Reply
 from ztdp.api.v1.common import READ_ERRORS, param, router
 from ztdp.events import EventFilter
 from ztdp.runtime import Run
+
+
+class CloudEvent(BaseModel):
+    """An event in the CloudEvents 1.0 structured form (the schema of what is sent)."""
+
+    specversion: Literal["1.0"]
+    id: str
+    source: str
+    type: str = Field(description="io.ztdp.<kind>, e.g. io.ztdp.run.step")
+    time: str = Field(description="RFC 3339, UTC")
+    subject: str = Field(description="the node the event is about, e.g. environment/dev")
+    datacontenttype: Literal["application/json"]
+    actor: str = Field(description="the principal that caused it")
+    runid: str | None = Field(default=None, description="the run it belongs to, if any")
+    data: dict[str, Any]
 
 
 class ProviderView(BaseModel):
@@ -56,8 +71,9 @@ async def get_run(request: web.Request, body: None) -> Reply:
     "/v1/events",
     "CloudEvents, filtered; with 'Accept: text/event-stream', a live Server-Sent Events stream",
     tag="runs",
-    responses={200: list[dict[str, Any]], 422: Problem},
+    responses={200: list[CloudEvent], 422: Problem},
     access=READ,
+    stream=CloudEvent,
     query=(
         Query("node", "only events about this node (the CloudEvents subject)", pattern=None),
         Query("run", "only events of this run", pattern=r"^[0-9a-f]{32}$"),
@@ -70,6 +86,10 @@ async def get_run(request: web.Request, body: None) -> Reply:
     ),
 )
 async def list_events(request: web.Request, body: None) -> Reply:
+    """The newest events, oldest first. Sent `Accept: text/event-stream`, the answer is a
+    stream instead: each new event as it happens, with `id`, `event` (its type) and `data`
+    (the event as JSON); `limit` does not apply, and the stream lasts until the client leaves
+    or the server stops."""
     q = request.query
     flt = EventFilter(node=q.get("node"), run=q.get("run"), type=q.get("type"))
     bus = request.app[EVENTS]
@@ -84,21 +104,33 @@ async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> we
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    closing = request.app[CLOSING]
+    async with bus.subscribe(flt) as events, anyio.create_task_group() as tg:
+
+        async def end_when_closing() -> None:
+            await closing.wait()  # the server is shutting down: end the stream, not the wait
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(end_when_closing)
+        await _send_events(response, events)
+        tg.cancel_scope.cancel()
+    return response
+
+
+async def _send_events(response: web.StreamResponse, events: Any) -> None:
     try:
-        async with bus.subscribe(flt) as events:
-            while True:
-                with anyio.move_on_after(15) as heartbeat:
-                    event = await events.receive()
-                if heartbeat.cancelled_caught:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                payload = json.dumps(event)
-                await response.write(
-                    f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
-                )
+        while True:
+            with anyio.move_on_after(15) as heartbeat:
+                event = await events.receive()
+            if heartbeat.cancelled_caught:
+                await response.write(b": keep-alive\n\n")
+                continue
+            payload = json.dumps(event)
+            await response.write(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {payload}\n\n".encode()
+            )
     except (ConnectionResetError, anyio.EndOfStream, anyio.ClosedResourceError):
         pass  # the client left, or the bus dropped a subscriber that fell behind
-    return response
 
 
 @router.add(

@@ -43,6 +43,8 @@ from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 
 
 def _resource_access(body: Any) -> Access:
+    """Platform-admin for a resource type or a shared resource; else a developer grant of the
+    team the body names as owner."""
     if isinstance(body, ResourceType):
         return admin("create resource types")
     if body.spec.shared:
@@ -51,6 +53,8 @@ def _resource_access(body: Any) -> Access:
 
 
 def _resource_update_access(body: Any) -> Access:
+    """Platform-admin for a resource type or to change spec.shared; else a developer grant of
+    the resource's team and of the team the body names as owner."""
     if isinstance(body, ResourceType):
         return admin("change resource types")
     return team("change this resource", resource_and_body_owner)
