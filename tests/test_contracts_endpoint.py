@@ -211,3 +211,18 @@ async def test_a_set_with_another_teams_object_is_refused_whole(graph_store: Gra
         # team-y may not even restate team-x's objects unchanged
         code, problem = await who["dev-y"].call("POST", "/v1/contracts", mine)
         assert code == 403, problem
+
+
+async def test_a_deployment_policy_refuses_is_a_403_and_nothing_is_written(api: Api) -> None:
+    prod = [
+        *contracts(),
+        {"kind": "Deployment", "application": "shop", "service": "worker", "version": "1.0.0",
+         "environment": "prod"},
+    ]  # fmt: skip
+    before = await api.revision()
+    code, problem = await api.call("POST", "/v1/contracts", prod)
+    assert code == 403, problem
+    assert "body[13] (Deployment shop/worker)" in problem["detail"], problem
+    assert "dev-before-prod" in problem["detail"]
+    assert await api.revision() == before
+    assert await api.ok("GET", "/v1/environments") == []
