@@ -226,3 +226,14 @@ async def test_a_deployment_policy_refuses_is_a_403_and_nothing_is_written(api: 
     assert "dev-before-prod" in problem["detail"]
     assert await api.revision() == before
     assert await api.ok("GET", "/v1/environments") == []
+
+
+async def test_an_owner_left_out_is_defaulted_as_by_the_objects_route(api: Api) -> None:
+    await api.ok(
+        "POST",
+        "/v1/contracts",
+        [{"kind": "Application", "metadata": {"name": "shop"}}],
+        200,
+    )
+    app = await api.ok("GET", "/v1/applications/shop")
+    assert app["metadata"]["owner"] == "platform-team"  # authentication is off
