@@ -184,6 +184,18 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
         lambda: {"version": f"1.0.{_n('p').split('-')[1]}", "owner": "team-x"},
     ),
     "deploy_version": (*TEAM_X, lambda: {"environment": "dev"}),
+    # a set of team-x objects: each contract needs what its own route needs
+    "submit_contracts": (
+        *TEAM_X,
+        lambda: [
+            {"kind": "Application", "metadata": {"name": _n("app"), "owner": "team-x"}},
+            {
+                "kind": "Service",
+                "metadata": {"name": "api"},
+                "spec": {"application": "checkout"},
+            },
+        ],
+    ),
     "add_dependency": ("dev-x", ("viewer", "dev-y"), None),  # needs a second service: see below
     "create_environment": (
         *ADMIN_ONLY,

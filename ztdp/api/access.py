@@ -30,7 +30,7 @@ from ztdp.errors import Forbidden, InvalidInput
 from ztdp.graph import Graph, NodeKind, node_id
 
 TeamsOf = Callable[[web.Request, Any, Graph], set[str]]
-Need = Literal["public", "read", "admin", "team", "approver", "recorder", "withdraw"]
+Need = Literal["public", "read", "admin", "team", "approver", "recorder", "withdraw", "each"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Access:
         match self.need:
             case "public" | "read":
                 return None  # any authenticated identity reads
+            case "each":
+                return None  # a set of objects: each is authorized by the rule of its route
             case "admin":
                 identity.require_admin(self.what)
                 return None

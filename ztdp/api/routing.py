@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -29,9 +29,9 @@ from ztdp.api.problems import (
     problem,
     validation_problem,
 )
-from ztdp.auth import ANONYMOUS
+from ztdp.auth import ANONYMOUS, Identity
 from ztdp.catalog.actor import reset_actor, set_actor
-from ztdp.catalog.guard import guarded
+from ztdp.catalog.guard import WriteGuard, guarded
 from ztdp.contracts import DNS_LABEL_PATTERN, DnsLabel, SemVer
 from ztdp.errors import NotFound
 
@@ -78,8 +78,11 @@ class Endpoint:
 
     def _check_path(self, request: web.Request) -> None:
         """A path parameter that breaks its schema names nothing that can exist: 404."""
+        self._check_params(request.match_info)
+
+    def _check_params(self, params: Mapping[str, str]) -> None:
         for name, adapter in self._path.items():
-            value = request.match_info[name]
+            value = params[name]
             try:
                 adapter.validate_python(value, strict=True)
             except ValidationError as exc:
@@ -89,6 +92,19 @@ class Endpoint:
                     rule = DNS_LABEL_RULE
                 shown = ascii(value[:64]) + ("..." if len(value) > 64 else "")
                 raise NotFound(f"path.{name} {shown} names nothing: {rule}") from None
+
+    def authorize(self, request: web.Request, identity: Identity, body: Any) -> WriteGuard | None:
+        """This route's access rule for a validated body: what it refuses now raises; what
+        depends on stored state is returned as the write guard (`Access.guard`)."""
+        resolve_owner(request, identity, body)  # before the access rule reads it
+        return self.access.guard(request, identity, body)
+
+    def request_for(self, request: web.Request, params: Mapping[str, str]) -> web.Request:
+        """`request` as if it had been made to this route with these path parameters: what an
+        access rule reads (method, path parameters) is this route's; the rest (identity, app)
+        is `request`'s."""
+        self._check_params(params)
+        return cast(web.Request, _Routed(request, self.method, dict(params)))
 
     @property
     def operation_id(self) -> str:
@@ -111,7 +127,7 @@ class Endpoint:
             if not raw.strip():
                 raise BadRequest("request body is required and must be JSON")
             try:
-                body = _validate_strictly(self._adapter, raw)
+                body = validate_strictly(self._adapter, raw)
             except ValidationError as exc:
                 return validation_problem(exc)
             except ValueError as exc:  # from_json: not JSON at all
@@ -122,8 +138,7 @@ class Endpoint:
                 raise _query_error(q, "is required")
             if value is not None and q.pattern and not re.fullmatch(q.pattern, value):
                 raise _query_error(q, f"must match {q.pattern}")
-        resolve_owner(request, identity, body)  # before the access rule reads it
-        guard = self.access.guard(request, identity, body)
+        guard = self.authorize(request, identity, body)
         if guard is not None:
             guard(await request.app[CATALOG].graph())  # fail fast; the write checks again
         token = set_actor(identity.principal)
@@ -139,6 +154,21 @@ class Endpoint:
         return response
 
 
+class _Routed:
+    """A request seen as another route's: its method and path parameters; the rest delegated."""
+
+    def __init__(self, request: web.Request, method: str, params: dict[str, str]) -> None:
+        self._request = request
+        self.method = method
+        self.match_info = params
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._request[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
 def _revision_of(payload: Any) -> int | None:
     """The revision of one stored object: `metadata.revision`, or a (flat) version's `revision`."""
     if not isinstance(payload, dict):
@@ -150,7 +180,7 @@ def _revision_of(payload: Any) -> int | None:
     return revision if isinstance(revision, int) else None
 
 
-def _validate_strictly(adapter: TypeAdapter[Any], raw: bytes) -> Any:
+def validate_strictly(adapter: TypeAdapter[Any], raw: bytes) -> Any:
     """Strictly: `"port": true` or `"public": "yes"` is an error, not 1 or True.
 
     But a whole number is an integer however it is written: JSON and its schemas do not tell
@@ -233,6 +263,10 @@ class Router:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
         self.refusals: list[Refusal] = []
+
+    def endpoint(self, operation_id: str) -> Endpoint:
+        """The endpoint of an operation (its handler's name)."""
+        return next(ep for ep in self.endpoints if ep.operation_id == operation_id)
 
     def refuse(self, method: str, path: str, detail: str) -> None:
         """Answer `method` on `path` with 405 and `detail` instead of a generic 405.
@@ -502,6 +536,11 @@ def who_may_call(access: Access) -> str:
             return "Public: needs no credentials."
         case "read":
             return "Any authenticated identity may call it."
+        case "each":
+            return (
+                "Each object needs what the operation writing it alone needs (creating, "
+                "updating, linking or deploying it); one that is not allowed refuses the whole set."
+            )
         case "admin":
             return f"Needs platform-admin (to {access.what})."
         case "team":

@@ -49,6 +49,7 @@ from ztdp.graph import (
     node_id,
 )
 from ztdp.graph.store import Change, GraphStore
+from ztdp.graph.store.memory import MemoryGraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
     Decision,
@@ -157,6 +158,12 @@ class Catalog:
 
     async def graph(self) -> Graph:
         return await self._store.read()
+
+    async def scratch(self) -> Catalog:
+        """A catalog over a copy of the current graph, for trying a whole set of writes: it
+        writes to nothing else and publishes no event, but reads the same observed state."""
+        graph = (await self._store.read()).copy()
+        return Catalog(MemoryGraphStore(graph), self._state, write_retries=1)
 
     async def ping(self) -> None:
         await self._store.ping()

@@ -7,6 +7,7 @@ as `/v1/applications/schema` must come before `/v1/applications/{app}`).
 
 from ztdp.api.v1 import (  # noqa: F401  (imported to register their routes)
     applications,
+    contracts,
     environments,
     identity,
     observation,

@@ -14,8 +14,9 @@ LOG_MAX_LENGTH = 10_000
 
 
 class MemoryGraphStore:
-    def __init__(self) -> None:
-        self._graph = Graph()
+    def __init__(self, graph: Graph | None = None) -> None:
+        # `graph`: start from a copy of another store's graph (a scratch store for a dry run).
+        self._graph = Graph() if graph is None else graph
         # (revision, actor, time, batch): the batch's ops are kept as they are and turned into
         # JSON only when read, so a write allocates no copy of its data.
         self._log: deque[tuple[int, str, datetime, Sequence[Op]]] = deque(maxlen=LOG_MAX_LENGTH)
