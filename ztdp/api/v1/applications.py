@@ -16,13 +16,9 @@ from ztdp.api.access import (
 from ztdp.api.keys import CATALOG
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
-    CASCADE,
-    DELETED,
-    DRY_RUN,
     READ_ERRORS,
     WRITE,
-    deleted,
-    flag,
+    deletes,
     if_match,
     param,
     router,
@@ -99,20 +95,11 @@ async def update_application(request: web.Request, body: Application) -> Reply:
     )
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_application",
     "/v1/applications/{app}",
+    NodeKind.APPLICATION,
     "Delete an application; its services and versions with ?cascade=true",
     tag="applications",
-    responses=DELETED,
-    query=(CASCADE, DRY_RUN),
     access=team("delete this application", path_app),
 )
-async def delete_application(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.APPLICATION,
-        param(request, "app"),
-        cascade=flag(request, "cascade"),
-        dry_run=flag(request, "dry_run"),
-    )
-    return await deleted(request, removed)

@@ -7,13 +7,17 @@ import re
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from ztdp.api.keys import RUNTIME
+from ztdp.api.access import Access
+from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.problems import BadRequest, Problem
 from ztdp.api.routing import IF_MATCH_PATTERN, Query, Reply, Router
 from ztdp.catalog import Removed
 from ztdp.catalog.catalog import Dependent
+from ztdp.graph import NodeKind
 from ztdp.planner import Plan
 from ztdp.runtime.runs import Trigger
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
 
 router = Router()
 
@@ -91,3 +95,42 @@ async def deleted(request: web.Request, removed: Removed, trigger: Trigger = "de
         plans=plans,
     )
     return (202 if runs else 200), result
+
+
+def deletes(
+    operation: str,
+    path: str,
+    kind: NodeKind,
+    summary: str,
+    *,
+    tag: str,
+    access: Access,
+    cascade: bool = True,
+) -> None:
+    """Declare the DELETE of one kind of object at the path that reads it.
+
+    The path's parameters, in order, name the object (`node_id(kind, *names)`); the handler
+    deletes it through the catalog, cascading on `?cascade=true` where the kind can have
+    dependents, and answers as `deleted` does.
+    """
+    names = _PATH_PARAM.findall(path)
+
+    async def handler(request: web.Request, body: None) -> Reply:
+        removed = await request.app[CATALOG].delete(
+            kind,
+            *(param(request, name) for name in names),
+            cascade=flag(request, "cascade"),
+            dry_run=flag(request, "dry_run"),
+        )
+        return await deleted(request, removed)
+
+    handler.__name__ = handler.__qualname__ = operation  # the OpenAPI operationId
+    router.add(
+        "DELETE",
+        path,
+        summary,
+        tag=tag,
+        responses=DELETED,
+        query=(CASCADE, DRY_RUN) if cascade else (DRY_RUN,),
+        access=access,
+    )(handler)

@@ -13,12 +13,12 @@ from ztdp.api.access import (
 from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
-    CASCADE,
     DELETED,
     DRY_RUN,
     READ_ERRORS,
     WRITE,
     deleted,
+    deletes,
     flag,
     if_match,
     param,
@@ -182,23 +182,14 @@ async def allow_one(request: web.Request, body: None) -> Reply:
     )
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_environment",
     "/v1/environments/{env}",
+    NodeKind.ENVIRONMENT,
     "Delete an environment; with ?cascade=true what is deployed there is removed first",
     tag="environments",
-    responses=DELETED,
-    query=(CASCADE, DRY_RUN),
     access=admin("delete environments"),
 )
-async def delete_environment(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.ENVIRONMENT,
-        param(request, "env"),
-        cascade=flag(request, "cascade"),
-        dry_run=flag(request, "dry_run"),
-    )
-    return await deleted(request, removed)
 
 
 @router.add(

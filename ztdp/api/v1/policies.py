@@ -16,12 +16,9 @@ from ztdp.api.access import (
 from ztdp.api.keys import CATALOG, RUNTIME, identity_of
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
-    DELETED,
-    DRY_RUN,
     READ_ERRORS,
     WRITE,
-    deleted,
-    flag,
+    deletes,
     if_match,
     param,
     router,
@@ -198,49 +195,34 @@ async def get_approval(request: web.Request, body: None) -> Reply:
     return 200, await request.app[CATALOG].get_approval(param(request, "name"))
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_policy",
     "/v1/policies/{id}",
+    NodeKind.POLICY,
     "Delete a policy (and the approvals given for it)",
     tag="policies",
-    responses=DELETED,
-    query=(DRY_RUN,),
     access=admin("delete policies"),
+    cascade=False,
 )
-async def delete_policy(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.POLICY, param(request, "id"), dry_run=flag(request, "dry_run")
-    )
-    return await deleted(request, removed)
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_check",
     "/v1/checks/{name}",
+    NodeKind.CHECK,
     "Delete a check (a recorded result needs a ci grant, as recording it does)",
     tag="policies",
-    responses=DELETED,
-    query=(DRY_RUN,),
     access=recorder("delete checks of this application"),
+    cascade=False,
 )
-async def delete_check(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.CHECK, param(request, "name"), dry_run=flag(request, "dry_run")
-    )
-    return await deleted(request, removed)
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_approval",
     "/v1/approvals/{name}",
+    NodeKind.APPROVAL,
     "Withdraw an approval (its approver, or a platform-admin)",
     tag="policies",
-    responses=DELETED,
-    query=(DRY_RUN,),
     access=withdraw("withdraw this approval"),
+    cascade=False,
 )
-async def delete_approval(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.APPROVAL, param(request, "name"), dry_run=flag(request, "dry_run")
-    )
-    return await deleted(request, removed)

@@ -19,12 +19,12 @@ from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
-    CASCADE,
     DELETED,
     DRY_RUN,
     READ_ERRORS,
     WRITE,
     deleted,
+    deletes,
     flag,
     if_match,
     param,
@@ -230,45 +230,24 @@ async def list_dependencies(request: web.Request, body: None) -> Reply:
     )
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_service",
     "/v1/applications/{app}/services/{svc}",
+    NodeKind.SERVICE,
     "Delete a service; its versions with ?cascade=true",
     tag="services",
-    responses=DELETED,
-    query=(CASCADE, DRY_RUN),
     access=team("delete services of this application", path_app),
 )
-async def delete_service(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.SERVICE,
-        param(request, "app"),
-        param(request, "svc"),
-        cascade=flag(request, "cascade"),
-        dry_run=flag(request, "dry_run"),
-    )
-    return await deleted(request, removed)
 
 
-@router.add(
-    "DELETE",
+deletes(
+    "delete_version",
     "/v1/applications/{app}/services/{svc}/versions/{version}",
+    NodeKind.VERSION,
     "Delete a version (undeploying it where it is deployed)",
     tag="versions",
-    responses=DELETED,
-    query=(CASCADE, DRY_RUN),
     access=team("delete versions of this application", path_app),
 )
-async def delete_version(request: web.Request, body: None) -> Reply:
-    removed = await request.app[CATALOG].delete(
-        NodeKind.VERSION,
-        param(request, "app"),
-        param(request, "svc"),
-        param(request, "version"),
-        cascade=flag(request, "cascade"),
-        dry_run=flag(request, "dry_run"),
-    )
-    return await deleted(request, removed)
 
 
 @router.add(
