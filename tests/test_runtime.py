@@ -514,6 +514,18 @@ async def test_drift_is_detected_and_repaired(watched: Api, kube: FakeProvider) 
     assert kube.live[node]["image"] == "checkout-api:1.0.0"
 
 
+async def test_a_failed_repair_is_not_reported_as_repaired(
+    watched: Api, kube: FakeProvider
+) -> None:
+    await deploy(watched, "checkout-api")
+    node = "deployment/checkout/checkout-api@dev"
+    kube.fail[node] = "quota exceeded"
+    kube.live[node]["image"] = "evil:1"
+    [failed, *_] = await wait_for_events(watched, f"node={node}&type=drift.repair_failed")
+    assert failed["data"]["error"] == "quota exceeded"
+    assert await watched.ok("GET", f"/v1/events?node={node}&type=drift.repaired") == []
+
+
 async def test_report_only_environments_record_drift_without_repairing(
     watched: Api, kube: FakeProvider
 ) -> None:

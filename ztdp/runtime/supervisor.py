@@ -504,9 +504,13 @@ class Supervisor:
                 )
             if repair:
                 await self._apply(state, None)
-                await self._events.publish(
-                    make_event("drift.repaired", subject=state.node, data={})
-                )
+                if state.status is Status.FAILED:  # the repair itself failed: say so, and why
+                    event = make_event(
+                        "drift.repair_failed", subject=state.node, data={"error": state.last_error}
+                    )
+                else:
+                    event = make_event("drift.repaired", subject=state.node, data={})
+                await self._events.publish(event)
             else:
                 # Report-only: it is not what was asked for any more, so it is not Ready (a
                 # promotion must not pass on it); said once, not at every observation.
