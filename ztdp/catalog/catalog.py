@@ -280,15 +280,23 @@ class Catalog:
     async def update_application(
         self, name: str, app: Application, *, if_match: int | None = None
     ) -> dict[str, Any]:
-        nid = node_id(NodeKind.APPLICATION, name)
-        same_name(app.metadata.name, name)
-        expected = if_match if if_match is not None else app.metadata.revision
+        return await self._replace(NodeKind.APPLICATION, name, app, if_match=if_match)
+
+    async def _replace(
+        self, kind: NodeKind, name: str, body: Envelope, *, if_match: int | None
+    ) -> dict[str, Any]:
+        """Replace a top-level object whole, if it is still at the revision the change was
+        based on (`If-Match`, else the body's `metadata.revision`); its owner stays if the
+        body names none."""
+        nid, what = node_id(kind, name), f"{kind.value} {name}"
+        same_name(body.metadata.name, name)
+        expected = if_match if if_match is not None else body.metadata.revision
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            current = self._require(graph, nid, f"application {name}")
-            self._check_revision(current, expected, f"application {name}")
-            data = _stamp(_owned(app, current), rev)
-            return [PutNode(nid, NodeKind.APPLICATION, data)], data
+            current = self._require(graph, nid, what)
+            self._check_revision(current, expected, what)
+            data = _stamp(_owned(body, current), rev)
+            return [PutNode(nid, kind, data)], data
 
         return await self._write(build)
 
@@ -1012,17 +1020,7 @@ class Catalog:
         self, name: str, env: Environment, *, if_match: int | None = None
     ) -> dict[str, Any]:
         """Change an environment; its realised nodes take it up at their next run there."""
-        nid = node_id(NodeKind.ENVIRONMENT, name)
-        same_name(env.metadata.name, name)
-        expected = if_match if if_match is not None else env.metadata.revision
-
-        def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
-            current = self._require(graph, nid, f"environment {name}")
-            self._check_revision(current, expected, f"environment {name}")
-            data = _stamp(_owned(env, current), rev)
-            return [PutNode(nid, NodeKind.ENVIRONMENT, data)], data
-
-        return await self._write(build)
+        return await self._replace(NodeKind.ENVIRONMENT, name, env, if_match=if_match)
 
     async def update_service(
         self, app: str, svc: str, body: Service, *, if_match: int | None = None
