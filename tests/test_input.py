@@ -183,3 +183,11 @@ def test_a_request_that_is_not_http_logs_no_bytes_of_it() -> None:
         output = server.stop()
     assert output.count(token) == 1, "the token appears beyond its one announcement"
     assert "Traceback" not in output and "malformed HTTP request from" in output
+
+
+async def test_a_query_parameter_given_twice_is_refused_not_guessed(api: Api) -> None:
+    await api.application("checkout")
+    await api.service("checkout", "api")
+    code, problem = await api.call("DELETE", "/v1/applications/checkout?cascade=true&cascade=false")
+    assert code == 422 and problem["errors"][0]["loc"] == "query.cascade", problem
+    assert (await api.call("GET", "/v1/applications/checkout"))[0] == 200

@@ -133,6 +133,9 @@ class Endpoint:
             except ValueError as exc:  # from_json: not JSON at all
                 raise BadRequest(f"request body is not valid JSON: {exc}") from None
         for q in self.query:
+            if len(request.query.getall(q.name, ())) > 1:
+                # `?cascade=true&cascade=false`: which one was meant is not ours to guess
+                raise _query_error(q, "is given more than once")
             value = request.query.get(q.name)
             if value is None and q.required:
                 raise _query_error(q, "is required")
