@@ -117,3 +117,10 @@ class TemporaryError(ZtdpError):
     def __init__(self, detail: str, *, retry_after: float = 1.0) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class Fenced(ZtdpError):
+    """This worker no longer owns the actor's partition (its lease expired or was taken
+    over): its write was refused. Stop working on that partition; its new owner carries on."""
+
+    title = "Fenced"

@@ -24,6 +24,41 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid")
 
     graph_store: Literal["memory", "redis"] = "memory"
+    state_store: Literal["memory", "redis"] | None = Field(
+        default=None,
+        description="actor state, runs and leases; unset: follows the graph store",
+    )
+    mailbox: Literal["memory", "nats"] = Field(
+        default="memory", description="actor mailboxes: this process, or NATS JetStream"
+    )
+    event_bus: Literal["memory", "nats"] | None = Field(
+        default=None, description="unset: follows the mailbox"
+    )
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_prefix: str = Field(
+        default="ztdp",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=64,
+        description="prefix of the JetStream streams, consumers and subjects",
+    )
+    partitions: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="actors are spread over this many partitions, each owned by one worker; "
+        "every process of one installation must use the same number",
+    )
+    lease_ttl: float = Field(
+        default=2.0, gt=0, description="seconds a worker's lease on a partition lasts unrenewed"
+    )
+    ack_wait: float = Field(
+        default=3.0,
+        gt=0,
+        description="seconds before NATS redelivers a message whose handler did not answer",
+    )
+    actors: Literal["on", "off"] = Field(
+        default="on", description="whether `ztdp serve` runs actors too, or only the API"
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field(
         default="ztdp", pattern=r"^[A-Za-z0-9:._-]+$", description="key prefix in Redis"
@@ -93,7 +128,17 @@ class Settings(BaseSettings):
 
     @property
     def distributed(self) -> bool:
-        return self.graph_store != "memory"
+        return self.graph_store != "memory" or self.mailbox != "memory"
+
+    @property
+    def state_backend(self) -> Literal["memory", "redis"]:
+        """The state store: as set, else where the graph is (so processes that share a graph
+        share what was realised of it, instead of each repairing from its own memory)."""
+        return self.state_store or self.graph_store
+
+    @property
+    def event_backend(self) -> Literal["memory", "nats"]:
+        return self.event_bus or self.mailbox
 
     @property
     def auth_enabled(self) -> bool:

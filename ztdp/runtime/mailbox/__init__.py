@@ -1,6 +1,6 @@
-"""Actor mailboxes: the interface and the in-memory implementation."""
+"""Actor mailboxes: the seam and the in-memory implementation."""
 
-from ztdp.runtime.mailbox.base import Mailbox
+from ztdp.runtime.mailbox.base import Delivery, Envelope, Mailbox
 from ztdp.runtime.mailbox.memory import MemoryMailbox
 
-__all__ = ["Mailbox", "MemoryMailbox"]
+__all__ = ["Delivery", "Envelope", "Mailbox", "MemoryMailbox"]
