@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-
 StepStatus = Literal[
     "Pending",
     "Queued",  # sent to its actor, not started yet
