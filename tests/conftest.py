@@ -19,6 +19,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.nats_server import NatsServer
 from ztdp.api import create_app
 from ztdp.graph.store import GraphStore, MemoryGraphStore
 from ztdp.graph.store.redis import RedisGraphStore
@@ -103,6 +104,21 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A current NATS server with JetStream, started for this test run (see nats_server.py)."""
+    server = NatsServer().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def nats_prefix() -> str:
+    """Stream, consumer and subject names of this test's own (streams are file-backed in the
+    session server's temporary directory, which goes with it)."""
+    return f"t{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(params=["memory", "redis"])
