@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib.metadata import EntryPoint
 from typing import Any
 
@@ -19,7 +19,7 @@ from cloudevents.core.formats.json import JSONFormat
 from tests.helpers import Api
 from ztdp.api import create_app
 from ztdp.errors import PermanentError, TemporaryError
-from ztdp.events import Event, MemoryEventBus
+from ztdp.events import Event, EventFilter, MemoryEventBus
 from ztdp.planner import diff
 from ztdp.providers import (
     Observation,
@@ -29,8 +29,9 @@ from ztdp.providers import (
     Resource,
     Target,
 )
-from ztdp.runtime import Run, Supervisor
-from ztdp.runtime.actor import Apply, Reply, Status
+from ztdp.runtime import ActorState, Run, Supervisor
+from ztdp.runtime.actor import Status
+from ztdp.runtime.mailbox import Envelope, MemoryMailbox
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore
 
@@ -205,49 +206,88 @@ def run_of(waves: list[dict[str, Any]]) -> Run:
     return Run.from_plan(waves, trigger="apply", environment="dev", actor="test")
 
 
-async def target_of(s: Mapping[str, Any]) -> tuple[Resource, Target]:
-    return Resource(s["node"], "deployment", s["node"], "app", s["desired"]), Target("dev")
+Check = Callable[[str, Mapping[str, Any]], Awaitable[str | None]]
 
 
-async def allow(r: Run, s: Mapping[str, Any]) -> None:
-    return None
+class Hooks:
+    """The step hooks the API's runtime gives the supervisor, for runs driven without it."""
+
+    def __init__(self, check: Check | None = None) -> None:
+        self._check = check
+
+    async def target(
+        self, step: Mapping[str, Any], environment: Mapping[str, Any] | None
+    ) -> tuple[Resource, Target]:
+        return Resource(step["node"], "deployment", step["node"], "app", step["desired"]), Target(
+            "dev"
+        )
+
+    async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
+        return None if self._check is None else await self._check(actor, step)
 
 
 def supervisor_of(
-    *providers: FakeProvider, events: MemoryEventBus | None = None, settings: Settings = SETTINGS
+    *providers: FakeProvider,
+    events: MemoryEventBus | None = None,
+    settings: Settings = SETTINGS,
+    check: Check | None = None,
 ) -> Supervisor:
-    return Supervisor(
+    supervisor = Supervisor(
         providers=registry(*providers),
         state=MemoryStateStore(),
         events=events or MemoryEventBus(),
+        mailbox=MemoryMailbox(settings.partitions),
         settings=settings,
     )
+    supervisor.hooks = Hooks(check)
+    return supervisor
 
 
-async def apply(supervisor: Supervisor, node: str, version: str = "1") -> Reply:
-    """Send the node's actor an Apply outside any run; the reply tells how it went."""
-    reply = Reply()
+async def execute(supervisor: Supervisor, waves: list[dict[str, Any]]) -> Run:
+    """Start a run of the waves and wait for its run.finished event; the run as recorded."""
+    run = run_of(waves)
+    async with supervisor.events.subscribe(EventFilter(run=run.id, type="run.finished")) as done:
+        await supervisor.start_run(run, waves)
+        with anyio.fail_after(10):
+            await done.receive()
+    return await supervisor.state.run(run.id)
+
+
+async def apply(supervisor: Supervisor, node: str, version: str = "1") -> ActorState:
+    """Send the node's actor an apply outside any run; its state once it reports an outcome."""
+    flt = EventFilter(node=node, type="actor.status")
+    async with supervisor.events.subscribe(flt) as statuses:
+        await send_apply(supervisor, node, version)
+        with anyio.fail_after(10):
+            while (await statuses.receive())["data"]["status"] == "Progressing":
+                pass
+    state = await supervisor.actor(node)
+    assert state is not None
+    return state
+
+
+async def send_apply(supervisor: Supervisor, node: str, version: str = "1") -> None:
     resource = Resource(node, "deployment", node, "app", {"version": version})
-    await supervisor.tell(node, Apply(resource, Target("dev"), None, reply), provider="kubernetes")
-    return reply
+    await supervisor.apply(resource, Target("dev"), provider="kubernetes")
+
+
+def outcomes(run: Run) -> dict[str, tuple[str, str | None]]:
+    return {s.node: (s.status, s.error) for s in run.steps}
 
 
 async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
     kube = FakeProvider("kubernetes")
     kube.fail["a"] = "image pull failed"
-    events = MemoryEventBus()
-    supervisor = supervisor_of(kube, events=events)
+    supervisor = supervisor_of(kube)
 
     waves = [
         {"index": 0, "steps": [plan_step("a"), plan_step("c")]},
         {"index": 1, "steps": [plan_step("b", "a"), plan_step("d", "c")]},
         {"index": 2, "steps": [plan_step("e", "b", "d")]},
     ]
-    run = run_of(waves)
-
     async with supervisor:
-        supervisor.start(run, waves, target=target_of, check=allow)
-    assert {s.node: (s.status, s.error) for s in run.steps} == {
+        run = await execute(supervisor, waves)
+    assert outcomes(run) == {
         "a": ("Failed", "image pull failed"),
         "b": ("Blocked", "blocked by a: image pull failed"),
         "c": ("Ready", None),
@@ -259,71 +299,77 @@ async def test_independent_branches_of_one_plan_go_on_when_one_fails() -> None:
 
 async def test_policy_is_checked_by_the_actor_just_before_its_step() -> None:
     kube = FakeProvider("kubernetes")
-    supervisor = supervisor_of(kube)
     seen: dict[str, list[str]] = {}
 
-    async def check(r: Run, s: Mapping[str, Any]) -> str | None:
+    async def check(actor: str, s: Mapping[str, Any]) -> str | None:
         seen[s["node"]] = list(kube.applied)  # what was done when this step was checked
         return "denied by policy: frozen" if s["node"] == "b" else None
 
+    supervisor = supervisor_of(kube, check=check)
     waves = [
         {"index": 0, "steps": [plan_step("a")]},
         {"index": 1, "steps": [plan_step("b", "a"), plan_step("c", "a")]},
         {"index": 2, "steps": [plan_step("d", "b")]},
     ]
-    run = run_of(waves)
     async with supervisor:
-        supervisor.start(run, waves, target=target_of, check=check)
+        run = await execute(supervisor, waves)
+        b = await supervisor.actor("b")
     assert seen == {"a": [], "b": ["a"], "c": ["a"]}  # after its dependency, not at the start
-    assert {s.node: (s.status, s.error) for s in run.steps} == {
+    assert outcomes(run) == {
         "a": ("Ready", None),
         "b": ("Failed", "denied by policy: frozen"),
         "c": ("Ready", None),
         "d": ("Blocked", "blocked by b: denied by policy: frozen"),
     }
     assert "b" not in kube.started
-    assert supervisor.actors["b"].status is Status.PENDING  # a refusal is not the actor's failure
+    assert b is not None and b.status is Status.PENDING  # a refusal is not the actor's failure
 
 
 async def test_a_check_that_breaks_fails_its_step_not_the_actor() -> None:
     kube = FakeProvider("kubernetes")
-    supervisor = supervisor_of(kube)
 
-    async def check(r: Run, s: Mapping[str, Any]) -> str | None:
+    async def check(actor: str, s: Mapping[str, Any]) -> str | None:
         if s["node"] == "a":
             raise LookupError("no such graph node")
         return None
 
+    supervisor = supervisor_of(kube, check=check)
     waves = [{"index": 0, "steps": [plan_step("a"), plan_step("b")]}]
-    run = run_of(waves)
     async with supervisor:
-        supervisor.start(run, waves, target=target_of, check=check)
-    assert {s.node: (s.status, s.error) for s in run.steps} == {
+        run = await execute(supervisor, waves)
+        a = await supervisor.actor("a")
+    assert outcomes(run) == {
         "a": ("Failed", "internal error: LookupError('no such graph node')"),
         "b": ("Ready", None),
     }
-    assert supervisor.actors["a"].restarts == 0
+    assert a is not None and a.restarts == 0
 
 
-async def test_a_step_the_run_gave_up_on_is_not_started_late() -> None:
-    """An actor busy past twice the step timeout: the run fails the step and moves on, and the
-    actor, reaching the step later, does not carry it out."""
+async def test_every_message_crosses_the_mailbox_encoded() -> None:
+    """The memory mailbox keeps bytes only: whatever the runtime sends must survive JSON."""
     kube = FakeProvider("kubernetes")
-    kube.hang.add("busy")
-    settings = SETTINGS.model_copy(update={"step_timeout": 0.1})
-    supervisor = supervisor_of(kube, settings=settings)
-    waves = [{"index": 0, "steps": [plan_step("busy")]}]
-    run = run_of(waves)
+    mailbox = MemoryMailbox(4)
+    sent: list[bytes] = []
+    original = mailbox.send
+
+    async def recording(envelope: Envelope, *, partition: int) -> None:
+        sent.append(envelope.encode())
+        await original(envelope, partition=partition)
+
+    mailbox.send = recording  # type: ignore[method-assign]
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        mailbox=mailbox,
+        settings=SETTINGS.model_copy(update={"partitions": 4}),
+    )
+    supervisor.hooks = Hooks()
     async with supervisor:
-        resource = Resource("busy", "deployment", "busy", "app", {"version": "0"})
-        for _ in range(3):  # 0.3 s of hanging applies, each cut at the 0.1 s timeout
-            await supervisor.tell(
-                "busy", Apply(resource, Target("dev"), None, None), provider="kubernetes"
-            )
-        supervisor.start(run, waves, target=target_of, check=allow)
-    [step] = run.steps
-    assert (step.status, step.error) == ("Failed", "no answer from the actor in time")
-    assert kube.started == ["busy"] * 3  # the queued applies ran; the run's step did not
+        run = await execute(supervisor, [{"index": 0, "steps": [plan_step("a")]}])
+    assert run.status == "Succeeded"
+    kinds = [Envelope.decode(raw).kind for raw in sent]
+    assert kinds == ["advance", "step", "advance"]
 
 
 async def test_a_hanging_provider_times_out_and_the_api_stays_responsive(
@@ -457,10 +503,8 @@ async def test_a_step_starts_when_its_dependencies_are_done_not_its_whole_wave()
         {"index": 0, "steps": [plan_step("slow"), plan_step("fast")]},
         {"index": 1, "steps": [plan_step("after-fast", "fast"), plan_step("after-slow", "slow")]},
     ]
-    run = run_of(waves)
-
     async with supervisor:
-        supervisor.start(run, waves, target=target_of, check=allow)
+        run = await execute(supervisor, waves)
     assert kube.applied == ["fast", "after-fast", "slow", "after-slow"]
     assert run.status == "Succeeded"
 
@@ -469,13 +513,14 @@ async def test_shutdown_finishes_every_accepted_message() -> None:
     slow = FakeProvider("kubernetes", delay=0.02)
     supervisor = supervisor_of(slow)
     async with supervisor:
-        replies = [await apply(supervisor, f"deployment/a/s{i % 4}@dev", str(i)) for i in range(20)]
-    assert all(r.status is Status.READY for r in replies)  # drained before the task group closed
-    assert len(slow.applied) == 20
+        for i in range(20):
+            await send_apply(supervisor, f"deployment/a/s{i % 4}@dev", str(i))
+    assert len(slow.applied) == 20  # drained before the supervisor stopped
     assert {n: s["version"] for n, s in slow.live.items()} == {
         f"deployment/a/s{i}@dev": str(16 + i) for i in range(4)
     }  # one at a time, in order
-    assert not supervisor._active  # idle actors hold no task
+    states = await supervisor.actor_states([f"deployment/a/s{i}@dev" for i in range(4)])
+    assert {s.status for s in states.values()} == {Status.READY}
 
 
 @pytest.fixture
@@ -562,20 +607,17 @@ async def test_a_crashed_actor_restarts_after_backoff_and_its_siblings_carry_on(
     supervisor = supervisor_of(kube)
 
     async with supervisor:
-        first, sibling = await apply(supervisor, "crashy"), await apply(supervisor, "sibling")
-        await first.wait()
-        await sibling.wait()
+        first = await apply(supervisor, "crashy")
+        sibling = await apply(supervisor, "sibling")
         second = await apply(supervisor, "crashy")  # queued behind the restart backoff
-        await second.wait()
-    assert first.status is Status.FAILED and first.error is not None
-    assert first.error.startswith("actor crashed: KeyError('Exploded')")
+    assert first.status is Status.FAILED and first.last_error is not None
+    assert first.last_error.startswith("actor crashed: KeyError('Exploded')")
     assert sibling.status is Status.READY
-    assert second.status is Status.READY
-    assert supervisor.actors["crashy"].restarts == 1
+    assert second.status is Status.READY and second.restarts == 1
 
 
 class RefusingBus(MemoryEventBus):
-    """An event bus that cannot take some events (its transport down, say)."""
+    """An event bus that cannot take some events (a bug in a transport, say)."""
 
     def __init__(self, refuse: Callable[[Event], bool]) -> None:
         super().__init__()
@@ -596,12 +638,11 @@ async def test_a_crash_that_cannot_be_reported_still_fails_only_its_message() ->
         ),
     )
     async with supervisor:
-        replies = [await apply(supervisor, node) for node in ("crashy", "sibling", "crashy")]
-        for reply in replies:
-            await reply.wait()
-    assert [r.status for r in replies] == [Status.FAILED, Status.READY, Status.READY]
-    assert replies[0].error is not None and replies[0].error.startswith("actor crashed")
-    assert supervisor.actors["crashy"].restarts == 1
+        await send_apply(supervisor, "crashy")  # its Failed status cannot be published
+        sibling = await apply(supervisor, "sibling")
+        again = await apply(supervisor, "crashy")
+    assert sibling.status is Status.READY
+    assert again.status is Status.READY and again.restarts == 1
 
 
 async def test_a_run_that_breaks_fails_alone_and_the_supervisor_goes_on() -> None:
@@ -610,11 +651,13 @@ async def test_a_run_that_breaks_fails_alone_and_the_supervisor_goes_on() -> Non
     waves = [{"index": 0, "steps": [plan_step("a")]}]
     run = run_of(waves)
     async with supervisor:
-        supervisor.start(run, waves, target=target_of, check=allow)
-        reply = await apply(supervisor, "b")
-        await reply.wait()
-    assert run.status == "Failed"
-    assert [(s.status, s.error) for s in run.steps] == [
+        await supervisor.start_run(run, waves)
+        sibling = await apply(supervisor, "b")
+        with anyio.fail_after(5):
+            while (recorded := await supervisor.state.run(run.id)).status == "Running":  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    assert recorded.status == "Failed"
+    assert [(s.status, s.error) for s in recorded.steps] == [
         ("Failed", "the run broke: ConnectionError('event transport unreachable')")
     ]
-    assert reply.status is Status.READY
+    assert sibling.status is Status.READY

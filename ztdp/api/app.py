@@ -34,12 +34,12 @@ from ztdp.auth import (
 from ztdp.catalog import Catalog
 from ztdp.catalog.actor import acting_as
 from ztdp.contracts import SYSTEM_PRINCIPAL
-from ztdp.events import MemoryEventBus
 from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
-from ztdp.runtime import RunStore, Runtime, Supervisor
+from ztdp.runtime import Runtime, Supervisor
+from ztdp.runtime.backends import open_backends
 from ztdp.settings import Settings
-from ztdp.state import MemoryStateStore, StateStore
+from ztdp.state import StateStore
 
 log = logging.getLogger("ztdp.api")
 
@@ -293,11 +293,10 @@ def create_app(
                 opened.push_async_callback(token_store.aclose)
             limiter = open_failure_limiter(settings)
             opened.push_async_callback(limiter.aclose)
-            state_store = state or MemoryStateStore()
-            events = MemoryEventBus()
-            opened.push_async_callback(events.aclose)
+            backends = await opened.enter_async_context(open_backends(settings, state=state))
+            events = backends.events
             catalog = Catalog(
-                graph_store, state_store, write_retries=settings.write_retries, events=events
+                graph_store, backends.state, write_retries=settings.write_retries, events=events
             )
             with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
@@ -305,10 +304,15 @@ def create_app(
             app[EVENTS] = events
             app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
-                providers=registry, state=state_store, events=events, settings=settings
+                providers=registry,
+                state=backends.state,
+                events=events,
+                mailbox=backends.mailbox,
+                settings=settings,
+                run_actors=settings.actors == "on",
             )
+            app[RUNTIME] = Runtime(catalog, supervisor, settings)
             async with _hosted(supervisor):
-                app[RUNTIME] = Runtime(catalog, supervisor, RunStore(), settings)
                 log.info(
                     "ZTDP %s ready: graph store %s, providers: %s",
                     __version__,

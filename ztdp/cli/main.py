@@ -88,10 +88,50 @@ def serve(
         raise typer.Exit(exc.exit_code) from None
 
 
+@app.command()
+def worker(
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="ZTDP_LOG_LEVEL", help="debug also shows tracebacks")
+    ] = LogLevel.INFO,
+) -> None:
+    """Run actors without the API, sharing them with the other workers (needs NATS and Redis).
+
+    Stops on SIGINT or SIGTERM, handing its actors to the other workers at once.
+    """
+    from ztdp.cli.process import loop_factory
+    from ztdp.cli.worker import run_worker
+    from ztdp.errors import ZtdpError
+
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+
+        def ready(supervisor: object) -> None:
+            console.print(
+                f"ZTDP {__version__} worker: mailboxes on NATS {settings.nats_url}, "
+                f"state in Redis {settings.redis_url}, {settings.partitions} partitions"
+            )
+
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(run_worker(settings, ready))
+    except StartFailed as exc:
+        typer.echo(f"ztdp worker: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except ZtdpError as exc:
+        typer.echo(f"ztdp worker: {' '.join(exc.detail.split())}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _banner(settings: Settings) -> None:
     """Said once the server listens, never before: a failed start says only why."""
     where = settings.redis_url if settings.graph_store == "redis" else "this process's memory"
     console.print(f"ZTDP {__version__}: graph store [bold]{settings.graph_store}[/bold] ({where})")
+    actors = "on NATS, shared with workers" if settings.mailbox == "nats" else "in this process"
+    if settings.actors == "off":
+        actors = "none here: `ztdp worker`s run them"
+    console.print(f"state store {settings.state_backend}, actors {actors}")
     console.print(f"API on http://{settings.host}:{settings.port}/v1, docs at /docs")
     if settings.auth_enabled:
         console.print("authentication ON: send Authorization: Bearer <token>")

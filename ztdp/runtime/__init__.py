@@ -1,7 +1,8 @@
-"""The runtime: actors per realised node, a supervisor, runs."""
+"""The runtime: actors per realised node, a supervisor per process, runs in the state store."""
 
 from ztdp.runtime.actor import ActorState, Status
-from ztdp.runtime.runs import Run, RunStep, RunStore
+from ztdp.runtime.ownership import StartRefused
+from ztdp.runtime.runs import Run, RunStep
 from ztdp.runtime.service import Runtime
 from ztdp.runtime.supervisor import ShuttingDown, Supervisor
 
@@ -9,9 +10,9 @@ __all__ = [
     "ActorState",
     "Run",
     "RunStep",
-    "RunStore",
     "Runtime",
     "ShuttingDown",
+    "StartRefused",
     "Status",
     "Supervisor",
 ]

@@ -1,27 +1,30 @@
-"""Actors: one per realised node, handling its mailbox one message at a time.
+"""Actors: one per realised node, plus one per run that coordinates the run's steps.
 
-An actor's state is a small record that lives as long as the node. It has a mailbox, and a
-worker task draining it, only while it has messages (a virtual actor, as in Orleans): 100,000
-idle actors cost their records and nothing else.
+An actor's state is a record in the state store (`ActorState.snapshot()`); the worker that owns
+the actor's partition keeps it cached while it owns it and commits every change under its
+fence. Messages are `Envelope`s of plain data (see `ztdp.runtime.mailbox`), one kind each:
+
+  apply {resource, target}    make the resource as desired
+  delete {resource, target}   remove what was made for it
+  observe {}                  compare what exists with what was desired, repair or report
+  reconcile {}                apply the last desired state again
+  step {run, actor, step, environment}   carry out one step of a run (policy checked first)
+  block {run, error}          a step of a run will not run: the actor says why
+  advance {node, status, error}   to a run's coordinator (node `run/<id>`): a step finished
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
-
-import anyio
+from typing import Any, Protocol
 
 from ztdp.providers import Resource, Target
-from ztdp.runtime.runs import Run, RunStep
 
-# A step is refused by the caller's check (policy) with a reason, or allowed with None.
-StepCheck = Callable[[Run, Mapping[str, Any]], Awaitable[str | None]]
-# The node's resource and target, for a plan step.
-StepTarget = Callable[[Mapping[str, Any]], Awaitable[tuple[Resource, Target]]]
+RUN_PREFIX = "run/"
+RUNS_REMEMBERED = 8  # finished steps an actor remembers, to answer a redelivered step again
 
 
 class Status(StrEnum):
@@ -34,6 +37,63 @@ class Status(StrEnum):
     BLOCKED = "Blocked"
     DELETING = "Deleting"
     DELETED = "Deleted"
+
+
+class StepHooks(Protocol):
+    """What the host asks the layer above about a step; injected, never sent in a message."""
+
+    async def target(
+        self, step: Mapping[str, Any], environment: Mapping[str, Any] | None
+    ) -> tuple[Resource, Target]:
+        """The node's resource and where to realise it. `environment` is the environment's
+        data when the run recorded it (it was deleted since); else the graph says."""
+        ...
+
+    async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
+        """Why policy refuses the step now, or None if it may go on."""
+        ...
+
+
+def encode_resource(r: Resource) -> dict[str, Any]:
+    return {
+        "node": r.node,
+        "kind": r.kind,
+        "name": r.name,
+        "application": r.application,
+        "desired": dict(r.desired),
+        "depends_on": list(r.depends_on),
+    }
+
+
+def decode_resource(raw: Mapping[str, Any]) -> Resource:
+    return Resource(
+        node=raw["node"],
+        kind=raw["kind"],
+        name=raw["name"],
+        application=raw["application"],
+        desired=dict(raw["desired"]),
+        depends_on=tuple(raw["depends_on"]),
+    )
+
+
+def encode_target(t: Target) -> dict[str, Any]:
+    return {
+        "environment": t.environment,
+        "settings": dict(t.settings),
+        "defaults": dict(t.defaults),
+    }
+
+
+def decode_target(raw: Mapping[str, Any]) -> Target:
+    return Target(
+        environment=raw["environment"],
+        settings=dict(raw["settings"]),
+        defaults=dict(raw["defaults"]),
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 @dataclass(slots=True)
@@ -52,6 +112,8 @@ class ActorState:
     target: Target | None = None
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     since: datetime | None = None  # when it took its current status (promotion reads it)
+    # run id -> [status, error] of the steps it finished, newest last
+    steps_done: dict[str, list[Any]] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -68,72 +130,42 @@ class ActorState:
             "since": self.since.isoformat() if self.since else None,
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """The record committed to the state store (JSON-able)."""
+        return {
+            **self.view(),
+            "desired": self.desired,
+            "resource": None if self.resource is None else encode_resource(self.resource),
+            "target": None if self.target is None else encode_target(self.target),
+            "steps_done": self.steps_done,
+        }
 
-@dataclass(slots=True)
-class Reply:
-    """How a sender learns the outcome of one message: wait for it, or be called back."""
+    @classmethod
+    def from_snapshot(cls, raw: Mapping[str, Any]) -> ActorState:
+        return cls(
+            node=raw["node"],
+            provider=raw["provider"],
+            status=Status(raw["status"]),
+            desired=raw["desired"],
+            observed=raw["observed"],
+            generation=raw["generation"],
+            observed_generation=raw["observed_generation"],
+            last_error=raw["last_error"],
+            message=raw["message"],
+            restarts=raw["restarts"],
+            resource=None if raw["resource"] is None else decode_resource(raw["resource"]),
+            target=None if raw["target"] is None else decode_target(raw["target"]),
+            updated_at=_time(raw["updated_at"]) or datetime.now(UTC),
+            since=_time(raw["since"]),
+            steps_done=dict(raw.get("steps_done") or {}),
+        )
 
-    on_done: Callable[[], None] | None = None  # e.g. free a parallelism slot at once
-    status: Status | None = None
-    error: str | None = None
-    finished: bool = False
-    _event: anyio.Event | None = None  # made only if someone waits
-
-    async def wait(self) -> None:
-        if not self.finished:
-            if self._event is None:
-                self._event = anyio.Event()
-            await self._event.wait()
-
-    def finish(self, status: Status, error: str | None = None) -> None:
-        self.status, self.error, self.finished = status, error, True
-        if self._event is not None:
-            self._event.set()
-        if self.on_done is not None:
-            self.on_done()
-
-
-@dataclass(slots=True)
-class _ResourceMessage:
-    resource: Resource
-    target: Target
-    run: str | None = None
-    reply: Reply | None = None
-
-
-@dataclass(slots=True)
-class Apply(_ResourceMessage):
-    """Make the resource as desired."""
+    def remember(self, run: str, status: str, error: str | None) -> None:
+        self.steps_done[run] = [status, error]
+        while len(self.steps_done) > RUNS_REMEMBERED:
+            self.steps_done.pop(next(iter(self.steps_done)))
 
 
-@dataclass(slots=True)
-class Delete(_ResourceMessage):
-    """Remove what was made for the resource."""
-
-
-@dataclass(slots=True)
-class Observe:
-    reply: Reply | None = None
-
-
-@dataclass(slots=True)
-class Reconcile:
-    reply: Reply | None = None
-
-
-@dataclass(slots=True)
-class Step:
-    """Carry out one step of a run: check it against policy just before, then do it.
-
-    The actor records the outcome in `record`, the run's record of the step.
-    """
-
-    run: Run
-    record: RunStep
-    step: Mapping[str, Any]  # the plan's step
-    check: StepCheck
-    target: StepTarget
-    reply: Reply | None = None
-
-
-Message = Apply | Delete | Observe | Reconcile | Step
+def run_node(run_id: str) -> str:
+    """The node of a run's coordinator."""
+    return f"{RUN_PREFIX}{run_id}"

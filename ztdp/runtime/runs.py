@@ -1,4 +1,4 @@
-"""Runs live in the state store (`ztdp.state.runs`); re-exported here where the runtime uses them."""
+"""Runs live in the state store (`ztdp.state.runs`); re-exported for the runtime's users."""
 
 from ztdp.state.runs import Run, RunStep, StepStatus, Trigger
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
@@ -19,10 +19,12 @@ from ztdp.planner import (
 )
 from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Provider, Resource, Target
-from ztdp.runtime.actor import Status
-from ztdp.runtime.runs import Run, RunStore, Trigger
+from ztdp.runtime.actor import ActorState, Status
+from ztdp.runtime.runs import Run, Trigger
 from ztdp.runtime.supervisor import Supervisor
 from ztdp.settings import Settings
+
+HealthOf = Callable[[str, str, str], NodeHealth | None]
 
 
 def _denied(decision: Decision) -> str:
@@ -47,15 +49,13 @@ def describe(node: str) -> tuple[str, str, str]:
 
 
 class Runtime:
-    def __init__(
-        self, catalog: Catalog, supervisor: Supervisor, runs: RunStore, settings: Settings
-    ) -> None:
+    """Deploys, applies and deletes as runs; the supervisor's step hooks (target, check)."""
+
+    def __init__(self, catalog: Catalog, supervisor: Supervisor, settings: Settings) -> None:
         self.catalog = catalog
         self.supervisor = supervisor
-        self.runs = runs
         self._settings = settings
-        # Deleted environments' last state, for deleting what was made in them.
-        self._former_environments: dict[str, dict[str, Any]] = {}
+        supervisor.hooks = self
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan of an application, previewed (see `preview`)."""
@@ -71,10 +71,11 @@ class Runtime:
         graph = await self.catalog.graph()
         actor = current_actor()
         reasons: dict[str, str] = {}
+        health = await self._health_of_plan(plan)
         for wave in plan.waves:
             for step in wave["steps"]:
                 own: list[str] = []
-                decision = self._decide(graph, step, actor)
+                decision = self._decide(graph, step, actor, health)
                 if decision is not None:
                     step["decision"] = _verdict(decision)
                     if not decision.allowed:
@@ -84,12 +85,16 @@ class Runtime:
                 if own:
                     reasons[step["node"]] = "; ".join(own)
         mark_blocked(plan, reasons)
+        changing = [
+            s["node"] for w in plan.waves for s in w["steps"] if s["action"] in ("create", "update")
+        ]
+        actors = await self.supervisor.actor_states(changing)
         for wave in plan.waves:
             for step in wave["steps"]:
                 provider = self._provider(step)
                 if provider is None or step["action"] not in ("create", "update"):
                     continue
-                seen = self.supervisor.actors.get(step["node"])
+                seen = actors.get(step["node"])
                 observed = (seen.observed if seen else None) or {}
                 step["diff"] = await provider.diff(desired=step["desired"], observed=observed)  # type: ignore[typeddict-item]
         return plan
@@ -106,16 +111,18 @@ class Runtime:
         return self.supervisor.providers.missing(step["provider"])
 
     async def deploy(self, app: str, svc: str, version: str, env: str) -> tuple[DeployResult, Run]:
-        result = await self.catalog.deploy(app, svc, version, env, health=self.health)
+        health = await self.health(app, svc)
+        result = await self.catalog.deploy(app, svc, version, env, health=health)
         plan = await self.plan(app, env)
-        return result, self._start(plan, trigger="deploy", environment=env, application=app)
+        run = await self._start(plan, trigger="deploy", environment=env, application=app)
+        return result, run
 
     async def preview_deploy(
         self, app: str, svc: str, version: str, env: str
     ) -> tuple[DeployResult, list[Op], Plan | None]:
         """A deploy as a dry run: the decision, the graph changes and the plan; no change."""
         result, batch, after = await self.catalog.preview_deploy(
-            app, svc, version, env, health=self.health
+            app, svc, version, env, health=await self.health(app, svc)
         )
         if not result.decision.allowed:
             return result, batch, None
@@ -128,7 +135,6 @@ class Runtime:
         the real objects (dependents before what they depend on), started as a run unless the
         delete was a dry run."""
         assert removed.after is not None
-        self._former_environments.update(removed.former_environments)
         plans = []
         for env in removed.environments:
             plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))
@@ -137,11 +143,12 @@ class Runtime:
         if removed.dry_run:
             return plans, []
         runs = [
-            self._start(
+            await self._start(
                 plan,
                 trigger=trigger,
                 environment=str(plan.environment),
                 application=plan.application,
+                former=removed.former_environments,
             )
             for plan in plans
         ]
@@ -149,16 +156,18 @@ class Runtime:
 
     async def apply(self, env: str) -> tuple[Plan, Run]:
         plan = await self.catalog.plan_environment(env)
-        return plan, self._start(plan, trigger="apply", environment=env, application=None)
+        return plan, await self._start(plan, trigger="apply", environment=env, application=None)
 
-    def _start(
+    async def _start(
         self,
         plan: Plan,
         *,
         trigger: Trigger,
         environment: str,
         application: str | None,
+        former: Mapping[str, dict[str, Any]] | None = None,
     ) -> Run:
+        """Record the run and start it; `former`: deleted environments' last data."""
         run = Run.from_plan(
             plan.waves,
             trigger=trigger,
@@ -166,22 +175,31 @@ class Runtime:
             application=application,
             actor=current_actor(),
         )
-        self.runs.add(run)
-        self.supervisor.start(run, list(plan.waves), target=self._target, check=self._check)
+        await self.supervisor.start_run(run, plan.waves, environments=former)
         return run
 
-    async def _target(self, step: Mapping[str, Any]) -> tuple[Resource, Target]:
+    async def run(self, run_id: str) -> Run:
+        return await self.supervisor.state.run(run_id)
+
+    async def runs(self, *, limit: int = 1000) -> list[Run]:
+        return await self.supervisor.state.runs(limit=limit)
+
+    # --- the supervisor's step hooks -------------------------------------------------------
+
+    async def target(
+        self, step: Mapping[str, Any], environment: Mapping[str, Any] | None
+    ) -> tuple[Resource, Target]:
         kind, app, name = describe(step["node"])
         env = step["node"].rsplit("@", 1)[1]
         if step["action"] == "delete":
             # Delete where it was made: the environment may have been changed or deleted since.
-            seen = self.supervisor.actors.get(step["node"])
+            seen = await self.supervisor.actor(step["node"])
             if seen is not None and seen.resource is not None and seen.target is not None:
                 return seen.resource, seen.target
         graph = await self.catalog.graph()
         env_data = graph.data(node_id(NodeKind.ENVIRONMENT, env))
-        if env_data is None:
-            env_data = self._former_environments.get(env)
+        if env_data is None and environment is not None:
+            env_data = dict(environment)
         if env_data is None:
             raise PermanentError(
                 f"environment {env} no longer exists and where {step['node']} was made is "
@@ -203,12 +221,21 @@ class Runtime:
         )
         return resource, target
 
-    async def _check(self, run: Run, step: Mapping[str, Any]) -> str | None:
+    async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
         """Policy is evaluated again before each step: it may have changed since the plan."""
-        decision = self._decide(await self.catalog.graph(), step, run.actor)
+        if step["kind"] != "deployment" or step["action"] not in ("create", "update"):
+            return None
+        _, app, svc = describe(step["node"])
+        decision = self._decide(
+            await self.catalog.graph(), step, actor, await self.health(app, svc)
+        )
         return None if decision is None or decision.allowed else _denied(decision)
 
-    def _decide(self, graph: Graph, step: Mapping[str, Any], actor: str) -> Decision | None:
+    # --- policy and health -----------------------------------------------------------------
+
+    def _decide(
+        self, graph: Graph, step: Mapping[str, Any], actor: str, health: HealthOf
+    ) -> Decision | None:
         """The decision on the transition a step makes; None for a step that is no deploy."""
         if step["kind"] != "deployment" or step["action"] not in ("create", "update"):
             return None
@@ -220,19 +247,49 @@ class Runtime:
             environment=step["node"].rsplit("@", 1)[1],
             actor=actor,
         )
-        return evaluate(graph, t, health=self.health)
+        return evaluate(graph, t, health=health)
 
     async def evaluate(self, t: Transition) -> Decision:
-        """Ask policy about a transition, with the deployments' health as this runtime sees it."""
-        return await self.catalog.evaluate(t, health=self.health)
+        """Ask policy about a transition, with the deployments' health as the state store has it."""
+        return await self.catalog.evaluate(t, health=await self.health(t.application, t.service))
 
-    def health(self, application: str, service: str, environment: str) -> NodeHealth | None:
-        state = self.supervisor.actors.get(deployment_node(application, service, environment))
-        if state is None:
-            return None
-        version = (state.desired or {}).get("version")
-        return NodeHealth(status=state.status.value, since=state.since, version=version)
+    async def health(self, application: str, service: str) -> HealthOf:
+        """How the service's deployments are doing in every environment, read at once from
+        the state store (policy evaluation is synchronous and runs inside a write)."""
+        return await self._health([(application, service)])
 
-    def status_of(self, node: str) -> Status:
-        state = self.supervisor.actors.get(node)
+    async def _health_of_plan(self, plan: Plan) -> HealthOf:
+        pairs = {
+            describe(s["node"])[1:]
+            for w in plan.waves
+            for s in w["steps"]
+            if s["kind"] == "deployment"
+        }
+        return await self._health(sorted(pairs))
+
+    async def _health(self, pairs: list[tuple[str, str]]) -> HealthOf:
+        if not pairs:
+            return _no_health
+        graph = await self.catalog.graph()
+        environments = [n.split("/", 1)[1] for n, _ in graph.nodes(NodeKind.ENVIRONMENT)]
+        nodes = [deployment_node(a, s, e) for a, s in pairs for e in environments]
+        actors = await self.supervisor.actor_states(nodes)
+
+        def health(application: str, service: str, environment: str) -> NodeHealth | None:
+            state = actors.get(deployment_node(application, service, environment))
+            return None if state is None else _node_health(state)
+
+        return health
+
+    async def status_of(self, node: str) -> Status:
+        state = await self.supervisor.actor(node)
         return Status.PENDING if state is None else state.status
+
+
+def _node_health(state: ActorState) -> NodeHealth:
+    version = (state.desired or {}).get("version")
+    return NodeHealth(status=state.status.value, since=state.since, version=version)
+
+
+def _no_health(application: str, service: str, environment: str) -> NodeHealth | None:
+    return None

@@ -1,11 +1,26 @@
-"""The supervisor: owns every actor in one task group and applies plans wave by wave."""
+"""The supervisor: hosts the actors of the partitions this process owns, and sends messages.
+
+For each partition it holds the lease of, it consumes the partition's mailbox and hands each
+delivery to its actor; an actor handles one message at a time, and a task runs it only while
+it has mail (a virtual actor, as in Orleans). A delivery is acknowledged after its actor
+handled it and committed the outcome under the partition's fence, so a crash anywhere makes
+the message come again, to whoever owns the partition then. Handlers are idempotent: a step
+already finished is answered from the actor's record, providers apply by name.
+
+Runs are coordinated by an actor of their own (`run/<id>`): it sends each step to its node's
+actor when everything the step waits for has finished, at most `apply_parallelism` at once,
+and finishes the run when every step has.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
+import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,27 +29,45 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ztdp.errors import BackendUnavailable, PermanentError, TemporaryError, ZtdpError
+from ztdp.errors import (
+    BackendUnavailable,
+    Fenced,
+    PermanentError,
+    TemporaryError,
+    ZtdpError,
+)
 from ztdp.events import EventBus, make_event
 from ztdp.planner import waits
 from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
+    RUN_PREFIX,
     ActorState,
-    Apply,
-    Delete,
-    Message,
-    Observe,
-    Reconcile,
-    Reply,
     Status,
-    Step,
-    StepCheck,
-    StepTarget,
+    StepHooks,
+    decode_resource,
+    decode_target,
+    encode_resource,
+    encode_target,
+    run_node,
 )
-from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
-from ztdp.runtime.runs import Run, RunStep
+from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox
+from ztdp.runtime.ownership import Ownership
 from ztdp.settings import Settings
-from ztdp.state import ObservedResource, StateStore
+from ztdp.state import (
+    FINISHED,
+    DeleteObserved,
+    Fence,
+    ObservedResource,
+    PutActor,
+    PutObserved,
+    PutRun,
+    PutStep,
+    Run,
+    RunStep,
+    StateStore,
+    Write,
+    partition_of,
+)
 
 log = logging.getLogger("ztdp.runtime")
 
@@ -44,76 +77,91 @@ HEALTH_STATUS = {
     "Degraded": Status.DEGRADED,
 }
 MAX_BACKOFF = 30.0
-# An actor with mail and the mailbox it drains until empty.
-Activation = tuple[ActorState, Mailbox[Message]]
-
-
-@dataclass(slots=True)
-class _IdleWorker:
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    activation: Activation | None = None
-
-
-class _StepOrder:
-    """The order a plan's steps may run in, and which of them are ready to start.
-
-    A step waits for the steps it depends on; a deletion waits instead for the deletion of
-    the steps that depend on it. Dependencies outside the plan are already in place.
-    """
-
-    def __init__(self, waves: list[Mapping[str, Any]]) -> None:
-        self.steps = {s["node"]: s for w in waves for s in w["steps"]}
-        self.waits = waits(waves)
-        self._left = {n: set(w) for n, w in self.waits.items()}
-        self._dependents: dict[str, list[str]] = {n: [] for n in self.steps}
-        for node, before in self.waits.items():
-            for b in before:
-                self._dependents[b].append(node)
-        self.ready = deque(n for n in self.steps if not self._left[n])
-
-    def done(self, node: str) -> None:
-        """`node` has finished, whatever its outcome: what waited only for it is ready."""
-        for dependent in self._dependents[node]:
-            left = self._left[dependent]
-            left.discard(node)
-            if not left:
-                self.ready.append(dependent)
-
-
-class _Answers:
-    """Steps whose actors have answered, in order, for the run's executor to pick up."""
-
-    __slots__ = ("_arrived", "_closed", "_nodes")
-
-    def __init__(self) -> None:
-        self._nodes: deque[str] = deque()
-        self._arrived: anyio.Event | None = None
-        self._closed = False
-
-    def put(self, node: str) -> None:
-        if self._closed:
-            return  # an answer after the run gave up on it has nobody to go to
-        self._nodes.append(node)
-        if self._arrived is not None:
-            self._arrived.set()
-
-    async def next(self, seconds: float) -> str | None:
-        """The next answer, or None if none comes within `seconds`."""
-        if not self._nodes:
-            self._arrived = anyio.Event()
-            with anyio.move_on_after(seconds):
-                await self._arrived.wait()
-            self._arrived = None
-        return self._nodes.popleft() if self._nodes else None
-
-    def close(self) -> None:
-        self._closed = True
+PAUSE = 1.0  # seconds before a message is tried again while a backend is away
+IN_FLIGHT = 1024  # deliveries of one partition being handled at once
 
 
 class ShuttingDown(BackendUnavailable):
     """The runtime is stopping and takes no new work: retry against another process."""
 
     title = "Shutting down"
+
+
+class _Local:
+    """A delivery that never went through the mailbox (observations this worker schedules)."""
+
+    __slots__ = ("envelope", "redelivered")
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope, self.redelivered = envelope, False
+
+    async def ack(self) -> None:
+        return None
+
+    async def nack(self, delay: float = 0.0) -> None:
+        return None
+
+    async def in_progress(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """A run's coordinator state: the run's steps, what each waits for, what is in flight."""
+
+    run: Run
+    plan: dict[str, dict[str, Any]]
+    status: dict[str, str]
+    errors: dict[str, str | None]
+    dependents: dict[str, list[str]]
+    ready: deque[str] = field(default_factory=deque)
+
+    @classmethod
+    def of(cls, run: Run, plan: dict[str, dict[str, Any]]) -> _Progress:
+        status: dict[str, str] = {s.node: s.status for s in run.steps}
+        dependents: dict[str, list[str]] = {n: [] for n in plan}
+        for node, entry in plan.items():
+            for before in entry["after"]:
+                dependents[before].append(node)
+        progress = cls(run, plan, status, {s.node: s.error for s in run.steps}, dependents)
+        progress.ready.extend(
+            n for n, s in status.items() if s == "Pending" and progress.can_start(n)
+        )
+        return progress
+
+    def can_start(self, node: str) -> bool:
+        return all(self.status[b] in FINISHED for b in self.plan[node]["after"])
+
+    def in_flight(self) -> int:
+        return sum(1 for s in self.status.values() if s in ("Queued", "Progressing"))
+
+    def finished(self, node: str, status: str, error: str | None) -> None:
+        if self.status[node] in FINISHED:
+            return  # said twice (a redelivery): counted once
+        self.status[node], self.errors[node] = status, error
+        self.ready.extend(
+            d for d in self.dependents[node] if self.status[d] == "Pending" and self.can_start(d)
+        )
+
+    def failed_before(self, node: str) -> str | None:
+        return next(
+            (b for b in self.plan[node]["after"] if self.status[b] in ("Failed", "Blocked")), None
+        )
+
+
+@dataclass(slots=True)
+class _Owned:
+    """A partition this worker holds the lease of, and the work going on in it."""
+
+    fence: Fence
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+    tg: TaskGroup | None = None
+    actors: dict[str, ActorState] = field(default_factory=dict)  # cache of the state store
+    runs: dict[str, _Progress] = field(default_factory=dict)
+    queues: dict[str, deque[Delivery]] = field(default_factory=dict)  # active actors' mail
+    handling: set[Delivery] = field(default_factory=set)
+    slots: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(IN_FLIGHT))
 
 
 class Supervisor:
@@ -123,19 +171,30 @@ class Supervisor:
         providers: ProviderRegistry,
         state: StateStore,
         events: EventBus,
+        mailbox: Mailbox,
         settings: Settings,
-        mailbox: Callable[[int], Mailbox[Message]] = MemoryMailbox,
+        run_actors: bool = True,
+        exclusive: bool | None = None,
+        member: str | None = None,
     ) -> None:
         self.providers = providers
-        self.actors: dict[str, ActorState] = {}
-        self._state = state
+        self.state = state
+        self.mailbox = mailbox
+        self.hooks: StepHooks | None = None  # set by the layer above before any step runs
         self._events = events
         self._settings = settings
-        self._new_mailbox = mailbox
-        self._active: dict[str, Mailbox[Message]] = {}
-        self._idle: deque[_IdleWorker] = deque()  # workers waiting for an activation
-        self._busy = 0  # running plans and active actors
-        self._quiet = anyio.Event()
+        self._run_actors = run_actors
+        self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._ownership = Ownership(
+            state,
+            member=self.member,
+            partitions=mailbox.partitions,
+            ttl=settings.lease_ttl,
+            exclusive=(settings.mailbox == "memory") if exclusive is None else exclusive,
+            take=self._take,
+            drop=self._drop,
+        )
+        self._owned: dict[int, _Owned] = {}
         self._accepting = False
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -145,210 +204,328 @@ class Supervisor:
     async def __aenter__(self) -> Supervisor:
         self._stack = AsyncExitStack()
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        try:
+            if self._run_actors:
+                await self._ownership.start()
+                self._tg.start_soon(self._ownership.run, name="ztdp ownership")
+                self._tg.start_soon(self._heartbeats, name="ztdp heartbeats")
+                if self._settings.observe_interval > 0:
+                    self._tg.start_soon(self._observe_forever, name="ztdp observation")
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+            raise
         self._accepting = True
-        if self._settings.observe_interval > 0:
-            self._tg.start_soon(self._observe_forever)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self, grace: float = 10.0) -> None:
-        """Stop intake, let accepted messages and runs finish within `grace`, then cancel."""
+        """Stop intake, let queued messages finish within `grace`, hand the partitions over."""
         if self._stack is None:
             return  # already closed: calling twice is harmless
         self._accepting = False
         with anyio.move_on_after(grace):
-            while self._busy:
-                self._quiet = anyio.Event()
-                await self._quiet.wait()
+            # Polled: what is queued is counted by the mailbox, which has no event to wait on.
+            while any([await self._busy(p) for p in list(self._owned)]):  # noqa: ASYNC110
+                await anyio.sleep(0.02)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         stack, self._stack = self._stack, None
         await stack.aclose()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._ownership.stop()
 
-    def _enter(self) -> None:
-        self._busy += 1
+    async def _busy(self, partition: int) -> bool:
+        owned = self._owned.get(partition)
+        if owned is None:
+            return False
+        if owned.handling or owned.queues:
+            return True
+        # With in-process mailboxes nobody else will ever handle what is queued: finish it.
+        return self._settings.mailbox == "memory" and await self.mailbox.pending(partition) > 0
 
-    def _leave(self) -> None:
-        self._busy -= 1
-        if self._busy == 0:
-            self._quiet.set()
+    @property
+    def events(self) -> EventBus:
+        return self._events
 
-    # --- messages --------------------------------------------------------------------------
+    @property
+    def owned(self) -> list[int]:
+        """The partitions this worker owns now."""
+        return sorted(self._owned)
 
-    def actor(self, node: str, provider: str | None = None) -> ActorState:
-        state = self.actors.get(node)
+    async def _take(self, fence: Fence) -> None:
+        assert self._tg is not None
+        owned = _Owned(fence)
+        self._owned[fence.partition] = owned
+        self._tg.start_soon(self._serve_partition, owned, name=f"partition {fence.partition}")
+
+    async def _drop(self, partition: int) -> None:
+        owned = self._owned.pop(partition, None)
+        if owned is not None:
+            owned.scope.cancel()
+            await owned.stopped.wait()
+
+    async def _lost(self, owned: _Owned, exc: Fenced) -> None:
+        log.warning("partition %d: %s", owned.fence.partition, exc.detail)
+        self._ownership.fences.pop(owned.fence.partition, None)
+        if self._owned.get(owned.fence.partition) is owned:
+            del self._owned[owned.fence.partition]
+        owned.scope.cancel()
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def partition(self, node: str) -> int:
+        return partition_of(node, self.mailbox.partitions)
+
+    async def send(self, envelope: Envelope) -> None:
+        await self.mailbox.send(envelope, partition=self.partition(envelope.node))
+
+    async def send_all(self, envelopes: Iterable[Envelope]) -> None:
+        """Send many at once (a round trip each over NATS, so not one after another)."""
+        batch = list(envelopes)
+        if len(batch) == 1:
+            await self.send(batch[0])
+            return
+        limit = anyio.Semaphore(64)
+
+        async def one(envelope: Envelope) -> None:
+            async with limit:
+                await self.send(envelope)
+
+        async with anyio.create_task_group() as tg:
+            for envelope in batch:
+                tg.start_soon(one, envelope)
+
+    async def tell(
+        self, node: str, kind: str, body: Mapping[str, Any] | None = None, *, id: str | None = None
+    ) -> None:
+        """Queue a message for a node's actor, wherever it runs."""
+        if not self._accepting:
+            raise ShuttingDown(f"the runtime is stopping; {kind} for {node} refused")
+        envelope = Envelope(node=node, kind=kind, body=dict(body or {}))
+        if id is not None:
+            envelope = Envelope(node=node, kind=kind, body=envelope.body, id=id)
+        await self.send(envelope)
+
+    async def apply(self, resource: Resource, target: Target, *, provider: str) -> None:
+        """Make a resource as desired (outside any run)."""
+        body = {"resource": encode_resource(resource), "target": encode_target(target)}
+        await self.tell(resource.node, "apply", {**body, "provider": provider})
+
+    async def start_run(
+        self,
+        run: Run,
+        waves: Sequence[Mapping[str, Any]],
+        *,
+        environments: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Record a run of a plan's waves and hand it to its coordinator; follow it through
+        the state store. `environments` holds deleted environments' last data, for deleting
+        what was made in them."""
+        if not self._accepting:
+            raise ShuttingDown(f"the runtime is stopping; run {run.id} refused")
+        after = waits(waves)
+        plan: dict[str, dict[str, Any]] = {}
+        for wave in waves:
+            for step in wave["steps"]:
+                node = step["node"]
+                plan[node] = {
+                    "step": dict(step),
+                    "after": after[node],
+                    "wave": wave["index"],
+                    "environment": (environments or {}).get(node.rsplit("@", 1)[-1]),
+                }
+        await self.state.create_run(run, plan)
+        await self.send(Envelope(node=run_node(run.id), kind="advance", id=f"{run.id}:start"))
+
+    async def actor(self, node: str) -> ActorState | None:
+        """A node's actor as last committed, from the state store (any process's answer)."""
+        raw = await self.state.actor(node)
+        return None if raw is None else ActorState.from_snapshot(raw)
+
+    async def actor_states(self, nodes: Sequence[str]) -> dict[str, ActorState]:
+        found = await self.state.actors(nodes)
+        return {n: ActorState.from_snapshot(raw) for n, raw in found.items()}
+
+    # --- consuming -------------------------------------------------------------------------
+
+    async def _serve_partition(self, owned: _Owned) -> None:
+        partition = owned.fence.partition
+        try:
+            with owned.scope:
+                async with anyio.create_task_group() as tg:
+                    owned.tg = tg
+                    while True:
+                        try:
+                            async with self.mailbox.consume(partition) as deliveries:
+                                async for delivery in deliveries:
+                                    await owned.slots.acquire()
+                                    self._dispatch(owned, delivery)
+                        except BackendUnavailable as exc:
+                            log.warning("partition %d: %s", partition, exc.detail)
+                            await anyio.sleep(PAUSE)
+        finally:
+            owned.stopped.set()
+
+    def _dispatch(self, owned: _Owned, delivery: Delivery) -> None:
+        node = delivery.envelope.node
+        queue = owned.queues.get(node)
+        if queue is not None:
+            queue.append(delivery)  # the actor is active: it gets to it in order
+            return
+        owned.queues[node] = deque([delivery])
+        assert owned.tg is not None
+        owned.tg.start_soon(self._drain, owned, node)
+
+    async def _drain(self, owned: _Owned, node: str) -> None:
+        """One activation: handle the actor's mail until there is none, then go idle."""
+        queue = owned.queues[node]
+        while queue:
+            delivery = queue.popleft()
+            owned.handling.add(delivery)
+            try:
+                await self._deliver(owned, delivery)
+            except Fenced as exc:
+                await self._lost(owned, exc)  # cancels this task too
+                return
+            finally:
+                owned.handling.discard(delivery)
+                if not isinstance(delivery, _Local):
+                    owned.slots.release()
+        del owned.queues[node]  # no await since the empty check: no message slipped in
+
+    async def _deliver(self, owned: _Owned, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        try:
+            if envelope.node.startswith(RUN_PREFIX):
+                try:
+                    await self._advance(owned, envelope, delivery.redelivered)
+                except (BackendUnavailable, Fenced):
+                    raise
+                except Exception as exc:  # a broken run fails alone
+                    await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
+            else:
+                await self._handle(owned, envelope)
+        except Fenced:
+            raise
+        except BackendUnavailable as exc:
+            # A store or the bus is away: the outcome is not recorded, so the message must come
+            # again; what it did is idempotent. The cache may be ahead of the store: reload.
+            log.warning("%s for %s paused: %s", envelope.kind, envelope.node, exc.detail)
+            owned.actors.pop(envelope.node, None)
+            owned.runs.pop(envelope.node.removeprefix(RUN_PREFIX), None)
+            await _quietly(delivery.nack(PAUSE))
+            return
+        except Exception:
+            # A message nobody can handle (a run that no longer exists, a bug): said, dropped,
+            # rather than redelivered forever or taking the partition down.
+            log.exception("%s for %s could not be handled", envelope.kind, envelope.node)
+        await _quietly(delivery.ack())
+
+    async def _heartbeats(self) -> None:
+        """Tell the mailbox that long handlers are alive, so it does not redeliver their mail."""
+        while True:
+            await anyio.sleep(self._settings.ack_wait / 3)
+            for owned in list(self._owned.values()):
+                for delivery in list(owned.handling):
+                    await _quietly(delivery.in_progress())
+
+    # --- node actors -----------------------------------------------------------------------
+
+    async def _load(self, owned: _Owned, node: str, provider: str | None) -> ActorState:
+        state = owned.actors.get(node)
         if state is None:
-            state = self.actors[node] = ActorState(node=node, provider=provider)
-        elif provider is not None:
+            raw = await self.state.actor(node)
+            state = ActorState(node, provider) if raw is None else ActorState.from_snapshot(raw)
+            owned.actors[node] = state
+        if provider is not None:
             state.provider = provider
         return state
 
-    async def tell(self, node: str, message: Message, *, provider: str | None = None) -> None:
-        """Queue a message for a node's actor, activating it if it is idle."""
-        if not self._accepting:
-            raise ShuttingDown(
-                f"the runtime is stopping; {type(message).__name__} for {node} refused"
-            )
-        await self._deliver(node, message, provider)
-
-    async def _deliver(self, node: str, message: Message, provider: str | None) -> None:
-        # Runs already accepted keep delivering while the supervisor drains.
-        assert self._tg is not None, "the supervisor is not running"
-        state = self.actor(node, provider)
-        while True:
-            mailbox = self._active.get(node)
-            if mailbox is None:
-                mailbox = self._active[node] = self._new_mailbox(self._settings.mailbox_size)
-                self._enter()
-                self._activate(state, mailbox)
-            try:
-                await mailbox.send(message)
-                return
-            except anyio.ClosedResourceError:
-                # We waited on a full mailbox and the actor drained it and went idle before
-                # our turn: the message is not in; activate the actor again and resend.
-                continue
-
-    def _activate(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
-        """Give an actor with mail to an idle worker, or to a new one if none is idle."""
-        if self._idle:
-            idle = self._idle.pop()  # the most recently idle: likeliest still in the caches
-            idle.activation = (state, mailbox)
-            idle.wake.set()
-        else:
-            assert self._tg is not None
-            self._tg.start_soon(self._worker, state, mailbox, name="actor worker")
-
-    async def _worker(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
-        """Run activations one after another, waiting idle in between while few others wait.
-
-        Waking a waiting task costs a fraction of spawning one, which matters when a plan
-        starts hundreds of steps at once; the idle pool is capped so that a burst does not
-        leave a task behind for every actor it touched.
-        """
-        while True:
-            await self._run_actor(state, mailbox)
-            if len(self._idle) >= self._settings.idle_workers:
-                return
-            idle = _IdleWorker()
-            self._idle.append(idle)
-            try:
-                await idle.wake.wait()
-            finally:
-                if idle.activation is None:  # cancelled while waiting: stopping
-                    self._idle.remove(idle)
-            assert idle.activation is not None  # woken only with an activation
-            state, mailbox = idle.activation
-
-    async def _run_actor(self, state: ActorState, mailbox: Mailbox[Message]) -> None:
-        """One activation: handle the mailbox until it is empty, then let the actor go idle."""
+    async def _handle(self, owned: _Owned, envelope: Envelope) -> None:
+        body = envelope.body
+        provider = body.get("provider")
+        if envelope.kind == "step":
+            provider = body["step"]["provider"]
+        state = await self._load(owned, envelope.node, provider)
         try:
-            while True:
-                try:
-                    message = mailbox.receive_nowait()
-                except anyio.WouldBlock:
-                    # Idle: drop the task and the mailbox; the state stays. No await between
-                    # the empty check and the removal, so no message can slip in between.
-                    del self._active[state.node]
-                    mailbox.close()
-                    return
-                try:
-                    await self._handle(state, message)
-                except Exception as exc:  # the actor itself broke, not its provider
-                    await self._crashed(state, message, exc)
-                    # Restart after a backoff; siblings are untouched.
-                    await anyio.sleep(
-                        min(self._settings.retry_backoff * 2 ** (state.restarts - 1), MAX_BACKOFF)
+            match envelope.kind:
+                case "apply":
+                    _desire(state, decode_resource(body["resource"]), decode_target(body["target"]))
+                    await self._apply(owned, state, None)
+                case "delete":
+                    state.resource = decode_resource(body["resource"])
+                    state.target = decode_target(body["target"])
+                    await self._delete(owned, state, None)
+                case "step":
+                    await self._step(owned, state, body)
+                case "block":
+                    await self._status(
+                        owned, state, Status.BLOCKED, error=body["error"], run=body["run"]
                     )
-        finally:
-            self._leave()
+                case "observe":
+                    await self._observe(owned, state)
+                case "reconcile":
+                    if state.resource is not None and state.status not in (
+                        Status.DELETED,
+                        Status.DELETING,
+                    ):
+                        await self._apply(owned, state, None)
+                case other:
+                    log.error("actor %s: unknown message %r dropped", envelope.node, other)
+        except (BackendUnavailable, Fenced):
+            raise
+        except Exception as exc:  # the actor itself broke, not its provider
+            await self._crashed(owned, state, envelope, exc)
 
-    async def _crashed(self, state: ActorState, message: Message, exc: Exception) -> None:
-        """Fail the message that crashed the actor; nothing here may take the worker down."""
+    async def _crashed(
+        self, owned: _Owned, state: ActorState, envelope: Envelope, exc: Exception
+    ) -> None:
+        """Fail the message that crashed the actor, then restart it after a backoff."""
         state.restarts += 1
         log.exception("actor %s crashed", state.node)
         error = f"actor crashed: {exc!r}"
         try:
-            await self._status(state, Status.FAILED, error=error)
+            await self._status(owned, state, Status.FAILED, error=error)
+            if envelope.kind == "step":
+                await self._step_outcome(owned, state, envelope.body, "Failed", error, None)
+        except (BackendUnavailable, Fenced):
+            raise
         except Exception:
             state.status, state.last_error = Status.FAILED, error
             log.exception("actor %s: its crash could not be reported", state.node)
-        if message.reply is not None:
-            message.reply.finish(Status.FAILED, error)
+        await anyio.sleep(
+            min(self._settings.retry_backoff * 2 ** (state.restarts - 1), MAX_BACKOFF)
+        )
 
-    async def _handle(self, state: ActorState, message: Message) -> None:
-        match message:
-            case Apply(resource=resource, target=target, run=run):
-                _desire(state, resource, target)
-                await self._apply(state, run)
-            case Delete(resource=resource, target=target, run=run):
-                state.resource, state.target = resource, target
-                await self._delete(state, run)
-            case Step():
-                await self._step(state, message)
-            case Observe():
-                await self._observe(state)
-            case Reconcile():
-                if state.resource is not None and state.status not in (
-                    Status.DELETED,
-                    Status.DELETING,
-                ):
-                    await self._apply(state, None)
-        if message.reply is not None:
-            message.reply.finish(state.status, state.last_error)
+    async def _save(self, owned: _Owned, state: ActorState, *also: Write) -> None:
+        await self.state.commit([PutActor(state.node, state.snapshot()), *also], fence=owned.fence)
 
-    async def _step(self, state: ActorState, message: Step) -> None:
-        run, rs, step = message.run, message.record, message.step
-        if rs.finished_at is not None:
-            return  # the run gave up waiting for this step: too late to start it
-        rs.status, rs.started_at = "Progressing", datetime.now(UTC)
-        await self._step_event(run, rs)
-        try:
-            refusal = await message.check(run, step)
-            if refusal is not None:
-                raise PermanentError(refusal)
-            resource, target = await message.target(step)
-        except ZtdpError as exc:
-            rs.status, rs.error = "Failed", exc.detail
-        except Exception as exc:  # a bug in the caller's hooks fails the step, not the actor
-            log.exception("step %s of run %s", rs.node, run.id)
-            rs.status, rs.error = "Failed", f"internal error: {exc!r}"
-        else:
-            if step["action"] == "noop":
-                if state.resource is not None:  # observe it where its environment says now
-                    state.target = target
-                rs.status = "Unchanged"
-            elif step["action"] == "delete":
-                state.resource, state.target = resource, target
-                await self._delete(state, run.id)
-                rs.status, rs.error = _step_status(state.status), state.last_error
-            else:
-                _desire(state, resource, target)
-                await self._apply(state, run.id)
-                rs.status, rs.error = _step_status(state.status), state.last_error
-        rs.finished_at = datetime.now(UTC)
-        await self._step_event(run, rs)
-
-    # --- what actors do --------------------------------------------------------------------
+    async def _publish(self, event: Any) -> None:
+        await self._events.publish(event)
 
     async def _status(
         self,
+        owned: _Owned,
         state: ActorState,
         status: Status,
         *,
         error: str | None = None,
         message: str = "",
         run: str | None = None,
+        also: Sequence[Write] = (),
     ) -> None:
         changed = status is not state.status
         state.status, state.last_error, state.message = status, error, message
         state.updated_at = datetime.now(UTC)
         if changed or state.since is None:
             state.since = state.updated_at
+        await self._save(owned, state, *also)
         if changed or error:
-            await self._events.publish(
+            await self._publish(
                 make_event(
                     "actor.status",
                     subject=state.node,
@@ -362,11 +539,81 @@ class Supervisor:
                 )
             )
 
+    async def _step(self, owned: _Owned, state: ActorState, body: Mapping[str, Any]) -> None:
+        run_id, step = body["run"], body["step"]
+        done = state.steps_done.get(run_id)
+        if done is not None:  # finished before a crash lost the acknowledgement: answer again
+            await self._answer(run_id, state.node, done[0], done[1])
+            return
+        record = _record(body, status="Progressing")
+        # The intent, recorded before the provider is called: a crash leaves it Progressing
+        # and the step runs again, wherever its partition goes.
+        await self.state.commit([PutStep(run_id, record)], fence=owned.fence)
+        await self._step_event(run_id, body["actor"], record)
+        hooks = self.hooks
+        assert hooks is not None, "the supervisor has no step hooks"
+        status: str
+        error: str | None
+        try:
+            refusal = await hooks.check(body["actor"], step)
+            if refusal is not None:
+                raise PermanentError(refusal)
+            resource, target = await hooks.target(step, body.get("environment"))
+        except (BackendUnavailable, Fenced):
+            raise
+        except ZtdpError as exc:
+            status, error = "Failed", exc.detail
+        except Exception as exc:  # a bug in the hooks fails the step, not the actor
+            log.exception("step %s of run %s", state.node, run_id)
+            status, error = "Failed", f"internal error: {exc!r}"
+        else:
+            if step["action"] == "noop":
+                if state.resource is not None:  # observe it where its environment says now
+                    state.target = target
+                status, error = "Unchanged", None
+            elif step["action"] == "delete":
+                state.resource, state.target = resource, target
+                await self._delete(owned, state, run_id)
+                status, error = _step_status(state.status), state.last_error
+            else:
+                _desire(state, resource, target)
+                await self._apply(owned, state, run_id)
+                status, error = _step_status(state.status), state.last_error
+        await self._step_outcome(owned, state, body, status, error, record.started_at)
+
+    async def _step_outcome(
+        self,
+        owned: _Owned,
+        state: ActorState,
+        body: Mapping[str, Any],
+        status: str,
+        error: str | None,
+        started_at: datetime | None,
+    ) -> None:
+        run_id = body["run"]
+        record = _record(body, status=status, error=error, started_at=started_at)
+        record.finished_at = datetime.now(UTC)
+        state.remember(run_id, status, error)
+        await self._save(owned, state, PutStep(run_id, record))
+        await self._step_event(run_id, body["actor"], record)
+        await self._answer(run_id, state.node, status, error)
+
+    async def _answer(self, run_id: str, node: str, status: str, error: str | None) -> None:
+        await self.send(
+            Envelope(
+                node=run_node(run_id),
+                kind="advance",
+                body={"node": node, "status": status, "error": error},
+                id=f"{run_id}:{node}:done",
+            )
+        )
+
     def _provider(self, state: ActorState) -> Provider | None:
         return self.providers.get(state.provider or "")
 
     async def _call(
         self,
+        owned: _Owned,
         state: ActorState,
         run: str | None,
         provider: Provider,
@@ -378,20 +625,18 @@ class Supervisor:
             with _deadline(self._settings.step_timeout):
                 return await self._retrying(state, run, call)
             error = f"{what} timed out after {self._settings.step_timeout:g} s"
+        except (BackendUnavailable, Fenced):
+            raise
         except ZtdpError as exc:
             error = exc.detail
         except Exception as exc:  # a provider bug is that provider's failure, not ours
             error = f"provider {provider.kind} failed: {exc!r}"
-        await self._status(state, Status.FAILED, run=run, error=error)
+        await self._status(owned, state, Status.FAILED, run=run, error=error)
         return None
-
-    async def _missing_provider(self, state: ActorState, run: str | None) -> None:
-        await self._status(
-            state, Status.FAILED, run=run, error=self.providers.missing(state.provider)
-        )
 
     async def _provider_step(
         self,
+        owned: _Owned,
         state: ActorState,
         run: str | None,
         starting: Status,
@@ -401,19 +646,22 @@ class Supervisor:
         """Find the node's provider, report `starting`, then run `action` as one call."""
         provider = self._provider(state)
         if provider is None:
-            await self._missing_provider(state, run)
+            error = self.providers.missing(state.provider)
+            await self._status(owned, state, Status.FAILED, run=run, error=error)
             return None
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
-        await self._status(state, starting, run=run)
+        await self._status(owned, state, starting, run=run)
         return await self._call(
-            state, run, provider, lambda: action(provider, resource, target), what
+            owned, state, run, provider, lambda: action(provider, resource, target), what
         )
 
-    async def _apply(self, state: ActorState, run: str | None) -> None:
-        observation = await self._provider_step(state, run, Status.PROGRESSING, "apply", _apply)
+    async def _apply(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+        observation = await self._provider_step(
+            owned, state, run, Status.PROGRESSING, "apply", _apply
+        )
         if observation is not None:
-            await self._observed(state, observation, run)
+            await self._observed(owned, state, observation, run)
 
     async def _retrying(
         self, state: ActorState, run: str | None, call: Callable[[], Awaitable[Observation]]
@@ -431,7 +679,7 @@ class Supervisor:
                 delay = max(exc.retry_after, self._settings.retry_backoff * 2**attempt)
                 delay = min(delay, MAX_BACKOFF) * (0.8 + 0.4 * random.random())
                 state.last_error = exc.detail
-                await self._events.publish(
+                await self._publish(
                     make_event(
                         "actor.retry",
                         subject=state.node,
@@ -446,35 +694,49 @@ class Supervisor:
                 await anyio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _observed(self, state: ActorState, observation: Observation, run: str | None) -> None:
+    async def _observed(
+        self, owned: _Owned, state: ActorState, observation: Observation, run: str | None
+    ) -> None:
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
-        await self._state.put(
-            ObservedResource(
-                node=state.node,
-                source=state.node,
-                kind=state.resource.kind,
-                application=state.resource.application,
-                environment=state.target.environment,
-                provider=state.provider,
-                state=dict(observation.state),
-                depends_on=list(state.resource.depends_on),
-            )
+        seen = ObservedResource(
+            node=state.node,
+            source=state.node,
+            kind=state.resource.kind,
+            application=state.resource.application,
+            environment=state.target.environment,
+            provider=state.provider,
+            state=dict(observation.state),
+            depends_on=list(state.resource.depends_on),
         )
         await self._status(
-            state, HEALTH_STATUS[observation.health], message=observation.message, run=run
+            owned,
+            state,
+            HEALTH_STATUS[observation.health],
+            message=observation.message,
+            run=run,
+            also=[PutObserved(seen)],
         )
 
-    async def _delete(self, state: ActorState, run: str | None) -> None:
-        if await self._provider_step(state, run, Status.DELETING, "delete", _delete) is None:
+    async def _delete(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+        done = await self._provider_step(
+            owned, state, run, Status.DELETING, "delete", _delete_resource
+        )
+        if done is None:
             return
-        await self._state.delete(state.node)
+        assert state.target is not None
         state.observed = None
-        await self._status(state, Status.DELETED, run=run)
+        await self._status(
+            owned,
+            state,
+            Status.DELETED,
+            run=run,
+            also=[DeleteObserved(state.node, state.target.environment)],
+        )
 
-    async def _observe(self, state: ActorState) -> None:
-        provider = self.providers.get(state.provider or "")
+    async def _observe(self, owned: _Owned, state: ActorState) -> None:
+        provider = self._provider(state)
         if provider is None or state.resource is None or state.target is None:
             return
         if state.status in (Status.DELETED, Status.DELETING, Status.PENDING):
@@ -488,14 +750,14 @@ class Supervisor:
                     else await provider.diff(desired=state.resource.desired, observed=seen.state)
                 )
         except (ZtdpError, TimeoutError, OSError) as exc:
-            await self._events.publish(
+            await self._publish(
                 make_event("actor.observe_failed", subject=state.node, data={"error": str(exc)})
             )
             return
         if seen is None or changes:
             repair = (state.target.settings or {}).get("reconcile", "repair") == "repair"
             if repair or state.status is not Status.DRIFTED:
-                await self._events.publish(
+                await self._publish(
                     make_event(
                         "drift.detected",
                         subject=state.node,
@@ -503,54 +765,63 @@ class Supervisor:
                     )
                 )
             if repair:
-                await self._apply(state, None)
+                await self._apply(owned, state, None)
                 if state.status is Status.FAILED:  # the repair itself failed: say so, and why
                     event = make_event(
                         "drift.repair_failed", subject=state.node, data={"error": state.last_error}
                     )
                 else:
                     event = make_event("drift.repaired", subject=state.node, data={})
-                await self._events.publish(event)
+                await self._publish(event)
             else:
                 # Report-only: it is not what was asked for any more, so it is not Ready (a
                 # promotion must not pass on it); said once, not at every observation.
                 paths = [str(c["path"]) for c in changes]
                 more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
                 what = "missing" if seen is None else ", ".join(paths[:5]) + more
-                await self._status(state, Status.DRIFTED, message=f"drifted: {what}")
+                await self._status(owned, state, Status.DRIFTED, message=f"drifted: {what}")
             return
-        await self._observed(state, seen, None)
+        await self._observed(owned, state, seen, None)
 
     async def _observe_forever(self) -> None:
+        """Observe every node of the owned partitions, each about once per interval."""
         interval = self._settings.observe_interval
         while True:
             await anyio.sleep(interval * (0.8 + 0.4 * random.random()))  # jitter
-            for node, state in list(self.actors.items()):
-                if state.resource is not None and self._accepting:
-                    await self.tell(node, Observe())
+            for owned in list(self._owned.values()):
+                try:
+                    nodes = await self.state.nodes(owned.fence.partition)
+                except BackendUnavailable as exc:
+                    log.warning("observation skipped: %s", exc.detail)
+                    continue
+                if owned.tg is None or owned.scope.cancel_called:
+                    continue
+                for node in nodes:
+                    if self._accepting:
+                        self._dispatch(owned, _Local(Envelope(node=node, kind="observe")))
 
-    # --- plans -----------------------------------------------------------------------------
+    # --- run coordinators ------------------------------------------------------------------
 
-    def start(
-        self, run: Run, plan_waves: list[Mapping[str, Any]], *, target: StepTarget, check: StepCheck
-    ) -> None:
-        """Execute a plan in the background; follow it through the run."""
-        if not self._accepting or self._tg is None:
-            raise ShuttingDown(f"the runtime is stopping; run {run.id} refused")
-        self._enter()
-        self._tg.start_soon(self._execute, run, plan_waves, target, check, name=f"run {run.id}")
-
-    async def _execute(
-        self, run: Run, waves: list[Mapping[str, Any]], target: StepTarget, check: StepCheck
-    ) -> None:
-        """Run a plan's steps in dependency order, at most `apply_parallelism` at once.
-
-        A step starts as soon as everything it waits for has finished, which is never later
-        than wave by wave: a slow step holds back its dependents only. A step waiting for one
-        that failed is Blocked, naming it. Deletions wait for the deletion of their dependents.
-        """
-        try:
-            await self._events.publish(
+    async def _advance(self, owned: _Owned, envelope: Envelope, redelivered: bool) -> None:
+        """A run's coordinator: note the step that finished, start what may start now."""
+        run_id = envelope.node.removeprefix(RUN_PREFIX)
+        progress = owned.runs.get(run_id)
+        loaded = progress is None or redelivered
+        if loaded:
+            run = await self.state.run(run_id)
+            if run.status != "Running":
+                owned.runs.pop(run_id, None)
+                return  # finished before a crash lost the acknowledgement
+            progress = owned.runs[run_id] = _Progress.of(run, await self.state.run_plan(run_id))
+        assert progress is not None
+        body = envelope.body
+        if "node" in body:
+            progress.finished(body["node"], body["status"], body["error"])
+        elif envelope.id.endswith(":start") and not any(
+            s != "Pending" for s in progress.status.values()
+        ):
+            run = progress.run
+            await self._publish(
                 make_event(
                     "run.started",
                     subject=run.environment,
@@ -563,104 +834,167 @@ class Supervisor:
                     },
                 )
             )
-            order = _StepOrder(waves)
-            run_steps = {rs.node: rs for rs in run.steps}
-            parallelism = self._settings.apply_parallelism
-            slots = anyio.Semaphore(parallelism) if parallelism else None
-            answers = _Answers()
-            failed: dict[str, str] = {}  # node -> why it failed or is blocked
-            flying: dict[str, Reply] = {}
-
-            def on_done(node: str) -> Callable[[], None]:
-                def done() -> None:
-                    if slots is not None:
-                        slots.release()
-                    answers.put(node)
-
-                return done
-
-            def settle(node: str) -> None:
-                rs = run_steps[node]
-                if rs.status in ("Failed", "Blocked"):
-                    failed[node] = rs.error or rs.status.lower()
-                order.done(node)
-
-            ready = order.ready
-            while ready or flying:
-                while ready:
-                    node = ready.popleft()
-                    rs, step = run_steps[node], order.steps[node]
-                    cause = next((d for d in order.waits[node] if d in failed), None)
-                    if cause is not None:
-                        rs.status, rs.error = "Blocked", f"blocked by {cause}: {failed[cause]}"
-                        # The actor says why too: its deployment's status is read from it.
-                        blocked = self.actor(node, step["provider"])
-                        await self._status(blocked, Status.BLOCKED, error=rs.error, run=run.id)
-                        await self._finish(run, rs)
-                        settle(node)
-                        continue
-                    # The actor checks and carries out the step; this loop only dispatches,
-                    # so that no step waits here behind another's policy check.
-                    if slots is not None:
-                        await slots.acquire()
-                    flying[node] = reply = Reply(on_done=on_done(node))
-                    await self._deliver(
-                        node, Step(run, rs, step, check, target, reply), step["provider"]
-                    )
-                if not flying:
-                    break
-                done = await answers.next(self._settings.step_timeout * 2)
-                if done is not None:
-                    # Only flying steps answer: once the run gives up on its flying steps, all
-                    # that is left of it is blocked, and it ends before a late answer comes.
-                    reply = flying.pop(done)
-                    rs = run_steps[done]
-                    if rs.finished_at is None:  # the actor broke before recording the outcome
-                        rs.status, rs.error = "Failed", reply.error or "the actor stopped"
-                        await self._finish(run, rs)
-                    settle(done)
-                    continue
-                for node in list(flying):  # the actors did not answer in time
-                    flying.pop(node)
-                    rs = run_steps[node]
-                    rs.status, rs.error = "Failed", "no answer from the actor in time"
-                    await self._finish(run, rs)
-                    settle(node)
-            answers.close()
-            run.status = "Failed" if failed else "Succeeded"
-            run.finished_at = datetime.now(UTC)
-            await self._events.publish(
-                make_event(
-                    "run.finished",
-                    subject=run.environment,
-                    run=run.id,
-                    actor=run.actor,
-                    data={"status": run.status, "failed": sorted(failed)},
-                )
+        writes: list[Write] = []
+        sends: list[Envelope] = []
+        if loaded:
+            # Steps sent before a crash may never have reached their actors: send them again
+            # (a duplicate is dropped by its id, or answered from the actor's record).
+            sends.extend(
+                self._step_message(progress, n) for n, s in progress.status.items() if s == "Queued"
             )
-        except Exception as exc:  # a broken run must not take the supervisor down with it
-            log.exception("run %s broke", run.id)
-            run.status, run.finished_at = "Failed", datetime.now(UTC)
-            for rs in run.steps:
-                if rs.finished_at is None:
-                    rs.status, rs.error = "Failed", f"the run broke: {exc!r}"
-        finally:
-            self._leave()
+        await self._start_ready(progress, writes, sends)
+        if writes:
+            await self.state.commit(writes, fence=owned.fence)
+        for w in writes:
+            if isinstance(w, PutStep):
+                await self._step_event(run_id, progress.run.actor, w.step)
+        await self.send_all(sends)
+        if all(s in FINISHED for s in progress.status.values()):
+            await self._finish_run(owned, progress)
 
-    async def _finish(self, run: Run, rs: RunStep) -> None:
-        rs.finished_at = datetime.now(UTC)
-        await self._step_event(run, rs)
+    async def _run_broke(self, owned: _Owned, run_id: str, exc: Exception) -> None:
+        """Fail a run whose coordination broke (not its steps: its own bookkeeping), each
+        unfinished step saying why, instead of leaving it Running for ever."""
+        log.error("run %s broke: %r", run_id, exc, exc_info=exc)
+        owned.runs.pop(run_id, None)
+        run = await self.state.run(run_id)
+        if run.status != "Running":
+            return
+        now = datetime.now(UTC)
+        writes: list[Write] = []
+        for rs in run.steps:
+            if rs.status not in FINISHED:
+                rs.status, rs.error, rs.finished_at = "Failed", f"the run broke: {exc!r}", now
+                writes.append(PutStep(run.id, rs))
+        run.status, run.finished_at = "Failed", now
+        writes.append(PutRun(run))
+        await self.state.commit(writes, fence=owned.fence)
 
-    async def _step_event(self, run: Run, rs: Any) -> None:
-        await self._events.publish(
+    async def _start_ready(
+        self, progress: _Progress, writes: list[Write], sends: list[Envelope]
+    ) -> None:
+        parallelism = self._settings.apply_parallelism
+        flying = progress.in_flight()
+        while progress.ready and (not parallelism or flying < parallelism):
+            node = progress.ready.popleft()
+            if progress.status[node] != "Pending":
+                continue
+            entry = progress.plan[node]
+            cause = progress.failed_before(node)
+            if cause is not None:
+                error = f"blocked by {cause}: {progress.errors[cause] or progress.status[cause]}"
+                record = RunStep(
+                    node=node,
+                    source=entry["step"]["source"],
+                    kind=entry["step"]["kind"],
+                    action=entry["step"]["action"],
+                    provider=entry["step"]["provider"],
+                    wave=entry["wave"],
+                    status="Blocked",
+                    error=error,
+                    finished_at=datetime.now(UTC),
+                )
+                writes.append(PutStep(progress.run.id, record))
+                # The actor says why too: its deployment's status is read from it.
+                sends.append(
+                    Envelope(
+                        node=node,
+                        kind="block",
+                        body={
+                            "run": progress.run.id,
+                            "error": error,
+                            "provider": entry["step"]["provider"],
+                        },
+                        id=f"{progress.run.id}:{node}:block",
+                    )
+                )
+                progress.finished(node, "Blocked", error)
+                continue
+            progress.status[node] = "Queued"
+            flying += 1
+            record = RunStep(
+                node=node,
+                source=entry["step"]["source"],
+                kind=entry["step"]["kind"],
+                action=entry["step"]["action"],
+                provider=entry["step"]["provider"],
+                wave=entry["wave"],
+                status="Queued",
+            )
+            writes.append(PutStep(progress.run.id, record))
+            sends.append(self._step_message(progress, node))
+
+    def _step_message(self, progress: _Progress, node: str) -> Envelope:
+        entry = progress.plan[node]
+        return Envelope(
+            node=node,
+            kind="step",
+            body={
+                "run": progress.run.id,
+                "actor": progress.run.actor,
+                "wave": entry["wave"],
+                "step": entry["step"],
+                "environment": entry.get("environment"),
+            },
+            id=f"{progress.run.id}:{node}",
+        )
+
+    async def _finish_run(self, owned: _Owned, progress: _Progress) -> None:
+        run = progress.run
+        failed = sorted(n for n, s in progress.status.items() if s in ("Failed", "Blocked"))
+        run.status = "Failed" if failed else "Succeeded"
+        run.finished_at = datetime.now(UTC)
+        await self.state.commit([PutRun(run)], fence=owned.fence)
+        owned.runs.pop(run.id, None)
+        await self._publish(
+            make_event(
+                "run.finished",
+                subject=run.environment,
+                run=run.id,
+                actor=run.actor,
+                data={"status": run.status, "failed": failed},
+            )
+        )
+
+    async def _step_event(self, run_id: str, actor: str, rs: RunStep) -> None:
+        await self._publish(
             make_event(
                 "run.step",
                 subject=rs.node,
-                run=run.id,
-                actor=run.actor,
+                run=run_id,
+                actor=actor,
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+def _record(
+    body: Mapping[str, Any],
+    *,
+    status: Any,
+    error: str | None = None,
+    started_at: datetime | None = None,
+) -> RunStep:
+    step = body["step"]
+    return RunStep(
+        node=step["node"],
+        source=step["source"],
+        kind=step["kind"],
+        action=step["action"],
+        provider=step["provider"],
+        wave=body["wave"],
+        status=status,
+        error=error,
+        started_at=started_at or datetime.now(UTC),
+    )
+
+
+async def _quietly(settle: Awaitable[None]) -> None:
+    """Acknowledge; if the mailbox is away, the message comes again and is answered again."""
+    try:
+        await settle
+    except Exception as exc:
+        log.warning("could not settle a delivery: %r", exc)
 
 
 async def _apply(provider: Provider, resource: Resource, target: Target) -> Observation:
@@ -668,7 +1002,7 @@ async def _apply(provider: Provider, resource: Resource, target: Target) -> Obse
     return await provider.apply(resource=resource, target=target)
 
 
-async def _delete(provider: Provider, resource: Resource, target: Target) -> Observation:
+async def _delete_resource(provider: Provider, resource: Resource, target: Target) -> Observation:
     await provider.delete(resource=resource, target=target)
     return Observation(state={}, health="Ready")
 
@@ -693,4 +1027,4 @@ def _step_status(status: Status | None) -> Any:
     return status.value
 
 
-__all__ = ["ShuttingDown", "StepCheck", "StepTarget", "Supervisor"]
+__all__ = ["ShuttingDown", "Supervisor"]

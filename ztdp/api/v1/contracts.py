@@ -43,6 +43,7 @@ from ztdp.errors import Conflict, InvalidInput, NotFound, ZtdpError
 from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 from ztdp.planner import Plan
 from ztdp.policy import Decision, allowed_environments
+from ztdp.runtime import Runtime
 
 MAX_CONTRACTS = 500
 T = TypeVar("T")
@@ -378,7 +379,7 @@ class _Apply:
                 "deploy_version",
                 params,
                 req,
-                lambda: self.catalog.preview_deploy(app, svc, version, env, health=runtime.health),
+                lambda: self._preview_deploy(runtime, app, svc, version, env),
             )
             if not preview.decision.allowed:
                 return outcome(name, "denied", decision=preview.decision)
@@ -386,9 +387,21 @@ class _Apply:
             "deploy_version",
             params,
             req,
-            lambda: self.catalog.deploy(app, svc, version, env, health=runtime.health),
+            lambda: self._deploy_with_health(runtime, app, svc, version, env),
         )
         return outcome(name, "deployed", decision=result.decision)
+
+    async def _preview_deploy(
+        self, runtime: Runtime, app: str, svc: str, version: str, env: str
+    ) -> Any:
+        health = await runtime.health(app, svc)
+        return await self.catalog.preview_deploy(app, svc, version, env, health=health)
+
+    async def _deploy_with_health(
+        self, runtime: Runtime, app: str, svc: str, version: str, env: str
+    ) -> Any:
+        health = await runtime.health(app, svc)
+        return await self.catalog.deploy(app, svc, version, env, health=health)
 
 
 # The top-level kinds: their create and update operations, path parameter and node kind.

@@ -32,7 +32,7 @@ from ztdp.contracts import (
 from ztdp.errors import NotFound
 from ztdp.graph import EdgeType, NodeKind, node_id
 from ztdp.planner import deployment_node
-from ztdp.runtime import Runtime
+from ztdp.runtime import ActorState
 
 
 @router.add(
@@ -100,7 +100,10 @@ async def update_environment(request: web.Request, body: Environment) -> Reply:
 )
 async def list_deployments(request: web.Request, body: None) -> Reply:
     deployments = await request.app[CATALOG].deployments(param(request, "env"))
-    return 200, [_observed(request.app[RUNTIME], d) for d in deployments]
+    runtime = request.app[RUNTIME]
+    nodes = [deployment_node(d.application, d.service, d.environment) for d in deployments]
+    actors = await runtime.supervisor.actor_states(nodes)
+    return 200, [_observed(d, actors.get(n)) for d, n in zip(deployments, nodes, strict=True)]
 
 
 @router.add(
@@ -116,12 +119,12 @@ async def get_deployment(request: web.Request, body: None) -> Reply:
     deployment = await catalog.deployment(
         param(request, "env"), param(request, "app"), param(request, "svc")
     )
-    return 200, _observed(request.app[RUNTIME], deployment)
+    node = deployment_node(deployment.application, deployment.service, deployment.environment)
+    return 200, _observed(deployment, await request.app[RUNTIME].supervisor.actor(node))
 
 
-def _observed(runtime: Runtime, d: Deployment) -> Deployment:
-    """The deployment with its status as its actor last saw it, and why."""
-    state = runtime.supervisor.actors.get(deployment_node(d.application, d.service, d.environment))
+def _observed(d: Deployment, state: ActorState | None) -> Deployment:
+    """The deployment with its status as its actor last recorded it, and why."""
     if state is not None:  # else Pending: never realised by this runtime (docs/decisions.md)
         d.status, d.since = state.status.value, state.since
         d.reason = state.last_error or state.message or None

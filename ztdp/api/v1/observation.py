@@ -45,13 +45,13 @@ class ProviderView(BaseModel):
 @router.add(
     "GET",
     "/v1/runs",
-    "Runs of this process, newest last",
+    "Runs, newest last (the last 1,000)",
     tag="runs",
     responses={200: list[Run]},
     access=READ,
 )
 async def list_runs(request: web.Request, body: None) -> Reply:
-    return 200, [r.model_dump(mode="json") for r in request.app[RUNTIME].runs.list()]
+    return 200, [r.model_dump(mode="json") for r in await request.app[RUNTIME].runs()]
 
 
 @router.add(
@@ -63,7 +63,7 @@ async def list_runs(request: web.Request, body: None) -> Reply:
     access=READ,
 )
 async def get_run(request: web.Request, body: None) -> Reply:
-    return 200, request.app[RUNTIME].runs.get(param(request, "id"))
+    return 200, await request.app[RUNTIME].run(param(request, "id"))
 
 
 @router.add(

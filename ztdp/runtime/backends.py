@@ -1,0 +1,92 @@
+"""Which state store, mailboxes and event bus a process uses, and the combinations refused.
+
+Chosen by settings; the distributed ones are imported only when chosen. A combination under
+which two processes would act on the same nodes from different knowledge is refused at start
+with the reason, instead of letting them undo each other's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from ztdp.events import EventBus, MemoryEventBus
+from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
+from ztdp.runtime.ownership import StartRefused
+from ztdp.settings import Settings
+from ztdp.state import MemoryStateStore, StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    state: StateStore
+    mailbox: Mailbox
+    events: EventBus
+
+
+def check(settings: Settings) -> None:
+    """Refuse settings under which processes would fight, naming the way out."""
+    if settings.graph_store == "redis" and settings.state_store == "memory":
+        raise StartRefused(
+            "ZTDP_STATE_STORE=memory with ZTDP_GRAPH_STORE=redis: processes sharing the graph "
+            "would each know only what they realised themselves and repair each other's work; "
+            "unset ZTDP_STATE_STORE (it follows the graph store) or set it to redis"
+        )
+    if settings.mailbox == "nats" and settings.state_backend == "memory":
+        raise StartRefused(
+            "ZTDP_MAILBOX=nats needs a shared state store: set ZTDP_STATE_STORE=redis (or "
+            "ZTDP_GRAPH_STORE=redis), so that the worker that takes an actor over knows its state"
+        )
+    if settings.mailbox == "nats" and settings.event_backend == "memory":
+        raise StartRefused(
+            "ZTDP_EVENT_BUS=memory with ZTDP_MAILBOX=nats: each worker would keep its events to "
+            "itself and the API would miss them; unset ZTDP_EVENT_BUS or set it to nats"
+        )
+    if settings.actors == "off" and settings.mailbox == "memory":
+        raise StartRefused(
+            "ZTDP_ACTORS=off with in-process mailboxes: nothing would ever run the actors; "
+            "set ZTDP_MAILBOX=nats and run `ztdp worker`s, or leave ZTDP_ACTORS on"
+        )
+
+
+@asynccontextmanager
+async def open_backends(
+    settings: Settings, *, state: StateStore | None = None
+) -> AsyncIterator[Backends]:
+    """The backends the settings name, opened; closed when the context ends. A `state`
+    passed in is the caller's to close."""
+    check(settings)
+    async with AsyncExitStack() as opened:
+        if state is None:
+            if settings.state_backend == "redis":
+                from ztdp.state.redis import RedisStateStore
+
+                state = RedisStateStore.from_url(
+                    settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+                )
+            else:
+                state = MemoryStateStore()
+            opened.push_async_callback(state.aclose)
+        mailbox: Mailbox
+        if settings.mailbox == "nats":
+            from ztdp.runtime.mailbox.nats import NatsMailbox
+
+            mailbox = await NatsMailbox.connect(
+                settings.nats_url,
+                prefix=settings.nats_prefix,
+                partitions=settings.partitions,
+                ack_wait=settings.ack_wait,
+            )
+        else:
+            mailbox = MemoryMailbox(settings.partitions)
+        opened.push_async_callback(mailbox.aclose)
+        events: EventBus
+        if settings.event_backend == "nats":
+            from ztdp.events.nats import NatsEventBus
+
+            events = await NatsEventBus.connect(settings.nats_url, prefix=settings.nats_prefix)
+        else:
+            events = MemoryEventBus()
+        opened.push_async_callback(events.aclose)
+        yield Backends(state, mailbox, events)
