@@ -54,7 +54,6 @@ from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox
 from ztdp.runtime.ownership import Ownership
 from ztdp.settings import Settings
 from ztdp.state import (
-    FINISHED,
     DeleteObserved,
     Fence,
     ObservedResource,
@@ -107,14 +106,20 @@ class _Local:
 
 @dataclass(slots=True)
 class _Progress:
-    """A run's coordinator state: the run's steps, what each waits for, what is in flight."""
+    """A run's coordinator state: the run's steps, what each waits for, what is in flight.
+
+    A step is finished once its actor answered (its record has `finished_at`), whatever its
+    status: a deployment may answer Progressing and turn Ready later, by observation.
+    """
 
     run: Run
     plan: dict[str, dict[str, Any]]
     status: dict[str, str]
     errors: dict[str, str | None]
     dependents: dict[str, list[str]]
+    done: set[str] = field(default_factory=set)
     ready: deque[str] = field(default_factory=deque)
+    flying: int = 0  # steps sent to their actors and not answered yet
 
     @classmethod
     def of(cls, run: Run, plan: dict[str, dict[str, Any]]) -> _Progress:
@@ -124,24 +129,35 @@ class _Progress:
             for before in entry["after"]:
                 dependents[before].append(node)
         progress = cls(run, plan, status, {s.node: s.error for s in run.steps}, dependents)
+        progress.done = {s.node for s in run.steps if s.finished_at is not None}
+        progress.flying = sum(
+            1 for s in run.steps if s.finished_at is None and s.status != "Pending"
+        )
         progress.ready.extend(
             n for n, s in status.items() if s == "Pending" and progress.can_start(n)
         )
         return progress
 
     def can_start(self, node: str) -> bool:
-        return all(self.status[b] in FINISHED for b in self.plan[node]["after"])
+        return all(b in self.done for b in self.plan[node]["after"])
 
-    def in_flight(self) -> int:
-        return sum(1 for s in self.status.values() if s in ("Queued", "Progressing"))
+    def queued(self, node: str) -> None:
+        self.status[node] = "Queued"
+        self.flying += 1
 
     def finished(self, node: str, status: str, error: str | None) -> None:
-        if self.status[node] in FINISHED:
+        if node in self.done:
             return  # said twice (a redelivery): counted once
+        if self.status[node] != "Pending":
+            self.flying -= 1
+        self.done.add(node)
         self.status[node], self.errors[node] = status, error
         self.ready.extend(
             d for d in self.dependents[node] if self.status[d] == "Pending" and self.can_start(d)
         )
+
+    def complete(self) -> bool:
+        return len(self.done) == len(self.status)
 
     def failed_before(self, node: str) -> str | None:
         return next(
@@ -849,7 +865,7 @@ class Supervisor:
             if isinstance(w, PutStep):
                 await self._step_event(run_id, progress.run.actor, w.step)
         await self.send_all(sends)
-        if all(s in FINISHED for s in progress.status.values()):
+        if progress.complete():
             await self._finish_run(owned, progress)
 
     async def _run_broke(self, owned: _Owned, run_id: str, exc: Exception) -> None:
@@ -863,7 +879,7 @@ class Supervisor:
         now = datetime.now(UTC)
         writes: list[Write] = []
         for rs in run.steps:
-            if rs.status not in FINISHED:
+            if rs.finished_at is None:
                 rs.status, rs.error, rs.finished_at = "Failed", f"the run broke: {exc!r}", now
                 writes.append(PutStep(run.id, rs))
         run.status, run.finished_at = "Failed", now
@@ -874,8 +890,7 @@ class Supervisor:
         self, progress: _Progress, writes: list[Write], sends: list[Envelope]
     ) -> None:
         parallelism = self._settings.apply_parallelism
-        flying = progress.in_flight()
-        while progress.ready and (not parallelism or flying < parallelism):
+        while progress.ready and (not parallelism or progress.flying < parallelism):
             node = progress.ready.popleft()
             if progress.status[node] != "Pending":
                 continue
@@ -910,8 +925,7 @@ class Supervisor:
                 )
                 progress.finished(node, "Blocked", error)
                 continue
-            progress.status[node] = "Queued"
-            flying += 1
+            progress.queued(node)
             record = RunStep(
                 node=node,
                 source=entry["step"]["source"],
