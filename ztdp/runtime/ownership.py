@@ -58,6 +58,7 @@ class Ownership:
         """Join; in exclusive mode, refuse if another process runs actors on this store."""
         members = await self._state.join(self.member, ttl=self._ttl)
         if not self._exclusive:
+            await self.round()  # its share of what is free now; the rest as others let go
             return
         # A process that was killed is still a member until its entry expires: wait that out.
         with anyio.move_on_after(self._ttl + 0.5):

@@ -357,6 +357,18 @@ class Supervisor:
         await self.state.create_run(run, plan)
         await self.send(Envelope(node=run_node(run.id), kind="advance", id=f"{run.id}:start"))
 
+    async def owners(self) -> dict[str, list[int]]:
+        """Each worker that holds leases, with the partitions it owns."""
+        out: dict[str, list[int]] = {}
+        for partition, member in sorted((await self.state.holders()).items()):
+            out.setdefault(member, []).append(partition)
+        return out
+
+    async def ping(self) -> None:
+        """Raise `BackendUnavailable` if the state store or the mailboxes cannot be reached."""
+        await self.state.ping()
+        await self.mailbox.ping()
+
     async def actor(self, node: str) -> ActorState | None:
         """A node's actor as last committed, from the state store (any process's answer)."""
         raw = await self.state.actor(node)

@@ -27,13 +27,22 @@ class ApplyResult(BaseModel):
     plan: Plan
 
 
+class Worker(BaseModel):
+    member: str = Field(description="the process: host, pid and a random suffix")
+    partitions: list[int] = Field(description="the partitions of actors it owns now")
+
+
 class Status(BaseModel):
     version: str
     authentication: Literal["on", "off"]
     graph_store: str
+    state_store: str
+    mailbox: str
+    event_bus: str
     revision: int
     nodes: dict[str, int] = Field(description="number of nodes per kind")
     edges: int
+    workers: list[Worker] = Field(description="processes running actors, by what they own")
 
 
 class Health(BaseModel):
@@ -96,13 +105,19 @@ async def get_graph(request: web.Request, body: None) -> Reply:
 )
 async def get_status(request: web.Request, body: None) -> Reply:
     graph = await request.app[CATALOG].graph()
+    settings = request.app[SETTINGS]
+    owners = await request.app[RUNTIME].supervisor.owners()
     return 200, Status(
         version=__version__,
         authentication="on" if request.app[AUTH].enabled else "off",
-        graph_store=request.app[SETTINGS].graph_store,
+        graph_store=settings.graph_store,
+        state_store=settings.state_backend,
+        mailbox=settings.mailbox,
+        event_bus=settings.event_backend,
         revision=graph.revision,
         nodes=graph.counts(),
         edges=graph.edge_count(),
+        workers=[Worker(member=m, partitions=p) for m, p in sorted(owners.items())],
     )
 
 
@@ -116,4 +131,5 @@ async def get_status(request: web.Request, body: None) -> Reply:
 )
 async def healthz(request: web.Request, body: None) -> Reply:
     await request.app[CATALOG].ping()
+    await request.app[RUNTIME].supervisor.ping()
     return 200, Health(status="ok")
