@@ -486,12 +486,15 @@ async def test_requests_without_credentials_are_not_counted(world: World) -> Non
 
 @pytest.mark.redis
 async def test_api_processes_on_one_redis_share_the_count(
-    redis_url: str, redis_prefix: str
+    redis_url: str, redis_prefix: str, nats_url: str, nats_prefix: str
 ) -> None:
     settings = Settings(
         graph_store="redis",
         redis_url=redis_url,
         redis_prefix=redis_prefix,
+        mailbox="nats",  # two processes on one installation share their actors through NATS
+        nats_url=nats_url,
+        nats_prefix=nats_prefix,
         auth="on",
         auth_max_failures=3,
     )

@@ -199,12 +199,15 @@ async def test_a_viewer_never_writes_even_where_nothing_exists(people: dict[str,
 
 @pytest.mark.redis
 async def test_racing_teams_over_two_processes_never_write_into_each_other(
-    redis_url: str, redis_prefix: str
+    redis_url: str, redis_prefix: str, nats_url: str, nats_prefix: str
 ) -> None:
     env = {
         "ZTDP_GRAPH_STORE": "redis",
         "ZTDP_REDIS_URL": redis_url,
         "ZTDP_REDIS_PREFIX": redis_prefix,
+        "ZTDP_MAILBOX": "nats",  # processes of one installation share actors through NATS
+        "ZTDP_NATS_URL": nats_url,
+        "ZTDP_NATS_PREFIX": nats_prefix,
     }
     a = ServerProcess(env).start()
     b = ServerProcess(env).start()

@@ -132,9 +132,15 @@ def test_redis_without_authentication_needs_an_explicit_off(
 
 @pytest.mark.redis
 def test_two_api_processes_on_one_redis_see_each_others_writes(
-    redis_url: str, redis_prefix: str
+    redis_url: str, redis_prefix: str, nats_url: str, nats_prefix: str
 ) -> None:
-    env = {**redis_env(redis_url, redis_prefix), "ZTDP_AUTH": "off"}
+    env = {
+        **redis_env(redis_url, redis_prefix),
+        "ZTDP_AUTH": "off",
+        "ZTDP_MAILBOX": "nats",
+        "ZTDP_NATS_URL": nats_url,
+        "ZTDP_NATS_PREFIX": nats_prefix,
+    }
     a, b = ServerProcess(env).start(), ServerProcess(env).start()
     try:
         assert (
