@@ -112,11 +112,13 @@ class Settings(BaseSettings):
         default="uvloop", description="uvloop where installed, else the standard asyncio loop"
     )
     apply_parallelism: int = Field(default=16, ge=0, description="steps at once; 0: unbounded")
-    step_timeout: float = Field(default=60.0, gt=0, description="seconds per plan step")
-    mailbox_size: int = Field(default=64, ge=1, description="messages queued per actor")
-    idle_workers: int = Field(
-        default=256, ge=0, description="actor worker tasks kept waiting for the next activation"
+    worker_parallelism: int = Field(
+        default=0,
+        ge=0,
+        description="provider calls at once in one process running actors, over all runs; "
+        "0: unbounded (each run is still limited by apply_parallelism)",
     )
+    step_timeout: float = Field(default=60.0, gt=0, description="seconds per plan step")
     provider_retries: int = Field(default=5, ge=0, description="retries of a temporary failure")
     retry_backoff: float = Field(default=0.5, gt=0, description="first retry delay, doubling")
     observe_interval: float = Field(

@@ -211,6 +211,8 @@ class Supervisor:
             drop=self._drop,
         )
         self._owned: dict[int, _Owned] = {}
+        limit = settings.worker_parallelism
+        self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
         self._accepting = False
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -650,8 +652,14 @@ class Supervisor:
     ) -> Observation | None:
         """One provider call with the step timeout and retries; a failure sets Failed."""
         try:
-            with _deadline(self._settings.step_timeout):
-                return await self._retrying(state, run, call)
+            if self._calls is not None:
+                await self._calls.acquire()
+            try:
+                with _deadline(self._settings.step_timeout):
+                    return await self._retrying(state, run, call)
+            finally:
+                if self._calls is not None:
+                    self._calls.release()
             error = f"{what} timed out after {self._settings.step_timeout:g} s"
         except (BackendUnavailable, Fenced):
             raise
