@@ -170,7 +170,8 @@ class _Owned:
     """A partition this worker holds the lease of, and the work going on in it."""
 
     fence: Fence
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # all of its work
+    intake: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # its consumer only
     stopped: anyio.Event = field(default_factory=anyio.Event)
     tg: TaskGroup | None = None
     actors: dict[str, ActorState] = field(default_factory=dict)  # cache of the state store
@@ -245,6 +246,10 @@ class Supervisor:
         if self._stack is None:
             return  # already closed: calling twice is harmless
         self._accepting = False
+        if self._settings.mailbox != "memory":
+            # Take nothing more: what is not delivered yet goes to whoever owns it next.
+            for owned in self._owned.values():
+                owned.intake.cancel()
         with anyio.move_on_after(grace):
             # Polled: what is queued is counted by the mailbox, which has no event to wait on.
             while any([await self._busy(p) for p in list(self._owned)]):  # noqa: ASYNC110
@@ -388,16 +393,18 @@ class Supervisor:
             with owned.scope:
                 async with anyio.create_task_group() as tg:
                     owned.tg = tg
-                    while True:
-                        try:
-                            async with self.mailbox.consume(partition) as deliveries:
-                                async for delivery in deliveries:
-                                    await owned.slots.acquire()
-                                    self._dispatch(owned, delivery)
-                        except BackendUnavailable as exc:
-                            log.warning("partition %d: %s", partition, exc.detail)
-                            await anyio.sleep(PAUSE)
+                    with owned.intake:  # cancelled at shutdown: what is being handled finishes
+                        while True:
+                            try:
+                                async with self.mailbox.consume(partition) as deliveries:
+                                    async for delivery in deliveries:
+                                        await owned.slots.acquire()
+                                        self._dispatch(owned, delivery)
+                            except BackendUnavailable as exc:
+                                log.warning("partition %d: %s", partition, exc.detail)
+                                await anyio.sleep(PAUSE)
         finally:
+            owned.tg = None
             owned.stopped.set()
 
     def _dispatch(self, owned: _Owned, delivery: Delivery) -> None:
@@ -830,7 +837,7 @@ class Supervisor:
                 except BackendUnavailable as exc:
                     log.warning("observation skipped: %s", exc.detail)
                     continue
-                if owned.tg is None or owned.scope.cancel_called:
+                if owned.tg is None or owned.intake.cancel_called:
                     continue
                 for node in nodes:
                     if self._accepting:
