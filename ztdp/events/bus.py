@@ -7,7 +7,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -106,19 +106,20 @@ class EventBus(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MemoryEventBus:
-    """Keeps the last `keep` events and fans new ones out to live subscribers.
+class EventIndex:
+    """The last `keep` events of a bus in its order, and its live subscribers.
 
-    A subscriber that falls `buffer` events behind is dropped (its stream ends) rather than
-    slowing every publisher down.
+    Every bus serves `query` and `subscribe` from one of these, whatever carries its events
+    between processes. A subscriber that falls `buffer` events behind is dropped (its stream
+    ends) rather than slowing every publisher down.
     """
 
-    def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
+    def __init__(self, *, keep: int, buffer: int) -> None:
         self._events: deque[Event] = deque(maxlen=keep)
         self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], EventFilter] = {}
         self._buffer = buffer
 
-    async def publish(self, event: Event) -> None:
+    def add(self, event: Event) -> None:
         self._events.append(event)
         if not self._subscribers:
             return
@@ -132,7 +133,7 @@ class MemoryEventBus:
                     self._subscribers.pop(stream, None)
                     stream.close()
 
-    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+    def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         found = [e for e in self._events if flt.matches(e)]
         return [e.cloudevent() for e in found[-limit:]]
 
@@ -149,7 +150,30 @@ class MemoryEventBus:
             self._subscribers.pop(send, None)
             send.close()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """End every subscriber's stream."""
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
+
+
+class MemoryEventBus:
+    """The bus of one process: keeps the last `keep` events and fans new ones out to live
+    subscribers (see `EventIndex`)."""
+
+    def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
+        self._index = EventIndex(keep=keep, buffer=buffer)
+
+    async def publish(self, event: Event) -> None:
+        self._index.add(event)
+
+    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        return self._index.query(flt, limit=limit)
+
+    def subscribe(
+        self, flt: EventFilter
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
+        return self._index.subscribe(flt)
+
+    async def aclose(self) -> None:
+        self._index.close()
