@@ -20,7 +20,6 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.nats_server import NatsServer
-from ztdp.api import create_app
 from ztdp.graph.store import GraphStore, MemoryGraphStore
 from ztdp.graph.store.redis import RedisGraphStore
 from ztdp.settings import Settings
@@ -137,6 +136,8 @@ async def graph_store(request: pytest.FixtureRequest) -> AsyncIterator[GraphStor
 @pytest.fixture
 async def client(graph_store: GraphStore) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     """The API over a real loopback socket, on each graph store."""
+    from ztdp.api import create_app  # here, so that tests of the layers below need no API
+
     app = create_app(Settings(), store=graph_store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
@@ -144,6 +145,8 @@ async def client(graph_store: GraphStore) -> AsyncIterator[TestClient]:  # type:
 
 @pytest.fixture
 async def memory_client() -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    from ztdp.api import create_app
+
     app = create_app(Settings())
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
