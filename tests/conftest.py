@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -115,10 +116,27 @@ def nats_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def nats_prefix() -> str:
-    """Stream, consumer and subject names of this test's own (streams are file-backed in the
-    session server's temporary directory, which goes with it)."""
-    return f"t{uuid.uuid4().hex[:12]}"
+def nats_prefix(nats_url: str) -> Iterator[str]:
+    """Stream, consumer and subject names of this test's own; its streams are deleted after
+    it (JetStream reserves each stream's byte limit on disk)."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    asyncio.run(_delete_streams(nats_url, prefix))
+
+
+async def _delete_streams(url: str, prefix: str) -> None:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        for stream in await js.streams_info():
+            if stream.config.name and stream.config.name.startswith(f"{prefix}_"):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(stream.config.name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

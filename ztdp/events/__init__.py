@@ -1,4 +1,4 @@
-"""Events: CloudEvents 1.0 on a pluggable bus (memory for now)."""
+"""Events: CloudEvents 1.0 on a pluggable bus: memory, or NATS JetStream (`ztdp.events.nats`)."""
 
 from ztdp.events.bus import Event, EventBus, EventFilter, MemoryEventBus, make_event
 

@@ -7,7 +7,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -24,6 +24,18 @@ _PROCESS = os.urandom(8).hex()  # event ids are this process's prefix and a sequ
 _sequence = itertools.count(1)
 
 
+def _new_process_prefix() -> None:
+    """A forked child is another event source: without its own prefix it would repeat its
+    parent's ids, and a bus that deduplicates by id (NATS) would drop its events."""
+    global _PROCESS, _sequence
+    _PROCESS = os.urandom(8).hex()
+    _sequence = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process_prefix)
+
+
 class Event(NamedTuple):
     """An event as it was recorded; `cloudevent()` is its CloudEvents 1.0 structured form.
 
@@ -38,11 +50,38 @@ class Event(NamedTuple):
     run: str | None
     time: float  # seconds since the epoch
     sequence: int
+    origin: str  # the recording process's random prefix
 
     @property
     def id(self) -> str:
         # unique per source, as CloudEvents requires: a random per-process prefix and a count
-        return f"{_PROCESS}-{self.sequence:012x}"
+        return f"{self.origin}-{self.sequence:012x}"
+
+    @classmethod
+    def from_cloudevent(cls, event: Mapping[str, Any]) -> Event:
+        """The event whose `cloudevent()` is `event`, as read back from a transport or store.
+
+        Raises ValueError for anything else (another source, a foreign id, a missing or extra
+        attribute): what renders differently was not recorded by ZTDP.
+        """
+        try:
+            origin, _, count = event["id"].rpartition("-")
+            recorded = cls(
+                type=event["type"],
+                subject=event["subject"],
+                data=dict(event["data"]),
+                actor=event["actor"],
+                run=event.get("runid"),
+                time=datetime.fromisoformat(event["time"]).timestamp(),
+                sequence=int(count, 16),
+                origin=origin,
+            )
+            same = recorded.cloudevent() == event
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a ZTDP event ({exc!r}): {_excerpt(event)}") from exc
+        if not same:
+            raise ValueError(f"not a ZTDP event (it would not render alike): {_excerpt(event)}")
+        return recorded
 
     def cloudevent(self) -> dict[str, Any]:
         event: dict[str, Any] = {
@@ -61,6 +100,11 @@ class Event(NamedTuple):
         return event
 
 
+def _excerpt(event: object) -> str:
+    text = repr(event)
+    return text if len(text) <= 200 else f"{text[:200]}..."
+
+
 def make_event(
     type_: str,
     *,
@@ -75,7 +119,9 @@ def make_event(
     must not change afterwards: it is rendered when the event is read. The tests read every
     kind back with the CloudEvents SDK to prove the format.
     """
-    return Event(f"io.ztdp.{type_}", subject, data, actor, run, time.time(), next(_sequence))
+    return Event(
+        f"io.ztdp.{type_}", subject, data, actor, run, time.time(), next(_sequence), _PROCESS
+    )
 
 
 @dataclass(frozen=True)
@@ -106,19 +152,20 @@ class EventBus(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MemoryEventBus:
-    """Keeps the last `keep` events and fans new ones out to live subscribers.
+class EventIndex:
+    """The last `keep` events of a bus in its order, and its live subscribers.
 
-    A subscriber that falls `buffer` events behind is dropped (its stream ends) rather than
-    slowing every publisher down.
+    Every bus serves `query` and `subscribe` from one of these, whatever carries its events
+    between processes. A subscriber that falls `buffer` events behind is dropped (its stream
+    ends) rather than slowing every publisher down.
     """
 
-    def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
+    def __init__(self, *, keep: int, buffer: int) -> None:
         self._events: deque[Event] = deque(maxlen=keep)
         self._subscribers: dict[MemoryObjectSendStream[dict[str, Any]], EventFilter] = {}
         self._buffer = buffer
 
-    async def publish(self, event: Event) -> None:
+    def add(self, event: Event) -> None:
         self._events.append(event)
         if not self._subscribers:
             return
@@ -132,7 +179,7 @@ class MemoryEventBus:
                     self._subscribers.pop(stream, None)
                     stream.close()
 
-    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+    def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         found = [e for e in self._events if flt.matches(e)]
         return [e.cloudevent() for e in found[-limit:]]
 
@@ -149,7 +196,30 @@ class MemoryEventBus:
             self._subscribers.pop(send, None)
             send.close()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """End every subscriber's stream."""
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
+
+
+class MemoryEventBus:
+    """The bus of one process: keeps the last `keep` events and fans new ones out to live
+    subscribers (see `EventIndex`)."""
+
+    def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
+        self._index = EventIndex(keep=keep, buffer=buffer)
+
+    async def publish(self, event: Event) -> None:
+        self._index.add(event)
+
+    async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        return self._index.query(flt, limit=limit)
+
+    def subscribe(
+        self, flt: EventFilter
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
+        return self._index.subscribe(flt)
+
+    async def aclose(self) -> None:
+        self._index.close()
