@@ -28,6 +28,7 @@ class MemoryStateStore:
         self._partitions: dict[int, set[str]] = {}
         self._runs: dict[str, Run] = {}
         self._plans: dict[str, dict[str, dict[str, Any]]] = {}
+        self._step_index: dict[str, dict[str, int]] = {}  # run -> node -> index of its step
         self._keep_runs = keep_runs
         self._leases: dict[int, tuple[str, int, float]] = {}  # owner, token, expires
         self._tokens: dict[int, int] = {}
@@ -61,9 +62,10 @@ class MemoryStateStore:
     async def create_run(self, run: Run, plan: Mapping[str, Mapping[str, Any]]) -> None:
         self._runs[run.id] = run.model_copy(deep=True)
         self._plans[run.id] = {n: dict(p) for n, p in plan.items()}
+        self._step_index[run.id] = {s.node: i for i, s in enumerate(run.steps)}
         while len(self._runs) > self._keep_runs:
             oldest = next(iter(self._runs))
-            del self._runs[oldest], self._plans[oldest]
+            del self._runs[oldest], self._plans[oldest], self._step_index[oldest]
 
     async def run(self, run_id: str) -> Run:
         try:
@@ -101,11 +103,9 @@ class MemoryStateStore:
                 case DeleteObserved(node=node):
                     self._observed.pop(node, None)
                 case PutStep(run=run_id, step=step):
-                    run = self._runs.get(run_id)
-                    if run is not None and step.node in {s.node for s in run.steps}:
-                        run.steps = [
-                            step.model_copy() if s.node == step.node else s for s in run.steps
-                        ]
+                    index = self._step_index.get(run_id, {}).get(step.node)
+                    if index is not None:
+                        self._runs[run_id].steps[index] = step.model_copy()
                 case PutRun(run=new):
                     run = self._runs.get(new.id)
                     if run is not None:

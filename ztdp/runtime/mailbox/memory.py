@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from ztdp.runtime.mailbox.base import Envelope
 
@@ -90,6 +91,9 @@ class MemoryMailbox:
         part = self._parts[partition]
         part.queue.append(_Queued(envelope.encode(), self._sequence))
         part.notify()
+        # A send over a network yields; so does this one, so that a sender in a loop does not
+        # starve the receivers (and the lease renewals) of its own process.
+        await anyio.lowlevel.checkpoint()
 
     @asynccontextmanager
     async def consume(self, partition: int) -> AsyncIterator[AsyncIterator[MemoryDelivery]]:
