@@ -620,6 +620,26 @@ async def test_trimmed_runs_leave_no_keys_behind(redis_url: str, redis_prefix: s
 
 
 @pytest.mark.redis
+async def test_ignored_step_writes_leave_no_keys_behind(
+    redis_url: str, redis_prefix: str, redis_store: RedisStateStore
+) -> None:
+    run = new_run("a", "b")
+    await redis_store.create_run(run, {})
+    fence = await fence_of(redis_store)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await redis_store.commit(
+            [PutStep("no-such-run", step("a")), PutStep(run.id, step("not-in-run"))], fence=fence
+        )
+
+        assert [k async for k in client.scan_iter(f"{redis_prefix}:*no-such-run*")] == []
+        steps = await client.hkeys(f"{redis_prefix}:state:run-steps:{run.id}")
+        assert sorted(steps) == ["a", "b"]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
 async def test_stores_on_one_prefix_share_leases_and_state(
     redis_url: str, redis_prefix: str, redis_store: RedisStateStore
 ) -> None:
@@ -648,6 +668,7 @@ async def test_an_owner_with_spaces_is_named_whole(redis_store: RedisStateStore)
         await redis_store.commit([PutActor("a", {})], fence=Fence(0, "worker 1 on host", 1))
 
 
+@pytest.mark.redis
 async def test_open_state_store_follows_the_settings(redis_url: str, redis_prefix: str) -> None:
     memory = open_state_store(Settings(state_store="memory"))
     assert isinstance(memory, MemoryStateStore)
