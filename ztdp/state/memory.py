@@ -3,6 +3,7 @@ contract suite. Leases work as in Redis, so several workers in one process can s
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from ztdp.state.runs import Run
 
 class MemoryStateStore:
     def __init__(self, *, keep_runs: int = 1000) -> None:
-        self._observed: dict[str, ObservedResource] = {}
+        self._observed: dict[tuple[str, str], ObservedResource] = {}  # (environment, node)
         self._actors: dict[str, dict[str, Any]] = {}
         self._partitions: dict[int, set[str]] = {}
         self._runs: dict[str, Run] = {}
@@ -40,19 +41,21 @@ class MemoryStateStore:
         self, *, environment: str, application: str | None = None
     ) -> dict[str, ObservedResource]:
         return {
-            k: v
-            for k, v in self._observed.items()
-            if v.environment == environment and application in (None, v.application)
+            node: v
+            for (env, node), v in self._observed.items()
+            if env == environment and application in (None, v.application)
         }
 
     # --- actors ----------------------------------------------------------------------------
+    # Snapshots and plans are deep copies both ways, as they would be through Redis: a caller
+    # changing a nested value must not change what the store holds without a commit.
 
     async def actor(self, node: str) -> dict[str, Any] | None:
         snapshot = self._actors.get(node)
-        return None if snapshot is None else dict(snapshot)
+        return None if snapshot is None else copy.deepcopy(snapshot)
 
     async def actors(self, nodes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {n: dict(self._actors[n]) for n in nodes if n in self._actors}
+        return {n: copy.deepcopy(self._actors[n]) for n in nodes if n in self._actors}
 
     async def nodes(self, partition: int) -> list[str]:
         return sorted(self._partitions.get(partition, ()))
@@ -61,7 +64,7 @@ class MemoryStateStore:
 
     async def create_run(self, run: Run, plan: Mapping[str, Mapping[str, Any]]) -> None:
         self._runs[run.id] = run.model_copy(deep=True)
-        self._plans[run.id] = {n: dict(p) for n, p in plan.items()}
+        self._plans[run.id] = {n: copy.deepcopy(dict(p)) for n, p in plan.items()}
         self._step_index[run.id] = {s.node: i for i, s in enumerate(run.steps)}
         while len(self._runs) > self._keep_runs:
             oldest = next(iter(self._runs))
@@ -75,11 +78,13 @@ class MemoryStateStore:
 
     async def run_plan(self, run_id: str) -> dict[str, dict[str, Any]]:
         try:
-            return {n: dict(p) for n, p in self._plans[run_id].items()}
+            return copy.deepcopy(self._plans[run_id])
         except KeyError:
             raise NotFound(f"run {run_id} does not exist") from None
 
     async def runs(self, *, limit: int) -> list[Run]:
+        if limit <= 0:
+            return []
         return [r.model_copy(deep=True) for r in list(self._runs.values())[-limit:]]
 
     # --- fenced writes ---------------------------------------------------------------------
@@ -94,14 +99,14 @@ class MemoryStateStore:
         for w in writes:
             match w:
                 case PutActor(node=node, snapshot=snapshot):
-                    self._actors[node] = dict(snapshot)
+                    self._actors[node] = copy.deepcopy(dict(snapshot))
                     for members in self._partitions.values():
                         members.discard(node)
                     self._partitions.setdefault(fence.partition, set()).add(node)
                 case PutObserved(resource=resource):
-                    self._observed[resource.node] = resource
-                case DeleteObserved(node=node):
-                    self._observed.pop(node, None)
+                    self._observed[resource.environment, resource.node] = resource
+                case DeleteObserved(node=node, environment=environment):
+                    self._observed.pop((environment, node), None)
                 case PutStep(run=run_id, step=step):
                     index = self._step_index.get(run_id, {}).get(step.node)
                     if index is not None:

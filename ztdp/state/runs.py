@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 
 StepStatus = Literal[
     "Pending",
@@ -57,8 +57,6 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     steps: list[RunStep] = Field(default_factory=list)
 
-    _by_node: dict[str, RunStep] = PrivateAttr(default_factory=dict)
-
     @classmethod
     def from_plan(
         cls,
@@ -91,6 +89,5 @@ class Run(BaseModel):
         )
 
     def step(self, node: str) -> RunStep:
-        if len(self._by_node) != len(self.steps):
-            self._by_node = {s.node: s for s in self.steps}
-        return self._by_node[node]
+        """The step of `node` (a lookup: steps are replaced in place as they are recorded)."""
+        return next(s for s in self.steps if s.node == node)
