@@ -959,6 +959,11 @@ class Catalog:
         )
         desired = desired_in_environment(graph, environment, [app])
         observed = await self._state.observed(environment=environment, application=app)
+        # Resources belong to no one application (they are realised once per environment for
+        # every application linking them): those this application wants are its to compare.
+        for nid, seen in (await self._state.observed(environment=environment)).items():
+            if seen.kind == "resource" and nid in desired:
+                observed[nid] = seen
         return make_plan(
             desired, observed, application=app, environment=environment, revision=revision
         )
@@ -982,7 +987,9 @@ class Catalog:
         # belongs to none of them: it goes when no application links it any more.
         for nid, seen in (await self._state.observed(environment=environment)).items():
             source = nid.rsplit("@", 1)[0]
-            if seen.kind == "resource" and not graph.predecessors(source, EdgeType.OWNS):
+            if seen.kind == "resource" and (
+                nid in desired or not graph.predecessors(source, EdgeType.OWNS)
+            ):
                 observed[nid] = seen
         return make_plan(
             desired,

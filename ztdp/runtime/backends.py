@@ -15,7 +15,7 @@ from ztdp.events import EventBus, MemoryEventBus
 from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import StartRefused
 from ztdp.settings import Settings
-from ztdp.state import MemoryStateStore, StateStore
+from ztdp.state import StateStore, open_state_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +59,7 @@ async def open_backends(
     check(settings)
     async with AsyncExitStack() as opened:
         if state is None:
-            if settings.state_backend == "redis":
-                from ztdp.state.redis import RedisStateStore
-
-                state = RedisStateStore.from_url(
-                    settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
-                )
-            else:
-                state = MemoryStateStore()
+            state = open_state_store(settings)
             opened.push_async_callback(state.aclose)
         mailbox: Mailbox
         if settings.mailbox == "nats":
