@@ -213,6 +213,12 @@ class NatsMailbox:
 
     @asynccontextmanager
     async def consume(self, partition: int) -> AsyncIterator[AsyncIterator[NatsDelivery]]:
+        """The partition's deliveries (see `Mailbox.consume`).
+
+        Entering needs NATS (`BackendUnavailable` otherwise) and may wait one ack wait for a
+        previous consumer's deliveries (see the module's notes on order); once entered, the
+        iterator waits through outages and ends only when the mailbox is closed.
+        """
         durable = self._durable(partition)
         if partition in self._consuming:
             raise RuntimeError(f"partition {partition} already has a consumer")
@@ -238,6 +244,8 @@ class NatsMailbox:
             self._consuming.discard(partition)
 
     async def pending(self, partition: int) -> int:
+        """Queued plus delivered-but-unacknowledged. Acks are sent without waiting for the
+        server, so a count read just after an ack may still include it for a moment."""
         info = await self._consumer_info(partition)
         return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
