@@ -108,8 +108,11 @@ def test_a_paused_worker_is_taken_over_and_its_late_writes_are_refused(
     done = finished_run(api.url, run, seconds=60)
     assert done["status"] == "Succeeded"
     paused.signal(signal.SIGCONT)
+    # It finds out by its next lease renewal or by its next write's fence, whichever comes
+    # first; either way it stops working on those partitions, and nothing it writes lands.
     wait_until(
-        "the paused worker to find out", lambda: "no longer holds partition" in paused.text()
+        "the paused worker to find out",
+        lambda: "no longer holds partition" in paused.text() or "lost the lease" in paused.text(),
     )
     after = ok(f"{api.url}/v1/runs/{run}")
     assert after == done  # nothing the late worker wrote reached the run
