@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.cluster import (
     Recording,
     WorkerProcess,
+    call,
     declare,
     finished_run,
     ok,
     shared_env,
     wait_until,
 )
-from tests.conftest import ServerProcess
+from tests.conftest import RedisServer, ServerProcess
+from tests.nats_server import NatsServer
 from tests.test_serve import serve_fails
 
 pytestmark = pytest.mark.redis
@@ -201,3 +204,103 @@ def test_settings_under_which_processes_would_fight_are_refused(
 ) -> None:
     code, out = serve_fails({"ZTDP_AUTH": "off", **settings})
     assert code == 1 and named in out, out
+
+
+def test_a_run_survives_the_kill_of_the_only_server(
+    redis_url: str, redis_prefix: str, recording: Recording
+) -> None:
+    """The embedded runtime on Redis (in-process mailboxes): SIGKILL in the middle of a run;
+    the restarted server resumes the run from its record and finishes it."""
+    env = {
+        "ZTDP_GRAPH_STORE": "redis",
+        "ZTDP_REDIS_URL": redis_url,
+        "ZTDP_REDIS_PREFIX": redis_prefix,
+        "ZTDP_AUTH": "off",
+        "ZTDP_LEASE_TTL": "1",
+        "ZTDP_APPLY_PARALLELISM": "2",
+        "ZTDP_OBSERVE_INTERVAL": "0",
+        "ZTDP_RECORDING_REDIS": redis_url,
+        "ZTDP_RECORDING_PREFIX": f"{redis_prefix}:recording",
+        "ZTDP_RECORDING_DELAY": "0.1",
+    }
+    server = ServerProcess(env).start()
+    try:
+        declare(server.url, 20)
+        run = ok(f"{server.url}/v1/apply?env=dev", "POST")["run"]
+        wait_until("some applies", lambda: len(recording.applies()) >= 5)
+    finally:
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait()
+        server.proc = None
+    assert ok_or_none(server.url) is None
+    again = ServerProcess(env).start()
+    try:
+        done = finished_run(again.url, run)
+        assert done["status"] == "Succeeded"
+        assert {s["status"] for s in done["steps"]} == {"Ready"}
+        assert len(recording.live()) == 20
+        assert "resuming 1 run(s)" in again.text()
+    finally:
+        again.stop()
+
+
+def ok_or_none(url: str) -> object:
+    try:
+        return call(f"{url}/v1/healthz")
+    except OSError:
+        return None
+
+
+def test_nats_and_then_redis_restarting_mid_apply_pause_the_run_which_then_finishes(
+    cluster: Cluster, tmp_path: Path, redis_url: str, redis_prefix: str, recording: Recording
+) -> None:
+    """Servers of this test's own: NATS with its store directory, Redis with an append-only
+    file (as production runs them). Each is SIGKILLed and restarted during an apply; the API
+    answers 503 meanwhile and the run finishes once the service is back."""
+    nats_server = NatsServer().start()
+    redis_server = RedisServer(
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)
+    ).start()
+    try:
+        env = shared_env(redis_server.url, "outage", nats_server.url, "outage")
+        # the provider records in the tests' own Redis: the outage is ZTDP's, not the world's
+        env["ZTDP_RECORDING_REDIS"] = redis_url
+        env["ZTDP_RECORDING_PREFIX"] = f"{redis_prefix}:recording"
+        slow = {"ZTDP_RECORDING_DELAY": "0.1", "ZTDP_APPLY_PARALLELISM": "2"}
+        api = cluster.api(env, ZTDP_ACTORS="off")
+        cluster.worker(env, **slow)
+        declare(api.url, 30)
+
+        run = ok(f"{api.url}/v1/apply?env=dev", "POST")["run"]
+        wait_until("some applies", lambda: len(recording.applies()) >= 4)
+        nats_server.kill()
+        code, problem = call(f"{api.url}/v1/apply?env=dev", "POST")
+        assert code == 503 and problem["title"] == "Backend unavailable", problem
+        nats_server.start()
+        assert finished_run(api.url, run, seconds=90)["status"] == "Succeeded"
+
+        for i in range(30):
+            ok(f"{api.url}/v1/resources/r{i:03d}", "PUT", resource(f"r{i:03d}", "v2"))
+        run = ok(f"{api.url}/v1/apply?env=dev", "POST")["run"]
+        before = len(recording.applies())
+        wait_until("the second run to start", lambda: len(recording.applies()) > before)
+        redis_server.kill()
+        assert call(f"{api.url}/v1/runs/{run}")[0] == 503
+        redis_server.start()
+        done = finished_run(api.url, run, seconds=90)
+        assert done["status"] == "Succeeded"
+        assert {r["config_ref"] for r in recording.live().values()} == {"v2"}
+        assert len(done["steps"]) == 30
+        assert recording.overlaps() == []
+    finally:
+        cluster.stop()
+        nats_server.stop()
+        redis_server.stop()
+
+
+def resource(name: str, config_ref: str) -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "owner": "team-x"},
+        "spec": {"type": "rec", "config_ref": config_ref},
+    }

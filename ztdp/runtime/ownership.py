@@ -49,7 +49,7 @@ class Ownership:
         self.member = member
         self._partitions = partitions
         self._ttl = ttl
-        self._exclusive = exclusive
+        self.exclusive = exclusive
         self._take = take  # start working on a partition under this fence
         self._drop = drop  # stop working on a partition (and wait until it has stopped)
         self.fences: dict[int, Fence] = {}
@@ -57,7 +57,7 @@ class Ownership:
     async def start(self) -> None:
         """Join; in exclusive mode, refuse if another process runs actors on this store."""
         members = await self._state.join(self.member, ttl=self._ttl)
-        if not self._exclusive:
+        if not self.exclusive:
             await self.round()  # its share of what is free now; the rest as others let go
             return
         # A process that was killed is still a member until its entry expires: wait that out.
@@ -103,7 +103,7 @@ class Ownership:
                 log.warning("lost the lease on partition %d", partition)
                 del self.fences[partition]
                 await self._drop(partition)
-        share = self._partitions if self._exclusive else self.share(members)
+        share = self._partitions if self.exclusive else self.share(members)
         if len(self.fences) > share:
             for partition in sorted(self.fences)[share:]:
                 await self.give_up(partition)

@@ -226,6 +226,8 @@ class Supervisor:
         try:
             if self._run_actors:
                 await self._ownership.start()
+                if self._ownership.exclusive:
+                    await self._resume_runs()
                 self._tg.start_soon(self._ownership.run, name="ztdp ownership")
                 self._tg.start_soon(self._heartbeats, name="ztdp heartbeats")
                 if self._settings.observe_interval > 0:
@@ -363,6 +365,17 @@ class Supervisor:
                 }
         await self.state.create_run(run, plan)
         await self.send(Envelope(node=run_node(run.id), kind="advance", id=f"{run.id}:start"))
+
+    async def _resume_runs(self) -> None:
+        """With in-process mailboxes a crash loses the messages of the runs that were going
+        on; their records survive in a shared store: wake their coordinators again."""
+        resumed = [r for r in await self.state.runs(limit=1000) if r.status == "Running"]
+        for run in resumed:
+            await self.send(
+                Envelope(node=run_node(run.id), kind="advance", body={"resume": True})
+            )
+        if resumed:
+            log.warning("resuming %d run(s) left running by a previous process", len(resumed))
 
     async def owners(self) -> dict[str, list[int]]:
         """Each worker that holds leases, with the partitions it owns."""
@@ -849,7 +862,7 @@ class Supervisor:
         """A run's coordinator: note the step that finished, start what may start now."""
         run_id = envelope.node.removeprefix(RUN_PREFIX)
         progress = owned.runs.get(run_id)
-        loaded = progress is None or redelivered
+        loaded = progress is None or redelivered or bool(envelope.body.get("resume"))
         if loaded:
             run = await self.state.run(run_id)
             if run.status != "Running":
@@ -880,10 +893,13 @@ class Supervisor:
         writes: list[Write] = []
         sends: list[Envelope] = []
         if loaded:
-            # Steps sent before a crash may never have reached their actors: send them again
-            # (a duplicate is dropped by its id, or answered from the actor's record).
+            # Steps sent before a crash may never have reached their actors, or died with them
+            # (in-process mailboxes): send them again. A duplicate is dropped by its id, or
+            # waits behind the original in its actor and is answered from the actor's record.
             sends.extend(
-                self._step_message(progress, n) for n, s in progress.status.items() if s == "Queued"
+                self._step_message(progress, n)
+                for n, s in progress.status.items()
+                if n not in progress.done and s in ("Queued", "Progressing")
             )
         await self._start_ready(progress, writes, sends)
         if writes:
