@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib.metadata import EntryPoint
 from typing import Any
@@ -661,3 +662,34 @@ async def test_a_run_that_breaks_fails_alone_and_the_supervisor_goes_on() -> Non
         ("Failed", "the run broke: ConnectionError('event transport unreachable')")
     ]
     assert sibling.status is Status.READY
+
+
+async def test_a_run_start_before_its_record_waits_for_it_and_one_without_is_dropped() -> None:
+    """start_run sends the start first and records the run after (a crash in between must not
+    leave a run nobody starts): the coordinator waits for the record until the start's
+    deadline, then drops the start."""
+    kube = FakeProvider("kubernetes")
+    supervisor = supervisor_of(kube)
+    waves = [{"index": 0, "steps": [plan_step("a")]}]
+    run = run_of(waves)
+    async with supervisor:
+        flt = EventFilter(run=run.id, type="run.finished")
+        async with supervisor.events.subscribe(flt) as finished:
+            await supervisor.send(
+                Envelope(
+                    node=f"run/{run.id}",
+                    kind="advance",
+                    id=f"{run.id}:start",
+                    deadline=time.time() + 10,
+                )
+            )
+            await anyio.sleep(0.3)  # the start is tried and put back while there is no record
+            await supervisor.state.create_run(
+                run, {"a": {"step": plan_step("a"), "after": [], "wave": 0, "environment": None}}
+            )
+            with anyio.fail_after(5):
+                await finished.receive()
+        orphan = Envelope(node="run/" + "0" * 32, kind="advance", deadline=time.time() - 1)
+        await supervisor.send(orphan)
+        assert (await apply(supervisor, "b")).status is Status.READY  # the partition goes on
+    assert (await supervisor.state.run(run.id)).status == "Succeeded"

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from anyio.abc import TaskGroup
 from ztdp.errors import (
     BackendUnavailable,
     Fenced,
+    NotFound,
     PermanentError,
     TemporaryError,
     ZtdpError,
@@ -78,6 +80,14 @@ HEALTH_STATUS = {
 MAX_BACKOFF = 30.0
 PAUSE = 1.0  # seconds before a message is tried again while a backend is away
 IN_FLIGHT = 1024  # deliveries of one partition being handled at once
+
+
+START_DEADLINE = 30.0  # seconds a run's start waits for its record (see start_run)
+START_RETRY = 0.2
+
+
+class _NotRecordedYet(Exception):
+    """A run's start message arrived before its record: try again shortly."""
 
 
 class ShuttingDown(BackendUnavailable):
@@ -363,8 +373,17 @@ class Supervisor:
                     "wave": wave["index"],
                     "environment": (environments or {}).get(node.rsplit("@", 1)[-1]),
                 }
+        # The start message first, then the record: a process killed in between leaves either
+        # a message that finds no run (dropped after its deadline; the request was never
+        # answered) or a run that starts, never a run that nobody will ever start.
+        start = Envelope(
+            node=run_node(run.id),
+            kind="advance",
+            id=f"{run.id}:start",
+            deadline=time.time() + START_DEADLINE,
+        )
+        await self.send(start)
         await self.state.create_run(run, plan)
-        await self.send(Envelope(node=run_node(run.id), kind="advance", id=f"{run.id}:start"))
 
     async def _resume_runs(self) -> None:
         """With in-process mailboxes a crash loses the messages of the runs that were going
@@ -453,14 +472,19 @@ class Supervisor:
             if envelope.node.startswith(RUN_PREFIX):
                 try:
                     await self._advance(owned, envelope, delivery.redelivered)
-                except (BackendUnavailable, Fenced):
+                except (BackendUnavailable, Fenced, _NotRecordedYet):
                     raise
+                except NotFound as exc:  # trimmed, or never recorded (its start expired)
+                    log.warning("%s: dropped", exc.detail)
                 except Exception as exc:  # a broken run fails alone
                     await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
             else:
                 await self._handle(owned, envelope)
         except Fenced:
             raise
+        except _NotRecordedYet:
+            await _quietly(delivery.nack(START_RETRY))
+            return
         except BackendUnavailable as exc:
             # A store or the bus is away: the outcome is not recorded, so the message must come
             # again; what it did is idempotent. The cache may be ahead of the store: reload.
@@ -864,7 +888,12 @@ class Supervisor:
         progress = owned.runs.get(run_id)
         loaded = progress is None or redelivered or bool(envelope.body.get("resume"))
         if loaded:
-            run = await self.state.run(run_id)
+            try:
+                run = await self.state.run(run_id)
+            except NotFound:
+                if "node" not in envelope.body and not envelope.expired():
+                    raise _NotRecordedYet(run_id) from None  # its start came before its record
+                raise
             if run.status != "Running":
                 owned.runs.pop(run_id, None)
                 return  # finished before a crash lost the acknowledgement
