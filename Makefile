@@ -4,10 +4,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup serve demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml tests/plugins/ztdp-recording/pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]' -e tests/plugins/ztdp-recording
+	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,7 +1,8 @@
 """ZTDP as several processes: API processes and workers on one Redis and one NATS.
 
 Each test gets its own Redis key prefix and NATS stream names, and a `recording` provider
-(tests/plugins/ztdp-recording) that writes what every process applied into the same Redis.
+(tests/plugins/ztdp-recording, on the processes' path) that writes what every process applied
+into the same Redis.
 """
 
 from __future__ import annotations
@@ -24,12 +25,27 @@ import redis
 
 from tests.conftest import REPO, ServerProcess
 
+# The recording provider, installed for the processes of these tests only: by being on their
+# path (its package and its dist-info with the entry point), not in the environment, so that
+# no other test sees an extra provider.
+RECORDING_PATH = REPO / "tests" / "plugins" / "ztdp-recording"
+
+
+def recording_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
+    """The recording provider for a process, writing under the test's prefix."""
+    return {
+        "PYTHONPATH": str(RECORDING_PATH),
+        "ZTDP_RECORDING_REDIS": redis_url,
+        "ZTDP_RECORDING_PREFIX": f"{redis_prefix}:recording",
+    }
+
 
 def shared_env(
     redis_url: str, redis_prefix: str, nats_url: str, nats_prefix: str, **more: str
 ) -> dict[str, str]:
     """Settings of one installation spread over processes, with the recording provider."""
     return {
+        **recording_env(redis_url, redis_prefix),
         "ZTDP_GRAPH_STORE": "redis",
         "ZTDP_REDIS_URL": redis_url,
         "ZTDP_REDIS_PREFIX": redis_prefix,
@@ -41,8 +57,6 @@ def shared_env(
         "ZTDP_LEASE_TTL": "1.5",
         "ZTDP_ACK_WAIT": "2",
         "ZTDP_OBSERVE_INTERVAL": "0",
-        "ZTDP_RECORDING_REDIS": redis_url,
-        "ZTDP_RECORDING_PREFIX": f"{redis_prefix}:recording",
         **more,
     }
 

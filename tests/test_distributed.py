@@ -20,6 +20,7 @@ from tests.cluster import (
     declare,
     finished_run,
     ok,
+    recording_env,
     shared_env,
     wait_until,
 )
@@ -152,8 +153,7 @@ def test_a_restarted_server_plans_noop_for_what_exists(redis_url: str, redis_pre
         "ZTDP_REDIS_URL": redis_url,
         "ZTDP_REDIS_PREFIX": redis_prefix,
         "ZTDP_AUTH": "off",
-        "ZTDP_RECORDING_REDIS": redis_url,
-        "ZTDP_RECORDING_PREFIX": f"{redis_prefix}:recording",
+        **recording_env(redis_url, redis_prefix),
     }
     server = ServerProcess(env).start()
     try:
@@ -219,8 +219,7 @@ def test_a_run_survives_the_kill_of_the_only_server(
         "ZTDP_LEASE_TTL": "1",
         "ZTDP_APPLY_PARALLELISM": "2",
         "ZTDP_OBSERVE_INTERVAL": "0",
-        "ZTDP_RECORDING_REDIS": redis_url,
-        "ZTDP_RECORDING_PREFIX": f"{redis_prefix}:recording",
+        **recording_env(redis_url, redis_prefix),
         "ZTDP_RECORDING_DELAY": "0.1",
     }
     server = ServerProcess(env).start()
@@ -265,8 +264,7 @@ def test_nats_and_then_redis_restarting_mid_apply_pause_the_run_which_then_finis
     try:
         env = shared_env(redis_server.url, "outage", nats_server.url, "outage")
         # the provider records in the tests' own Redis: the outage is ZTDP's, not the world's
-        env["ZTDP_RECORDING_REDIS"] = redis_url
-        env["ZTDP_RECORDING_PREFIX"] = f"{redis_prefix}:recording"
+        env.update(recording_env(redis_url, redis_prefix))
         slow = {"ZTDP_RECORDING_DELAY": "0.1", "ZTDP_APPLY_PARALLELISM": "2"}
         api = cluster.api(env, ZTDP_ACTORS="off")
         cluster.worker(env, **slow)

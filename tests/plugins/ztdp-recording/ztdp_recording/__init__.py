@@ -3,6 +3,9 @@ resources as entries in Redis, and records every apply there, so that a test can
 every process did: which nodes were applied, how often, and whether two applies of one node
 ever overlapped (one process's apply still running when another's started).
 
+It is not installed: the tests put this directory (the package and its dist-info, which
+declares the entry point) on the path of the processes that use it (tests/cluster.py).
+
 Configured by environment variables, read when the plugin is loaded:
   ZTDP_RECORDING_REDIS   the Redis to record in (unset: this process's memory only)
   ZTDP_RECORDING_PREFIX  key prefix (a test's own)
