@@ -1,0 +1,469 @@
+"""Attacks on the distributed runtime: ways to lose, duplicate or reorder work, leave a run
+Running for ever, or keep acting on a partition whose lease is gone.
+
+Failing tests are `xfail(strict=True)`, each reason naming the bug; the rest guard what held.
+Most run in one process over the memory backends (as tests/test_ownership.py does); those
+that need JetStream's redelivery or payload limits use the session's NATS server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.test_ownership import SETTINGS as SHARED_SETTINGS
+from tests.test_ownership import Shared
+from tests.test_runtime import (
+    SETTINGS,
+    FakeProvider,
+    Hooks,
+    plan_step,
+    registry,
+    run_of,
+    send_apply,
+    supervisor_of,
+)
+from ztdp.errors import BackendUnavailable, PermanentError
+from ztdp.events import EventFilter, MemoryEventBus
+from ztdp.providers import Observation, Resource, Target
+from ztdp.runtime import Run, StartRefused, Supervisor
+from ztdp.runtime.mailbox import Envelope, MemoryMailbox
+from ztdp.state import Fence, MemoryStateStore, PutActor, PutStep, Write
+
+
+async def until_finished(supervisor: Supervisor, run: Run, seconds: float) -> Run:
+    """The run once it is no longer Running; TimeoutError if it still is after `seconds`."""
+    with anyio.fail_after(seconds):
+        while (recorded := await supervisor.state.run(run.id)).status == "Running":  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+    return recorded
+
+
+class FlakyStore(MemoryStateStore):
+    """A memory state store whose commits fail as told (`fail` returns the error, or None)."""
+
+    def __init__(self, fail: Callable[[Sequence[Write]], Exception | None]) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def commit(self, writes: Sequence[Write], *, fence: Fence) -> None:
+        error = self.fail(writes)
+        if error is not None:
+            raise error
+        await super().commit(writes, fence=fence)
+
+
+def supervisor_on(state: MemoryStateStore, kube: FakeProvider, **settings: Any) -> Supervisor:
+    s = SETTINGS.model_copy(update=settings)
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=state,
+        events=MemoryEventBus(),
+        mailbox=MemoryMailbox(s.partitions),
+        settings=s,
+    )
+    supervisor.hooks = Hooks()
+    return supervisor
+
+
+def touches(node: str, writes: Sequence[Write]) -> bool:
+    """Whether the commit is one of the node's actor's own (not its coordinator's)."""
+    return any(
+        (isinstance(w, PutActor) and w.node == node)
+        or (isinstance(w, PutStep) and w.step.node == node and w.step.status != "Queued")
+        for w in writes
+    )
+
+
+# --- a step acknowledged without an answer: its run is Running for ever ---------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a step whose crash cannot be committed (a Redis OOM/READONLY ResponseError is "
+    "not BackendUnavailable) is acknowledged without answering its coordinator; the run stays "
+    "Running for ever (_crashed swallows the failed report, _deliver acks)",
+)
+async def test_a_step_whose_failure_cannot_be_recorded_does_not_leave_its_run_running() -> None:
+    kube = FakeProvider("kubernetes")
+    # Every write about "x" is refused by the store with an error that is not an outage, as
+    # Redis answers "OOM command not allowed" or "READONLY" (a redis ResponseError).
+    state = FlakyStore(
+        lambda ws: RuntimeError("OOM command not allowed") if touches("x", ws) else None
+    )
+    supervisor = supervisor_on(state, kube)
+    waves = [{"index": 0, "steps": [plan_step("x"), plan_step("y")]}]
+    run = run_of(waves)
+    async with supervisor:
+        await supervisor.start_run(run, waves)
+        recorded = await until_finished(supervisor, run, 3)
+    assert recorded.status == "Failed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: an actor snapshot that cannot be decoded (_load is outside _handle's try) "
+    "makes _deliver log and ack the step without an answer: the run stays Running for ever",
+)
+async def test_an_undecodable_actor_snapshot_fails_its_step_instead_of_hanging_the_run() -> None:
+    kube = FakeProvider("kubernetes")
+    state = MemoryStateStore()
+    supervisor = supervisor_on(state, kube)
+    waves = [{"index": 0, "steps": [plan_step("x")]}]
+    run = run_of(waves)
+    async with supervisor:
+        # A snapshot an older or newer version wrote, or a hand edit: not what this one reads.
+        fence = supervisor._ownership.fences[supervisor.partition("x")]
+        await state.commit([PutActor("x", {"node": "x", "status": "Exploded"})], fence=fence)
+        await supervisor.start_run(run, waves)
+        recorded = await until_finished(supervisor, run, 3)
+    assert recorded.status == "Failed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: start_run records the run, then fails to send its start (mailbox away): the "
+    "caller gets 503, but the recorded run stays Running for ever (nothing resumes it with "
+    "NATS mailboxes; with memory ones only the next process start does)",
+)
+async def test_a_run_whose_start_could_not_be_sent_does_not_stay_running() -> None:
+    kube = FakeProvider("kubernetes")
+    supervisor = supervisor_on(MemoryStateStore(), kube)
+    waves = [{"index": 0, "steps": [plan_step("x")]}]
+    run = run_of(waves)
+    async with supervisor:
+        real_send = supervisor.mailbox.send
+
+        async def away(envelope: Envelope, *, partition: int) -> None:
+            raise BackendUnavailable("NATS unreachable")
+
+        supervisor.mailbox.send = away  # type: ignore[method-assign]
+        with pytest.raises(BackendUnavailable):
+            await supervisor.start_run(run, waves)
+        supervisor.mailbox.send = real_send  # type: ignore[method-assign]
+        recorded = await until_finished(supervisor, run, 3)
+    assert recorded.status == "Failed"
+
+
+# --- order across an outage ----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a message whose commit meets a store outage is nacked with a delay and the "
+    "actor moves on to newer mail; the older message is applied last, so an older desired "
+    "state overwrites a newer one (per-actor order broken across an outage)",
+)
+async def test_a_store_blip_does_not_let_an_older_apply_overtake_a_newer_one() -> None:
+    kube = FakeProvider("kubernetes", delay=0.05)
+    blips = [1]
+
+    def once(writes: Sequence[Write]) -> Exception | None:
+        if blips and touches("x", writes):
+            blips.pop()
+            return BackendUnavailable("Redis unreachable")
+        return None
+
+    supervisor = supervisor_on(FlakyStore(once), kube)
+    async with supervisor:
+        await send_apply(supervisor, "x", "1")
+        await send_apply(supervisor, "x", "2")  # sent after: must be the one that stays
+        with anyio.fail_after(5):
+            while kube.applied.count("x") < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        await anyio.sleep(1.5)  # the nacked message's PAUSE
+    assert kube.live["x"]["version"] == "2"
+    state = await supervisor.actor("x")
+    assert state is not None and state.desired == {"version": "2"}
+
+
+# --- JetStream: redelivery behind a slow actor, payload limits ------------------------------
+
+
+class SlowFirst(FakeProvider):
+    """Applies version "1" slowly (a long rollout), every other version at once."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.versions: list[str] = []  # of every apply started, in order
+
+    async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        self.versions.append(resource.desired["version"])
+        if resource.desired.get("version") == "1":
+            self.slow[resource.node] = 2.0
+        else:
+            self.slow.pop(resource.node, None)
+        return await super().apply(resource=resource, target=target)
+
+
+async def nats_supervisor(
+    nats_url: str, nats_prefix: str, kube: FakeProvider, **settings: Any
+) -> tuple[Supervisor, Any]:
+    from ztdp.runtime.mailbox.nats import NatsMailbox
+
+    s = SETTINGS.model_copy(update={"partitions": 4, **settings})
+    mailbox = await NatsMailbox.connect(
+        nats_url, prefix=nats_prefix, partitions=s.partitions, ack_wait=s.ack_wait
+    )
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        mailbox=mailbox,
+        settings=s,
+        exclusive=False,
+    )
+    supervisor.hooks = Hooks()
+    return supervisor, mailbox
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: only the delivery an actor is handling gets in_progress heartbeats; those "
+    "queued behind it (same actor) pass their ack wait, JetStream redelivers them, the "
+    "consumer pulls again and queues the copies: the actor handles them twice, and an older "
+    "copy lands after a newer message (a stale desired state wins)",
+)
+async def test_mail_queued_behind_a_slow_apply_is_handled_once_and_in_order(
+    nats_url: str, nats_prefix: str
+) -> None:
+    kube = SlowFirst("kubernetes")
+    supervisor, mailbox = await nats_supervisor(
+        nats_url, nats_prefix, kube, ack_wait=0.6, step_timeout=10
+    )
+    try:
+        async with supervisor:
+            await send_apply(supervisor, "x", "1")  # 2 s
+            await anyio.sleep(0.1)
+            await send_apply(supervisor, "x", "2")  # queued behind it, past its ack wait
+            await anyio.sleep(0.9)
+            await send_apply(supervisor, "x", "3")  # the newest: must stay
+            with anyio.fail_after(10):
+                while "3" not in kube.versions:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            await anyio.sleep(1.5)  # any copy still coming
+    finally:
+        await mailbox.aclose()
+    assert kube.live["x"]["version"] == "3", kube.versions
+    assert kube.versions == ["1", "2", "3"]
+
+
+class HugeError(FakeProvider):
+    async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        self.started.append(resource.node)
+        raise PermanentError("admission webhook said: " + "x" * 1_100_000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the NATS event bus maps every nats.errors.Error, MaxPayloadError included, to "
+    "BackendUnavailable; an event over the 1 MB payload limit (a provider's long error, a big "
+    "drift) makes the actor nack and redo its step every second for ever; the run never ends",
+)
+async def test_an_event_too_big_for_nats_does_not_make_its_step_run_for_ever(
+    nats_url: str, nats_prefix: str
+) -> None:
+    from ztdp.events.nats import NatsEventBus
+
+    kube = HugeError("kubernetes")
+    events = await NatsEventBus.connect(nats_url, prefix=nats_prefix)
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=events,
+        mailbox=MemoryMailbox(SETTINGS.partitions),
+        settings=SETTINGS,
+    )
+    supervisor.hooks = Hooks()
+    waves = [{"index": 0, "steps": [plan_step("x")]}]
+    run = run_of(waves)
+    try:
+        await supervisor.__aenter__()
+        try:
+            await supervisor.start_run(run, waves)
+            recorded = await until_finished(supervisor, run, 4)
+        finally:
+            started = list(kube.started)
+            await supervisor.aclose(grace=0.5)  # its step would keep it busy for ever
+    finally:
+        await events.aclose()
+    assert recorded.status == "Failed"
+    assert started == ["x"]
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+class CutOff(MemoryStateStore):
+    """A worker's view of the shared store; `cut` makes every call fail as an outage would
+    (this worker's network to Redis is down, not Redis)."""
+
+    def __init__(self, shared: MemoryStateStore) -> None:
+        self._shared = shared
+        self.cut = False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("_") or name == "cut":
+            return object.__getattribute__(self, name)
+        attr = getattr(object.__getattribute__(self, "_shared"), name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if object.__getattribute__(self, "cut"):
+                raise BackendUnavailable("state store: Redis unreachable")
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: an owner that cannot renew its leases (cut off from Redis) keeps its "
+    "partitions, their consumers and provider calls past the leases' expiry, while another "
+    "worker takes them over: Ownership.run logs BackendUnavailable and never drops a "
+    "partition whose lease it could not renew within its TTL",
+)
+async def test_an_owner_cut_off_from_the_store_stops_once_its_leases_have_expired() -> None:
+    shared = Shared()
+    view = CutOff(shared.state)
+    a = Supervisor(
+        providers=registry(shared.kube),
+        state=view,
+        events=shared.events,
+        mailbox=shared.mailbox,
+        settings=SHARED_SETTINGS,
+        exclusive=False,
+        member="a",
+    )
+    a.hooks = Hooks()
+    async with a:
+        assert a.owned == list(range(SHARED_SETTINGS.partitions))
+        view.cut = True
+        await anyio.sleep(SHARED_SETTINGS.lease_ttl * 2)
+        # Its leases have expired in the store: anyone may take them now.
+        assert await shared.state.holders() == {}
+        owned = a.owned
+        view.cut = False
+    assert owned == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gap: docs say every process must use the same ZTDP_PARTITIONS, nothing checks it; "
+    "with different counts a node maps to different partitions, two workers own it at once "
+    "and both pass their fences (commit does not check the node's partition)",
+)
+async def test_a_worker_with_another_partition_count_is_refused() -> None:
+    shared = Shared()
+    other = SHARED_SETTINGS.model_copy(update={"partitions": 4})
+    b = Supervisor(
+        providers=registry(shared.kube),
+        state=shared.state,
+        events=shared.events,
+        mailbox=MemoryMailbox(4),
+        settings=other,
+        exclusive=False,
+        member="b",
+    )
+    b.hooks = Hooks()
+    async with shared.worker("a"):
+        with pytest.raises(StartRefused):
+            async with b:
+                pass
+
+
+# --- late and broken runs --------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a step message redelivered after its actor took part in 8 newer runs (its "
+    "steps_done forgets the oldest) is carried out again: an old desired state is applied "
+    "over the newer one and a finished run's step record is rewritten; _step never checks "
+    "that the run is still Running or that its step record is already finished",
+)
+async def test_a_step_of_a_finished_run_redelivered_late_does_not_roll_the_node_back() -> None:
+    kube = FakeProvider("kubernetes")
+    supervisor = supervisor_of(kube)
+    runs = []
+    async with supervisor:
+        for version in range(1, 11):
+            step = {**plan_step("x"), "desired": {"version": str(version)}}
+            waves = [{"index": 0, "steps": [step]}]
+            run = run_of(waves)
+            await supervisor.start_run(run, waves)
+            await until_finished(supervisor, run, 3)
+            runs.append((run, step))
+        first, step = runs[0]
+        # JetStream redelivers the first run's step (its ack was lost with a connection):
+        # a redelivery is the stored message again, which no duplicate window drops.
+        late = Envelope(
+            node="x",
+            kind="step",
+            body={"run": first.id, "actor": "test", "wave": 0, "step": step, "environment": None},
+        )
+        await supervisor.send(late)
+        await anyio.sleep(0.3)
+        recorded = await supervisor.state.run(first.id)
+    assert kube.live["x"]["version"] == "10"
+    assert kube.applied.count("x") == 10
+    assert recorded.steps[0].status == "Ready" and recorded.status == "Succeeded"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a run whose coordination broke is marked Failed in the store but no "
+    "io.ztdp.run.finished event is published (_run_broke), so event followers (and the "
+    "live stream) never see it end",
+)
+async def test_a_run_that_breaks_still_says_it_finished() -> None:
+    from tests.test_runtime import RefusingBus
+
+    kube = FakeProvider("kubernetes")
+    events = RefusingBus(lambda e: e.type == "io.ztdp.run.started")
+    supervisor = supervisor_of(kube, events=events)
+    waves = [{"index": 0, "steps": [plan_step("a")]}]
+    run = run_of(waves)
+    async with supervisor, events.subscribe(EventFilter(run=run.id, type="run.finished")) as done:
+        await supervisor.start_run(run, waves)
+        await until_finished(supervisor, run, 3)
+        with anyio.fail_after(1):
+            event = await done.receive()
+    assert event["data"]["status"] == "Failed"
+
+
+# --- Redis answering with an error rather than not at all ------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: redis_client.reachable maps only connection errors and timeouts to "
+    "BackendUnavailable; a Redis that answers READONLY (a replica after a failover) or OOM "
+    "(maxmemory) raises a bare ResponseError: the API answers 500, not 503, and an actor's "
+    "commit is taken for a crash (see the step test above: its run then stays Running)",
+)
+async def test_a_read_only_redis_is_backend_unavailable() -> None:
+    import redis as sync_redis
+
+    from tests.conftest import RedisServer, free_port
+    from ztdp.state.redis import RedisStateStore
+
+    server = RedisServer("--save", "", "--appendonly", "no").start()
+    try:
+        store = RedisStateStore.from_url(server.url, prefix="attack")
+        try:
+            fence = await store.acquire(0, "a", ttl=60)
+            assert fence is not None
+            # Sentinel demoted it: it is now a replica of a master it cannot reach yet.
+            sync_redis.Redis.from_url(server.url).replicaof("127.0.0.1", free_port())
+            with pytest.raises(BackendUnavailable):
+                await store.commit([PutActor("x", {"n": 1})], fence=fence)
+        finally:
+            await store.aclose()
+    finally:
+        server.kill()
