@@ -257,12 +257,6 @@ class HugeError(FakeProvider):
         raise PermanentError("admission webhook said: " + "x" * 1_100_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the NATS event bus maps every nats.errors.Error, MaxPayloadError included, to "
-    "BackendUnavailable; an event over the 1 MB payload limit (a provider's long error, a big "
-    "drift) makes the actor nack and redo its step every second for ever; the run never ends",
-)
 async def test_an_event_too_big_for_nats_does_not_make_its_step_run_for_ever(
     nats_url: str, nats_prefix: str
 ) -> None:
@@ -320,13 +314,6 @@ class CutOff(MemoryStateStore):
         return call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an owner that cannot renew its leases (cut off from Redis) keeps its "
-    "partitions, their consumers and provider calls past the leases' expiry, while another "
-    "worker takes them over: Ownership.run logs BackendUnavailable and never drops a "
-    "partition whose lease it could not renew within its TTL",
-)
 async def test_an_owner_cut_off_from_the_store_stops_once_its_leases_have_expired() -> None:
     shared = Shared()
     view = CutOff(shared.state)
@@ -351,12 +338,6 @@ async def test_an_owner_cut_off_from_the_store_stops_once_its_leases_have_expire
     assert owned == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: docs say every process must use the same ZTDP_PARTITIONS, nothing checks it; "
-    "with different counts a node maps to different partitions, two workers own it at once "
-    "and both pass their fences (commit does not check the node's partition)",
-)
 async def test_a_worker_with_another_partition_count_is_refused() -> None:
     shared = Shared()
     other = SHARED_SETTINGS.model_copy(update={"partitions": 4})
@@ -440,13 +421,6 @@ async def test_a_run_that_breaks_still_says_it_finished() -> None:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: redis_client.reachable maps only connection errors and timeouts to "
-    "BackendUnavailable; a Redis that answers READONLY (a replica after a failover) or OOM "
-    "(maxmemory) raises a bare ResponseError: the API answers 500, not 503, and an actor's "
-    "commit is taken for a crash (see the step test above: its run then stays Running)",
-)
 async def test_a_read_only_redis_is_backend_unavailable() -> None:
     import redis as sync_redis
 

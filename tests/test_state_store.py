@@ -546,6 +546,13 @@ async def test_one_of_many_concurrent_acquirers_wins(state_store: StateStore) ->
     assert won[0].token == 1
 
 
+async def test_the_first_partition_count_recorded_is_the_installations(
+    state_store: StateStore,
+) -> None:
+    assert await state_store.partitions(16) == 16
+    assert await state_store.partitions(8) == 16  # a process with another count finds out
+
+
 async def test_members_join_expire_and_leave(state_store: StateStore) -> None:
     assert await state_store.join("w2", ttl=LONG) == ["w2"]
     assert await state_store.join("w1", ttl=LONG) == ["w1", "w2"]

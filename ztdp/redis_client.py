@@ -15,6 +15,13 @@ from contextlib import contextmanager
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,10 +44,22 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
     )
 
 
+# Answers of a Redis that is there but cannot take writes for now: a replica after a failover
+# (READONLY), full (OOM), without its master or replicas, loading, or a cluster moving slots.
+# redis-py turns some of them into classes of their own (a script's error keeps the text only).
+UNAVAILABLE_ANSWERS = ("READONLY", "OOM", "MASTERDOWN", "NOREPLICAS", "LOADING", "TRYAGAIN")
+CANNOT_SERVE = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
+
+
 @contextmanager
 def reachable(what: str) -> Iterator[None]:
-    """Turn Redis being unreachable into `BackendUnavailable` naming `what` needed it."""
+    """Turn Redis being unreachable, or answering that it cannot serve for now, into
+    `BackendUnavailable` naming `what` needed it (503: retry later), not an error of ours."""
     try:
         yield
     except UNREACHABLE as exc:
         raise BackendUnavailable(f"{what}: Redis unreachable: {exc}") from exc
+    except ResponseError as exc:
+        if not isinstance(exc, CANNOT_SERVE) and not str(exc).startswith(UNAVAILABLE_ANSWERS):
+            raise
+        raise BackendUnavailable(f"{what}: Redis cannot serve now: {exc}") from exc

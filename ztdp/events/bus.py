@@ -120,8 +120,37 @@ def make_event(
     kind back with the CloudEvents SDK to prove the format.
     """
     return Event(
-        f"io.ztdp.{type_}", subject, data, actor, run, time.time(), next(_sequence), _PROCESS
+        f"io.ztdp.{type_}",
+        subject,
+        bounded(data),
+        actor,
+        run,
+        time.time(),
+        next(_sequence),
+        _PROCESS,
     )
+
+
+MAX_TEXT = 8192  # characters of one string in an event's data
+MAX_ITEMS = 1000  # items of one list in an event's data
+
+
+def bounded(value: Any) -> Any:
+    """`value` with long strings and lists cut, saying so: an event is a record of what
+    happened, and a provider's megabyte-long error or a huge drift must not make it too big to
+    publish (NATS refuses messages over its payload limit) or to read."""
+    if isinstance(value, str):
+        if len(value) <= MAX_TEXT:
+            return value
+        return f"{value[:MAX_TEXT]}... ({len(value) - MAX_TEXT} more characters)"
+    if isinstance(value, Mapping):
+        return {k: bounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [bounded(v) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"... ({len(value) - MAX_ITEMS} more)")
+        return items
+    return value
 
 
 @dataclass(frozen=True)

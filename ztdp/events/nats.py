@@ -23,7 +23,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
-import nats.errors
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -43,11 +42,10 @@ from nats.js.errors import NotFoundError
 
 from ztdp.errors import BackendUnavailable
 from ztdp.events.bus import Event, EventFilter, EventIndex
+from ztdp.nats_client import UNREACHABLE
 
 log = logging.getLogger("ztdp.events")
 
-# What nats-py raises when NATS cannot be reached or does not answer in time.
-_UNREACHABLE = (nats.errors.Error, TimeoutError, OSError)
 
 DAY = 86_400.0
 HEARTBEAT = 0.5  # seconds between the server's idle heartbeats to a follower
@@ -117,7 +115,7 @@ class NatsEventBus:
                     disconnected_cb=bus._on_disconnected,
                     reconnected_cb=bus._on_reconnected,
                 )
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             await bus.aclose()
             raise BackendUnavailable(
                 f"NATS at {url} did not answer within {timeout:g} s ({exc!r}); "
@@ -155,7 +153,7 @@ class NatsEventBus:
                 return await self._js.update_stream(config)
             except NotFoundError:
                 return await self._js.add_stream(config)  # another process may race us: same
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise BackendUnavailable(
                 f"cannot create or update stream {self._stream} on NATS at {self._url}: {exc!r}"
             ) from exc
@@ -184,7 +182,7 @@ class NatsEventBus:
                 stream=self._stream,
                 headers={Header.MSG_ID: event.id},
             )
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise BackendUnavailable(
                 f"NATS at {self._url} did not store event {event.id} ({event.type}) on "
                 f"{subject}: {exc!r}"
@@ -254,7 +252,7 @@ class NatsEventBus:
                         before = self._taken
                         try:
                             await self._consume()
-                        except _UNREACHABLE as exc:  # said once per outage, not per attempt
+                        except UNREACHABLE as exc:  # said once per outage, not per attempt
                             report = log.debug if failing else log.warning
                             report("cannot follow %s: %r; trying again", self._stream, exc)
                             failing = True
@@ -365,7 +363,7 @@ class NatsEventBus:
             await sub.unsubscribe()
             if consumer is not None and self._nc.is_connected:
                 await self._js.delete_consumer(self._stream, consumer)
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             log.debug("could not delete consumer %s of %s: %r", consumer, self._stream, exc)
 
     # Connection callbacks (nats-py awaits them in its own tasks).

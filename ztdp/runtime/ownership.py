@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -53,9 +54,17 @@ class Ownership:
         self._take = take  # start working on a partition under this fence
         self._drop = drop  # stop working on a partition (and wait until it has stopped)
         self.fences: dict[int, Fence] = {}
+        self._held_since: dict[int, float] = {}  # when each lease was last taken or renewed
 
     async def start(self) -> None:
         """Join; in exclusive mode, refuse if another process runs actors on this store."""
+        recorded = await self._state.partitions(self._partitions)
+        if recorded != self._partitions:
+            raise StartRefused(
+                f"this installation spreads its actors over {recorded} partitions and this "
+                f"process over {self._partitions}: a node would belong to two owners at once; "
+                f"set ZTDP_PARTITIONS={recorded}"
+            )
         members = await self._state.join(self.member, ttl=self._ttl)
         if not self.exclusive:
             await self.round()  # its share of what is free now; the rest as others let go
@@ -92,16 +101,32 @@ class Ownership:
             try:
                 await self.round()
             except BackendUnavailable as exc:
-                # Leases cannot be renewed while the store is away; writes are refused by
-                # their fences if they expired meanwhile, and the next round finds out.
                 log.warning("ownership: %s", exc.detail)
+            await self._let_expired_go()
+
+    async def _let_expired_go(self) -> None:
+        """Stop working on partitions whose leases could not be renewed in time (the store is
+        away from here): by now another worker may hold them, and nothing here may act on
+        their nodes any more, fenced writes or not (a provider call is not fenced)."""
+        limit = time.monotonic() - self._ttl * 0.8
+        for partition, since in list(self._held_since.items()):
+            if since < limit and partition in self.fences:
+                log.warning(
+                    "could not renew the lease on partition %d in time; letting it go", partition
+                )
+                del self.fences[partition], self._held_since[partition]
+                await self._drop(partition)
 
     async def round(self) -> None:
         members = await self._state.join(self.member, ttl=self._ttl)
         for partition, fence in list(self.fences.items()):
-            if not await self._state.renew(fence, ttl=self._ttl):
+            asked = time.monotonic()  # the lease runs from before the call, not after it
+            if await self._state.renew(fence, ttl=self._ttl):
+                self._held_since[partition] = asked
+            else:
                 log.warning("lost the lease on partition %d", partition)
                 del self.fences[partition]
+                self._held_since.pop(partition, None)
                 await self._drop(partition)
         share = self._partitions if self.exclusive else self.share(members)
         if len(self.fences) > share:
@@ -119,14 +144,17 @@ class Ownership:
         for partition in free:
             if len(self.fences) >= share:
                 return
+            asked = time.monotonic()
             fence = await self._state.acquire(partition, self.member, ttl=self._ttl)
             if fence is not None:
                 self.fences[partition] = fence
+                self._held_since[partition] = asked
                 await self._take(fence)
 
     async def give_up(self, partition: int) -> None:
         """Stop working on a partition, then release it for another worker to take at once."""
         fence = self.fences.pop(partition, None)
+        self._held_since.pop(partition, None)
         await self._drop(partition)
         if fence is not None:
             await self._state.release(fence)

@@ -157,6 +157,11 @@ class StateStore(Protocol):
 
     async def leave(self, member: str) -> None: ...
 
+    async def partitions(self, count: int) -> int:
+        """Record `count` as the installation's number of partitions unless one is recorded;
+        the recorded number (every process must use the same)."""
+        ...
+
     # ---------------------------------------------------------------------------------------
 
     async def ping(self) -> None:

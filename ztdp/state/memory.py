@@ -34,6 +34,7 @@ class MemoryStateStore:
         self._leases: dict[int, tuple[str, int, float]] = {}  # owner, token, expires
         self._tokens: dict[int, int] = {}
         self._members: dict[str, float] = {}
+        self._partition_count: int | None = None
 
     # --- observed --------------------------------------------------------------------------
 
@@ -151,6 +152,11 @@ class MemoryStateStore:
 
     async def leave(self, member: str) -> None:
         self._members.pop(member, None)
+
+    async def partitions(self, count: int) -> int:
+        if self._partition_count is None:
+            self._partition_count = count
+        return self._partition_count
 
     # ---------------------------------------------------------------------------------------
 

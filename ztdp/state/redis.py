@@ -16,6 +16,7 @@ Layout under the key prefix P (all keys start with `P:state:`):
   P:state:token:<p>            the last token handed out for partition p (INCR: only grows)
   P:state:leases               set of the partitions ever leased (where `holders` looks)
   P:state:members              sorted set of workers, scored by when they expire (ms, Redis TIME)
+  P:state:partitions           the installation's number of partitions (set once)
 
 Every check-and-write is one Lua script, so it is atomic: `commit` applies its writes only if
 the fence's lease key still holds "<owner> <token>", `acquire` takes a free lease and numbers
@@ -184,6 +185,7 @@ class RedisStateStore:
         self._token = f"{p}:token:"
         self._leases = f"{p}:leases"
         self._members = f"{p}:members"
+        self._partition_count = f"{p}:partitions"
         self._commit = client.register_script(_COMMIT)
         self._create_run = client.register_script(_CREATE_RUN)
         self._acquire = client.register_script(_ACQUIRE)
@@ -375,6 +377,11 @@ class RedisStateStore:
     async def leave(self, member: str) -> None:
         with reachable(WHAT):
             await self._redis.zrem(self._members, member)
+
+    async def partitions(self, count: int) -> int:
+        with reachable(WHAT):
+            await self._redis.set(self._partition_count, count, nx=True)
+            return int(cast(str, await self._redis.get(self._partition_count)))
 
     # ---------------------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 
 from ztdp.errors import BackendUnavailable, ZtdpError
+from ztdp.nats_client import UNREACHABLE
 from ztdp.runtime.mailbox.base import Envelope
 
 log = logging.getLogger("ztdp.runtime.mailbox")
@@ -80,19 +81,6 @@ RETRY_DELAY = 0.25  # seconds before a consumer retries after an unexpected erro
 POLL = 0.05  # seconds between looks at the connection while it is down
 STREAM_EXISTS = 10058  # JetStream: stream name already in use with a different configuration
 
-# What an unreachable, restarting or stalled NATS raises from a request (a JetStream that is
-# still starting answers 503). Other errors, such as a refused configuration, are not outages.
-UNREACHABLE: tuple[type[Exception], ...] = (
-    TimeoutError,  # nats.errors.TimeoutError is one
-    OSError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-)
 
 
 class NatsDelivery:
