@@ -82,7 +82,6 @@ POLL = 0.05  # seconds between looks at the connection while it is down
 STREAM_EXISTS = 10058  # JetStream: stream name already in use with a different configuration
 
 
-
 class NatsDelivery:
     """One message handed to a handler; settling it twice does nothing."""
 
