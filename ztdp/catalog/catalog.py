@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
@@ -36,7 +36,8 @@ from ztdp.contracts import (
 from ztdp.contracts.base import Envelope
 from ztdp.contracts.models import ExpressionRule
 from ztdp.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PolicyDenied, StaleRevision
-from ztdp.events import EventBus, make_event
+from ztdp.events import EventBus, make_change_event, make_event
+from ztdp.events.store import EventStore
 from ztdp.graph import (
     DeleteEdge,
     DeleteNode,
@@ -47,6 +48,7 @@ from ztdp.graph import (
     PutEdge,
     PutNode,
     node_id,
+    op_to_json,
 )
 from ztdp.graph.store import Change, GraphStore
 from ztdp.graph.store.memory import MemoryGraphStore
@@ -149,9 +151,12 @@ class Catalog:
         *,
         write_retries: int = 8,
         events: EventBus | None = None,
+        event_store: EventStore | None = None,
     ) -> None:
         self._store = store
         self._events = events
+        self._event_store = event_store
+        self._graph_id: str | None = None
         self._state = state
         self._retries = write_retries
         self._lock = asyncio.Lock()  # one writer per process; other processes via revisions
@@ -169,7 +174,27 @@ class Catalog:
         await self._store.ping()
 
     async def changes(self, *, since: int, limit: int) -> list[Change]:
-        return await self._store.changes(since=since, limit=limit)
+        """Committed changes after revision `since`, oldest first: from the event store when
+        there is one (kept by age), else from the graph store's own log (its last 10,000)."""
+        if self._event_store is None:
+            return await self._store.changes(since=since, limit=limit)
+        found = await self._event_store.changes(
+            graph=await self._identity(), since=since, limit=limit
+        )
+        return [
+            Change(
+                revision=e.sequence,
+                actor=e.actor,
+                at=datetime.fromtimestamp(e.time, UTC),
+                ops=list(e.data.get("ops", ())),
+            )
+            for e in found
+        ]
+
+    async def _identity(self) -> str:
+        if self._graph_id is None:
+            self._graph_id = await self._store.identity()
+        return self._graph_id
 
     async def _preview(
         self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]
@@ -192,6 +217,8 @@ class Catalog:
                 graph = await self._store.read()
                 check_write(graph)  # on this attempt's graph: the one the batch commits on
                 ops, result = build(graph, graph.revision + 1)
+                # the batch as the store records it, taken before the commit changes `graph`
+                batch = graph.expand(ops) if self._events is not None and ops else ()
                 try:
                     revision = await self._store.commit(
                         ops, expected_revision=graph.revision, actor=current_actor()
@@ -200,11 +227,16 @@ class Catalog:
                     continue  # another process wrote first: validate again on its graph
                 if self._events is not None and ops:
                     await self._events.publish(
-                        make_event(
-                            "graph.changed",
+                        make_change_event(
+                            graph=await self._identity(),
+                            revision=revision,
                             subject=_subject(ops),
                             actor=current_actor(),
-                            data={"revision": revision, "operations": len(ops)},
+                            data={
+                                "revision": revision,
+                                "operations": len(ops),
+                                "ops": [op_to_json(op) for op in batch],
+                            },
                         )
                     )
                 return result

@@ -10,6 +10,12 @@ Read-your-writes: `publish` returns once the stream has stored the event (its ac
 process's follower has taken it into the index, so a `query` right after it finds it. The
 event is not added locally at once: then each process would order its own events before
 others' published earlier, and processes would disagree about the order.
+
+The event store is fed from the stream, which is the durable outbox between a publisher and
+the store: a store of the installation's own (Postgres, a plugin) by `feed`, one durable pull
+consumer shared by every process (a work queue: each event reaches one process, which acks
+it after the store took it, so an event whose process died comes again to another); a store
+in each process's memory by the follower (`sink`), which sees every event.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import anyio.abc
 import nats.errors
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
@@ -43,6 +51,7 @@ from nats.js.errors import NotFoundError
 
 from ztdp.errors import BackendUnavailable
 from ztdp.events.bus import Event, EventFilter, EventIndex
+from ztdp.events.store import EventStore
 
 log = logging.getLogger("ztdp.events")
 
@@ -52,6 +61,9 @@ _UNREACHABLE = (nats.errors.Error, TimeoutError, OSError)
 DAY = 86_400.0
 HEARTBEAT = 0.5  # seconds between the server's idle heartbeats to a follower
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds before a follower's next consumer, doubling
+FEED_BATCH = 256  # events appended to the store at once by the feed
+FEED_ACK_WAIT = 30.0  # seconds before an event the feed took but did not ack comes again
+SYNC_POLL = 0.01  # seconds between looks at the feed's progress in `sync`
 
 
 class NatsEventBus:
@@ -64,7 +76,15 @@ class NatsEventBus:
     """
 
     def __init__(
-        self, nc: Client, *, url: str, prefix: str, keep: int, buffer: int, timeout: float
+        self,
+        nc: Client,
+        *,
+        url: str,
+        prefix: str,
+        keep: int,
+        buffer: int,
+        timeout: float,
+        sink: Callable[[Sequence[Event]], object] | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
@@ -80,6 +100,8 @@ class NatsEventBus:
         self._consumer_scope: anyio.CancelScope | None = None  # cancelled: start a new one
         self._wake = False  # start the next consumer without waiting (NATS is back)
         self._closed = False
+        self._sink = sink
+        self._durable: str | None = None  # the store feed's consumer, once `feed` runs
 
     @classmethod
     async def connect(
@@ -92,8 +114,12 @@ class NatsEventBus:
         timeout: float = 2.0,  # noqa: ASYNC109  (every NATS call's limit, for the bus's life)
         max_age: float = 30 * DAY,
         max_bytes: int = 1 << 30,
+        sink: Callable[[Sequence[Event]], object] | None = None,
     ) -> NatsEventBus:
         """Connect, create or update the stream, and replay its last `keep` events.
+
+        With a `sink` (a per-process event store's synchronous `add`), the follower replays
+        the whole stream instead and hands the sink every event it takes, in order.
 
         Raises BackendUnavailable naming `url` when NATS does not answer within `timeout`
         seconds. Once connected, the client reconnects forever. The stream keeps events for
@@ -102,7 +128,7 @@ class NatsEventBus:
         durable event store holds it.
         """
         nc = Client()
-        bus = cls(nc, url=url, prefix=prefix, keep=keep, buffer=buffer, timeout=timeout)
+        bus = cls(nc, url=url, prefix=prefix, keep=keep, buffer=buffer, timeout=timeout, sink=sink)
         try:
             with anyio.fail_after(timeout):
                 await nc.connect(
@@ -126,7 +152,7 @@ class NatsEventBus:
         try:
             info = await bus._ensure_stream(prefix, max_age=max_age, max_bytes=max_bytes)
             last = info.state.last_seq
-            bus._taken = max(0, info.state.first_seq - 1, last - keep)
+            bus._taken = max(0, info.state.first_seq - 1, last - keep if sink is None else 0)
             bus._follower = asyncio.create_task(bus._follow(), name=f"ztdp events {prefix}")
             if not await bus._reach(last):
                 raise BackendUnavailable(
@@ -206,6 +232,107 @@ class NatsEventBus:
         self, flt: EventFilter
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
         return self._index.subscribe(flt)
+
+    async def feed(
+        self,
+        store: EventStore,
+        *,
+        durable: str,
+        batch: int = FEED_BATCH,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Append every event of the stream to `store`, until cancelled.
+
+        Through the durable pull consumer `durable`, shared by every process feeding the same
+        store: each batch goes to one of them, is appended in one call and acknowledged only
+        after it; an event delivered twice (its process died before the ack, the ack was lost)
+        is appended twice, which the store ignores (idempotent on the id). A new consumer
+        starts at the beginning of the stream, so a new store receives what the stream still
+        holds. While the store cannot take a batch, the batch is given back (nak) and retried
+        after a pause, doubling to `RETRY_MAX`: nothing is lost, the store catches up later.
+        """
+        self._durable = durable
+        task_status.started()
+        delay, failing = 0.0, False
+        while not self._closed:
+            if delay:
+                await anyio.sleep(delay)
+            try:
+                sub = await self._js.pull_subscribe(
+                    f"{self._subjects}>",
+                    durable=durable,
+                    stream=self._stream,
+                    config=ConsumerConfig(
+                        durable_name=durable,
+                        description="ZTDP: feeds the event store",
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=FEED_ACK_WAIT,
+                        max_ack_pending=batch * 64,
+                        filter_subject=f"{self._subjects}>",
+                    ),
+                )
+                try:
+                    while not self._closed:
+                        try:
+                            msgs = await sub.fetch(batch, timeout=1.0)
+                        except nats.errors.TimeoutError:
+                            continue  # nothing new
+                        await self._append(store, msgs)
+                        delay, failing = 0.0, False
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                        await sub.unsubscribe()
+            except (*_UNREACHABLE, BackendUnavailable) as exc:
+                report = log.debug if failing else log.warning
+                report("cannot feed the event store from %s: %r; trying again", self._stream, exc)
+                failing = True
+                delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
+
+    async def _append(self, store: EventStore, msgs: list[Msg]) -> None:
+        events = []
+        for msg in msgs:
+            try:
+                events.append(Event.from_cloudevent(json.loads(msg.data)))
+            except ValueError as exc:
+                log.warning(
+                    "message %d of %s is not an event, not stored: %s",
+                    msg.metadata.sequence.stream,
+                    self._stream,
+                    exc,
+                )
+        try:
+            await store.append(events)
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                for msg in msgs:  # give them back now rather than after the ack wait
+                    with contextlib.suppress(*_UNREACHABLE):
+                        await msg.nak(delay=RETRY_MAX)
+            raise
+        for msg in msgs:
+            await msg.ack()
+
+    async def sync(self) -> None:
+        """Wait until the event store has every event this process has published or seen.
+
+        Only the store `feed` feeds can lag behind; a per-process store (`sink`) is always
+        there. Bounded by the timeout: past it, or if NATS does not answer, the caller reads
+        the store as it is (the events come later).
+        """
+        durable = self._durable
+        if durable is None or self._closed:
+            return
+        target = self._taken
+        with anyio.move_on_after(self._timeout):
+            while True:
+                try:
+                    info = await self._js.consumer_info(self._stream, durable)
+                except (*_UNREACHABLE, NotFoundError) as exc:
+                    log.debug("cannot tell how far the event store is fed: %r", exc)
+                    return
+                if (info.ack_floor.stream_seq or 0) >= target:
+                    return
+                await anyio.sleep(SYNC_POLL)
 
     async def aclose(self) -> None:
         """Stop following, end every subscriber's stream and close the connection; calling it
@@ -355,6 +482,8 @@ class NatsEventBus:
             )
         else:
             self._index.add(event)
+            if self._sink is not None:
+                self._sink((event,))
         self._taken = sequence
         self._moved()
 

@@ -12,6 +12,7 @@ from ztdp.graph.model import (
     PutEdge,
     PutNode,
     node_id,
+    op_to_json,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "PutEdge",
     "PutNode",
     "node_id",
+    "op_to_json",
 ]
