@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from ztdp.events.bus import Event
@@ -52,9 +52,14 @@ class EventQuery:
             and (self.run is None or event.run == self.run)
             and (self.type is None or event.type.startswith(f"io.ztdp.{self.type}"))
             and (self.actor is None or event.actor == self.actor)
-            and (self.since is None or event.time >= self.since.timestamp())
-            and (self.until is None or event.time < self.until.timestamp())
+            and (self.since is None or _at(event) >= self.since)
+            and (self.until is None or _at(event) < self.until)
         )
+
+
+def _at(event: Event) -> datetime:
+    """The event's time as it is rendered and stored: to the microsecond."""
+    return datetime.fromtimestamp(event.time, UTC)
 
 
 @dataclass(frozen=True, slots=True)
