@@ -11,6 +11,7 @@ from importlib.metadata import EntryPoint
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from ztdp.errors import BackendUnavailable, InvalidInput, PluginInvalid
@@ -178,6 +179,38 @@ async def test_pages_follow_one_another_by_cursor_without_gaps_or_repeats(
     await store.append(later)
     page = await store.query(EventQuery(node="app/a", after=cursor))
     assert ids(page.events) == [later[1].id]  # asked again, it gives what came since
+
+
+async def test_a_reader_following_concurrent_appends_by_cursor_misses_nothing(
+    store: EventStore,
+) -> None:
+    """Appends commit concurrently; a cursor must never pass an event that commits later."""
+    events = [event(n=n) for n in range(600)]
+    seen: list[str] = []
+    done = anyio.Event()
+
+    async def append(start: int) -> None:
+        for offset in range(start, len(events), 120):
+            await store.append(events[offset : offset + 20])
+
+    async def follow() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            page = await store.query(EventQuery(after=cursor, limit=50))
+            seen.extend(ids(page.events))
+            cursor = page.cursor
+            if finished and not page.events:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        async with anyio.create_task_group() as appenders:
+            for start in range(0, 120, 20):
+                appenders.start_soon(append, start)
+        done.set()
+    assert len(seen) == len(set(seen)) == 600
 
 
 async def test_the_cursor_of_the_newest_events_continues_with_what_comes_next(

@@ -7,8 +7,8 @@ under an advisory lock, so processes starting together agree).
 
 Appends take a transaction-scoped advisory lock, so sequence numbers are committed in the
 order they are drawn: a reader that sees event n sees every event before it, and a cursor
-never skips an event committed late. A batch is one statement over arrays (`unnest`): one
-round trip whatever its size.
+never skips an event committed late. A batch is one statement over arrays (`unnest`), the
+lock included: one round trip and one transaction whatever its size.
 """
 
 from __future__ import annotations
@@ -117,9 +117,12 @@ class PostgresEventStore:
         self._schema = _ident(schema)
         self._table = f"{self._schema}.ztdp_events"
         t = self._table
+        # One statement, so one transaction and one round trip: the lock is taken before the
+        # first row is numbered and held until the statement commits.
         self._append_sql = f"""
+            WITH appending AS (SELECT pg_advisory_xact_lock({LOCK}))
             INSERT INTO {t} ({_COLUMNS})
-            SELECT {_COLUMNS} FROM unnest(
+            SELECT {_COLUMNS} FROM appending, unnest(
                 $1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::timestamptz[], $9::jsonb[]
             ) WITH ORDINALITY AS batch({_COLUMNS}, n)
@@ -194,8 +197,7 @@ class PostgresEventStore:
             [datetime.fromtimestamp(e.time, UTC) for e in batch],
             [json.dumps(dict(e.data), separators=(",", ":")) for e in batch],
         )
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK)
+        async with self._connection() as conn:
             status = await conn.execute(self._append_sql, *args)
         return int(status.rsplit(" ", 1)[-1])
 
