@@ -4,7 +4,7 @@ store: filters, paging by cursor over HTTP, bad parameters, and nothing pushed o
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,7 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.helpers import Api
 from tests.test_runtime import SETTINGS, FakeProvider, deploy, registry
 from ztdp.api import create_app
+from ztdp.catalog import Catalog
+from ztdp.contracts import Environment
+from ztdp.errors import BackendUnavailable
+from ztdp.events import Event, EventQuery, MemoryEventBus, MemoryEventStore
+from ztdp.graph.store import MemoryGraphStore
 from ztdp.settings import Settings
+from ztdp.state import MemoryStateStore
 
 
 @pytest.fixture
@@ -172,3 +178,34 @@ async def test_a_busy_caller_pushes_no_earlier_change_out(
         assert [c["revision"] for c in last] == [10_301, 10_302]
         first_events = await api.ok("GET", "/v1/events?after=0&limit=2")
         assert [e["data"]["revision"] for e in first_events] == [1, 2]
+
+
+class DownStore(MemoryEventStore):
+    """A store that cannot be reached."""
+
+    async def append(self, events: Sequence[Event]) -> int:
+        raise BackendUnavailable("event store: down for the test")
+
+
+def environment(name: str) -> Environment:
+    return Environment.model_validate({"metadata": {"name": name, "owner": "platform-team"}})
+
+
+async def test_a_change_whose_event_the_store_refused_fails_loudly_and_is_recorded_at_start() -> (
+    None
+):
+    graph, state, down = MemoryGraphStore(), MemoryStateStore(), DownStore()
+    refusing = Catalog(graph, state, events=MemoryEventBus(store=down), event_store=down)
+    with pytest.raises(BackendUnavailable):  # the write answers 503: the caller learns it
+        await refusing.create_environment(environment("dev"))
+    assert (await graph.read()).revision == 1  # committed all the same
+    store = MemoryEventStore()
+    restarted = Catalog(graph, state, events=MemoryEventBus(store=store), event_store=store)
+    assert await restarted.record_changes() == 1
+    assert await restarted.record_changes() == 0  # recorded once, however often started
+    [change] = await restarted.changes(since=0, limit=10)
+    assert change.revision == 1 and change.ops[0]["id"] == "environment/dev"
+    await restarted.create_environment(environment("prod"))
+    assert [c.revision for c in await restarted.changes(since=0, limit=10)] == [1, 2]
+    [event] = (await store.query(EventQuery(node="environment/dev"))).events
+    assert event.id == f"{await graph.identity()}-{1:012x}"

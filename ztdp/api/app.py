@@ -314,6 +314,9 @@ def create_app(
                 events=events,
                 event_store=backends.event_store,
             )
+            missing = await catalog.record_changes()
+            if missing:
+                log.info("recorded %d graph changes the event store did not have", missing)
             with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog

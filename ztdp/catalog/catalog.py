@@ -48,10 +48,11 @@ from ztdp.graph import (
     PutEdge,
     PutNode,
     node_id,
+    op_from_json,
     op_to_json,
 )
 from ztdp.graph.store import Change, GraphStore
-from ztdp.graph.store.memory import MemoryGraphStore
+from ztdp.graph.store.memory import LOG_MAX_LENGTH, MemoryGraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
     Decision,
@@ -190,6 +191,33 @@ class Catalog:
             )
             for e in found
         ]
+
+    async def record_changes(self, *, batch: int = 1_000) -> int:
+        """Append to the event store the changes the graph store's own log still holds (its
+        last 10,000), as their `io.ztdp.graph.changed` events; return how many were missing.
+
+        Run at start: a change's event has the graph's id and the revision as its id, so what
+        the store has is not stored twice, and what it missed (a store that was down when the
+        change was committed, or one in memory after a restart) is recorded after all.
+        """
+        if self._event_store is None:
+            return 0
+        graph = await self._identity()
+        changes = await self._store.changes(since=0, limit=LOG_MAX_LENGTH)
+        events = [
+            make_change_event(
+                graph=graph,
+                revision=c.revision,
+                subject=_logged_subject([op_from_json(raw) for raw in c.ops]),
+                actor=c.actor,
+                data={"revision": c.revision, "operations": len(c.ops), "ops": c.ops},
+            )._replace(time=c.at.timestamp())
+            for c in changes
+        ]
+        added = 0
+        for start in range(0, len(events), batch):
+            added += await self._event_store.append(events[start : start + batch])
+        return added
 
     async def _identity(self) -> str:
         if self._graph_id is None:
@@ -1196,6 +1224,13 @@ def _refuse_reserved(name: str, what: str) -> None:
         raise InvalidInput(
             f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
         )
+
+
+def _logged_subject(batch: Sequence[Op]) -> str:
+    """The subject of a change read back from a graph store's log, whose batch is expanded
+    (a node's deletion preceded by its edges'): its first node operation's node."""
+    nodes = [op for op in batch if isinstance(op, PutNode | DeleteNode)]
+    return _subject(nodes or batch) if batch else "graph"
 
 
 def _subject(ops: Sequence[Op]) -> str:

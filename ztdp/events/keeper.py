@@ -45,9 +45,9 @@ class EventKeeper:
             if self._feed is not None:
                 await tg.start(self._feed)
             tg.start_soon(self._prune_periodically)
-        except BaseException as exc:
+        except BaseException:
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            await tg.__aexit__(None, None, None)
             raise
         self._tg = tg
         return self
@@ -62,7 +62,10 @@ class EventKeeper:
         if tg is None:
             return None
         tg.cancel_scope.cancel()
-        return await tg.__aexit__(exc_type, exc, tb)
+        # The block's own exception goes on by itself; handed to the task group, anyio would
+        # wrap it into an exception group of the keeper's.
+        await tg.__aexit__(None, None, None)
+        return None
 
     async def prune(self) -> int:
         """Remove what is older than the retention; how many events that was."""

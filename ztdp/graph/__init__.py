@@ -12,6 +12,7 @@ from ztdp.graph.model import (
     PutEdge,
     PutNode,
     node_id,
+    op_from_json,
     op_to_json,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "PutEdge",
     "PutNode",
     "node_id",
+    "op_from_json",
     "op_to_json",
 ]
