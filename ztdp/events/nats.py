@@ -62,7 +62,7 @@ DAY = 86_400.0
 HEARTBEAT = 0.5  # seconds between the server's idle heartbeats to a follower
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds before a follower's next consumer, doubling
 FEED_BATCH = 256  # events appended to the store at once by the feed
-FEED_ACK_WAIT = 30.0  # seconds before an event the feed took but did not ack comes again
+FEED_ACK_WAIT = 5.0  # seconds before an event the feed took but did not ack comes again
 SYNC_POLL = 0.01  # seconds between looks at the feed's progress in `sync`
 
 
