@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 
 import anyio
@@ -39,13 +40,10 @@ async def feeding(url: str, prefix: str, store: CountingStore) -> AsyncIterator[
     bus = await NatsEventBus.connect(url, prefix=prefix, timeout=2.0)
     try:
         feed = partial(bus.feed, store, durable=f"{prefix}_store_test")
-        async with EventKeeper(store, retention=_DAYS, interval=3600, feed=feed):
+        async with EventKeeper(store, retention=timedelta(days=90), interval=3600, feed=feed):
             yield bus
     finally:
         await bus.aclose()
-
-
-_DAYS = __import__("datetime").timedelta(days=90)
 
 
 async def stored(store: CountingStore, count: int) -> list[Event]:
