@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,17 +25,20 @@ from ztdp.events import (
     make_event,
     open_event_store,
 )
+from ztdp.events.sqlite_store import SqliteEventStore
 from ztdp.settings import Settings
 from ztdp_eventstore_postgres import PostgresEventStore
 
 NOW = time.time()
 
 
-@pytest.fixture(params=["memory", "postgres"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[EventStore]:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
     opened: EventStore
     if request.param == "memory":
         opened = MemoryEventStore()
+    elif request.param == "sqlite":
+        opened = await SqliteEventStore.open(tmp_path / "events.db")
     else:
         opened = await PostgresEventStore.connect(request.getfixturevalue("postgres_url"))
     yield opened
@@ -337,7 +341,7 @@ async def test_a_store_that_is_not_installed_is_named_with_those_that_are() -> N
         await open_event_store(settings(event_store="audit"), eps=[])
     assert err.value.detail == (
         "ZTDP_EVENT_STORE=audit: no event store plugin 'audit' is installed "
-        "(entry-point group ztdp.event_stores; installed: memory)"
+        "(entry-point group ztdp.event_stores; installed: memory, sqlite)"
     )
 
 

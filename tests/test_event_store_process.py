@@ -110,14 +110,16 @@ QUERIES = [
 
 
 @pytest.mark.redis
-def test_events_and_changes_are_the_same_after_a_restart_on_redis_and_postgres(
-    redis_url: str, redis_prefix: str, postgres_url: str
+@pytest.mark.parametrize("store", ["postgres", "sqlite"])
+def test_events_and_changes_are_the_same_after_a_restart_on_redis(
+    redis_url: str, redis_prefix: str, store: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    url = request.getfixturevalue("postgres_url") if store == "postgres" else str(tmp_path / "e.db")
     env = {
         **redis_env(redis_url, redis_prefix),
         "ZTDP_AUTH": "off",
-        "ZTDP_EVENT_STORE": "postgres",
-        "ZTDP_EVENT_STORE_URL": postgres_url,
+        "ZTDP_EVENT_STORE": store,
+        "ZTDP_EVENT_STORE_URL": url,
     }
     first = ServerProcess(env).start()
     try:

@@ -2,7 +2,7 @@
 
 An entry point's name is what `ZTDP_EVENT_STORE` says; its object is a factory called with
 the store's address (`ZTDP_EVENT_STORE_URL`, or None) and the settings, returning the store
-or an awaitable of it (a store that must connect first). `memory` is built in.
+or an awaitable of it (a store that must connect first). `memory` and `sqlite` are built in.
 
     [project.entry-points."ztdp.event_stores"]
     audit-log = "acme_audit:open_store"
@@ -18,6 +18,7 @@ from typing import Any
 
 from ztdp.errors import PluginInvalid, ZtdpError
 from ztdp.events.memory_store import MemoryEventStore
+from ztdp.events.sqlite_store import open_sqlite
 from ztdp.events.store import REQUIRED_METHODS, EventStore
 from ztdp.settings import Settings
 
@@ -30,7 +31,7 @@ def _memory(url: str | None, settings: Settings) -> EventStore:
     return MemoryEventStore()
 
 
-BUILT_IN: dict[str, Factory] = {"memory": _memory}
+BUILT_IN: dict[str, Factory] = {"memory": _memory, "sqlite": open_sqlite}
 
 
 @dataclass(frozen=True)
