@@ -69,20 +69,20 @@ async def open_event_store(
             )
         factory, info = BUILT_IN[name], EventStoreInfo(name, "built in", "ztdp", "")
         where = f"built-in event store {name!r}"
-    else:
-        ep = installed.get(name)  # type: ignore[assignment]
-        if ep is None:
-            known = ", ".join(sorted({*BUILT_IN, *installed}))
-            raise PluginInvalid(
-                f"ZTDP_EVENT_STORE={name}: no event store plugin {name!r} is installed "
-                f"(entry-point group {GROUP}; installed: {known})"
-            )
+    elif name in installed:
+        ep = installed[name]
         info = EventStoreInfo(name, ep.value, *_dist_version(ep))
         where = f"event store plugin {name!r} ({ep.value}) from {_dist(ep)}"
         try:
             factory = ep.load()
         except Exception as exc:
             raise PluginInvalid(f"{where} cannot be imported: {exc}") from exc
+    else:
+        known = ", ".join(sorted({*BUILT_IN, *installed}))
+        raise PluginInvalid(
+            f"ZTDP_EVENT_STORE={name}: no event store plugin {name!r} is installed "
+            f"(entry-point group {GROUP}; installed: {known})"
+        )
     if not callable(factory):
         raise PluginInvalid(f"{where} is not callable: its entry point must name a factory")
     try:
