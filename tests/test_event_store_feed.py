@@ -119,3 +119,27 @@ async def test_a_feeder_that_stops_leaves_the_rest_to_the_others(
             await staying.publish(make_event("run.step", subject="app/b", data={"n": n}))
         found = await stored(store, stop_after * 10 + 10)
     assert len({e.id for e in found}) == stop_after * 10 + 10
+
+
+async def test_a_process_store_in_memory_gets_every_event_of_the_stream_from_its_follower(
+    nats_url: str, nats_prefix: str
+) -> None:
+    first = await NatsEventBus.connect(nats_url, prefix=nats_prefix)
+    try:
+        early = [make_event("run.step", subject="app/a", data={"n": n}) for n in range(8)]
+        for event in early:
+            await first.publish(event)
+        mine = MemoryEventStore()
+        later = await NatsEventBus.connect(nats_url, prefix=nats_prefix, keep=2, sink=mine.add)
+        try:  # it replays the whole stream into the store, not just its last `keep`
+            page = await mine.query(EventQuery(after=0, limit=100))
+            assert [e.id for e in page.events] == [e.id for e in early]
+            new = make_event("run.step", subject="app/b", data={})
+            await first.publish(new)
+            await later.publish(make_event("run.step", subject="app/c", data={}))
+            page = await mine.query(EventQuery(after=page.cursor, limit=100))
+            assert [e.subject for e in page.events] == ["app/b", "app/c"]
+        finally:
+            await later.aclose()
+    finally:
+        await first.aclose()
