@@ -25,6 +25,7 @@ from ztdp.events import (
     make_event,
     open_event_store,
 )
+from ztdp.events.keeper import EventKeeper
 from ztdp.events.sqlite_store import SqliteEventStore
 from ztdp.settings import Settings
 from ztdp_eventstore_postgres import PostgresEventStore
@@ -394,3 +395,15 @@ async def test_a_plugin_may_not_take_a_built_in_name() -> None:
         await open_event_store(
             Settings(), eps=[entry_point("memory", f"{__name__}:open_incomplete")]
         )
+
+
+async def test_the_keeper_prunes_by_age_periodically_in_its_own_task_group() -> None:
+    store = MemoryEventStore()
+    old, new = event(at=NOW - 3 * 86_400), event()
+    await store.append([old, new])
+    async with EventKeeper(store, retention=timedelta(days=2), interval=0.05):
+        await store.append([event(at=NOW - 5 * 86_400, n="late")])  # redelivered after a prune
+        with anyio.fail_after(5):
+            while len(await everything(store)) > 1:  # noqa: ASYNC110 - polls what a task does
+                await anyio.sleep(0.01)
+    assert ids(await everything(store)) == [new.id]

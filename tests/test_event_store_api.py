@@ -3,18 +3,21 @@ store: filters, paging by cursor over HTTP, bad parameters, and nothing pushed o
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.helpers import Api
 from tests.test_runtime import SETTINGS, FakeProvider, deploy, registry
 from ztdp.api import create_app
+from ztdp.api.app import openapi_document
 from ztdp.catalog import Catalog
 from ztdp.contracts import Environment
 from ztdp.errors import BackendUnavailable
@@ -209,3 +212,33 @@ async def test_a_change_whose_event_the_store_refused_fails_loudly_and_is_record
     assert [c.revision for c in await restarted.changes(since=0, limit=10)] == [1, 2]
     [event] = (await store.query(EventQuery(node="environment/dev"))).events
     assert event.id == f"{await graph.identity()}-{1:012x}"
+
+
+def test_the_document_declares_the_next_page_link_and_the_filters() -> None:
+    document = openapi_document()
+    for path, query in (
+        ("/v1/events", {"node", "run", "type", "actor", "since", "until", "after", "limit"}),
+        ("/v1/changes", {"since", "limit"}),
+        (
+            "/v1/environments/{env}/deployments/{app}/{svc}/history",
+            {"since", "until", "after", "limit"},
+        ),
+    ):
+        operation = document["paths"][path]["get"]  # type: ignore[index]
+        assert "Link" in operation["responses"]["200"]["headers"]
+        assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == query
+
+
+async def test_the_live_stream_filters_by_actor(api: Api) -> None:
+    resp = await api.client.get(
+        "/v1/events?actor=anonymous&type=graph", headers={"Accept": "text/event-stream"}
+    )
+    try:
+        await api.environment("dev")
+        line = b""
+        with anyio.fail_after(5):
+            while not line.startswith(b"data: "):
+                line = await resp.content.readline()
+        assert json.loads(line[6:])["subject"] == "environment/dev"
+    finally:
+        resp.close()
