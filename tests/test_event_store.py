@@ -75,8 +75,10 @@ async def test_events_read_back_as_they_were_recorded(store: EventStore) -> None
         make_change_event(
             graph="00ff00ff00ff00ff", revision=7, subject="environment/dev", actor="bob", data={}
         ),
+        # a NUL character (JSONB cannot hold one) and text that looks like its escape
+        event(description="a\u0000b", text="\\u0000 is not NUL"),
     ]
-    assert await store.append(recorded) == 3
+    assert await store.append(recorded) == 4
     back = await everything(store)
     assert [e.cloudevent() for e in back] == [e.cloudevent() for e in recorded]
     for e in back:  # and as ZTDP's own events: the id and the attributes render alike

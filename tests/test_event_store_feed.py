@@ -143,3 +143,25 @@ async def test_a_process_store_in_memory_gets_every_event_of_the_stream_from_its
             await later.aclose()
     finally:
         await first.aclose()
+
+
+class PickyStore(CountingStore):
+    """A store that can never take events about `app/poison`."""
+
+    async def append(self, events: Sequence[Event]) -> int:
+        if any(e.subject == "app/poison" for e in events):
+            raise ValueError("this store cannot take that")
+        return await super().append(events)
+
+
+async def test_an_event_the_store_can_never_take_does_not_stop_the_feed(
+    nats_url: str, nats_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PickyStore()
+    async with feeding(nats_url, nats_prefix, store) as bus:
+        subjects = ["app/a", "app/poison", "app/b"] + [f"app/{n}" for n in range(5)]
+        for subject in subjects:
+            await bus.publish(make_event("run.step", subject=subject, data={}))
+        found = await stored(store, len(subjects) - 1)
+    assert [e.subject for e in found] == [s for s in subjects if s != "app/poison"]
+    assert "cannot take event" in caplog.text

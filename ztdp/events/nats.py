@@ -290,6 +290,12 @@ class NatsEventBus:
                 delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
 
     async def _append(self, store: EventStore, msgs: list[Msg]) -> None:
+        """Append a batch, then acknowledge it; on failure give it back (nak) and raise.
+
+        A batch the store refuses for another reason than being unreachable is tried event by
+        event, so that one event it can never take (a bug, a limit of the store) does not stop
+        the feed: that one is logged as an error and terminated (it stays in the stream).
+        """
         events = []
         for msg in msgs:
             try:
@@ -303,14 +309,46 @@ class NatsEventBus:
                 )
         try:
             await store.append(events)
-        except BaseException:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
-                for msg in msgs:  # give them back now rather than after the ack wait
-                    with contextlib.suppress(*_UNREACHABLE):
-                        await msg.nak(delay=RETRY_MAX)
+        except (BackendUnavailable, anyio.get_cancelled_exc_class()):
+            await self._give_back(msgs)
             raise
+        except Exception:
+            log.exception("the event store refused a batch of %d; storing one by one", len(msgs))
+            await self._one_by_one(store, msgs)
+            return
         for msg in msgs:
             await msg.ack()
+
+    async def _one_by_one(self, store: EventStore, msgs: list[Msg]) -> None:
+        for n, msg in enumerate(msgs):
+            try:
+                event = Event.from_cloudevent(json.loads(msg.data))
+            except ValueError:
+                await msg.ack()  # said above
+                continue
+            try:
+                await store.append([event])
+            except (BackendUnavailable, anyio.get_cancelled_exc_class()):
+                await self._give_back(msgs[n:])
+                raise
+            except Exception as exc:
+                log.error(
+                    "the event store cannot take event %s (%s): %r; it is not stored (it stays "
+                    "in stream %s until the stream's limits remove it)",
+                    event.id,
+                    event.type,
+                    exc,
+                    self._stream,
+                )
+                await msg.term()
+            else:
+                await msg.ack()
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+            for msg in msgs:  # now rather than after the ack wait
+                with contextlib.suppress(*_UNREACHABLE):
+                    await msg.nak(delay=RETRY_MAX)
 
     async def sync(self) -> None:
         """Wait until the event store has every event this process has published or seen.

@@ -2,8 +2,10 @@
 
 One table, `<schema>.ztdp_events`: `seq` (bigserial: the cursor), the event's id (unique:
 appending is `INSERT ... ON CONFLICT (id) DO NOTHING`), its attributes as indexed columns and
-its data as JSONB. It is created at start if missing (every statement is `IF NOT EXISTS`,
-under an advisory lock, so processes starting together agree).
+its data as JSONB (or, for data JSONB cannot hold, a string with a NUL character, as `json`
+text in `data_json`: the event is kept as it was rather than refused). It is created at start
+if missing (every statement is `IF NOT EXISTS`, under an advisory lock, so processes starting
+together agree).
 
 Appends take a transaction-scoped advisory lock, so sequence numbers are committed in the
 order they are drawn: a reader that sees event n sees every event before it, and a cursor
@@ -54,7 +56,9 @@ CREATE TABLE IF NOT EXISTS {t} (
     actor text NOT NULL,
     run text,
     time timestamptz NOT NULL,
-    data jsonb NOT NULL
+    data jsonb,
+    data_json json,
+    CHECK ((data IS NULL) <> (data_json IS NULL))
 );
 CREATE INDEX IF NOT EXISTS ztdp_events_subject ON {t} (subject, seq);
 CREATE INDEX IF NOT EXISTS ztdp_events_run ON {t} (run, seq) WHERE run IS NOT NULL;
@@ -65,7 +69,12 @@ CREATE INDEX IF NOT EXISTS ztdp_events_changes ON {t} (origin, origin_seq)
     WHERE type = 'io.ztdp.graph.changed';
 """
 
-_COLUMNS = "id, origin, origin_seq, type, subject, actor, run, time, data"
+_COLUMNS = "id, origin, origin_seq, type, subject, actor, run, time, data, data_json"
+# What queries read: the data as JSON text, from whichever column holds it.
+_READ = (
+    "id, origin, origin_seq, type, subject, actor, run, time, "
+    "coalesce(data::text, data_json::text) AS data"
+)
 
 
 def _ident(name: str) -> str:
@@ -124,7 +133,7 @@ class PostgresEventStore:
             INSERT INTO {t} ({_COLUMNS})
             SELECT {_COLUMNS} FROM appending, unnest(
                 $1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::timestamptz[], $9::jsonb[]
+                $7::text[], $8::timestamptz[], $9::jsonb[], $10::json[]
             ) WITH ORDINALITY AS batch({_COLUMNS}, n)
             ORDER BY n
             ON CONFLICT (id) DO NOTHING"""
@@ -186,6 +195,7 @@ class PostgresEventStore:
         if not unique:
             return 0
         batch = list(unique.values())
+        data = [json.dumps(dict(e.data), separators=(",", ":")) for e in batch]
         args = (
             [e.id for e in batch],
             [e.origin for e in batch],
@@ -195,7 +205,8 @@ class PostgresEventStore:
             [e.actor for e in batch],
             [e.run for e in batch],
             [datetime.fromtimestamp(e.time, UTC) for e in batch],
-            [json.dumps(dict(e.data), separators=(",", ":")) for e in batch],
+            [None if "\\u0000" in d else d for d in data],
+            [d if "\\u0000" in d else None for d in data],
         )
         async with self._connection() as conn:
             status = await conn.execute(self._append_sql, *args)
@@ -230,7 +241,7 @@ class PostgresEventStore:
         sql = f"""
             SELECT h.head, p.* FROM (SELECT coalesce(max(seq), 0) AS head FROM {self._table}) h
             LEFT JOIN LATERAL (
-                SELECT seq, {_COLUMNS} FROM {self._table} WHERE {conditions}
+                SELECT seq, {_READ} FROM {self._table} WHERE {conditions}
                 ORDER BY seq {order} LIMIT {limit}
             ) p ON true"""
         async with self._connection() as conn:
@@ -246,7 +257,7 @@ class PostgresEventStore:
 
     async def changes(self, *, graph: str, since: int, limit: int) -> list[Event]:
         sql = f"""
-            SELECT {_COLUMNS} FROM {self._table}
+            SELECT {_READ} FROM {self._table}
             WHERE type = '{CHANGED}' AND origin = $1 AND origin_seq > $2
             ORDER BY origin_seq LIMIT $3"""
         async with self._connection() as conn:
