@@ -16,8 +16,8 @@ import nats
 import pytest
 
 from tests.cluster import shared_env
-from tests.conftest import REPO, ServerProcess
-from tests.test_serve import call, redis_env
+from tests.conftest import REPO, ServerProcess, free_port
+from tests.test_serve import call, one_line, redis_env, serve_fails
 
 JSONL_STORE = REPO / "tests" / "plugins" / "ztdp-jsonl-store"
 
@@ -88,13 +88,21 @@ def test_a_store_plugin_of_a_distribution_of_its_own_receives_every_event(
     assert {"io.ztdp.graph.changed", "io.ztdp.policy.decision"} <= {e["type"] for e in logged}
 
 
-def test_a_missing_store_plugin_stops_the_start_naming_it() -> None:
-    server = ServerProcess({"ZTDP_EVENT_STORE": "audit"})
-    with pytest.raises(pytest.fail.Exception):
-        server.start()
-    assert "ztdp serve: ZTDP_EVENT_STORE=audit: no event store plugin 'audit' is installed" in (
-        server.text()
+def test_a_missing_store_plugin_is_one_line_naming_it() -> None:
+    code, out = serve_fails({"ZTDP_EVENT_STORE": "audit"})
+    assert code == 1
+    assert one_line(out).startswith(
+        "ztdp serve: ZTDP_EVENT_STORE=audit: no event store plugin 'audit' is installed"
     )
+
+
+def test_an_unreachable_postgres_store_is_one_line_naming_it() -> None:
+    url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/ztdp"
+    code, out = serve_fails({"ZTDP_EVENT_STORE": "postgres", "ZTDP_EVENT_STORE_URL": url})
+    assert code == 1
+    line = one_line(out)
+    assert "event store: PostgreSQL at postgresql://postgres:***@127.0.0.1:" in line
+    assert "secret" not in out
 
 
 QUERIES = [
