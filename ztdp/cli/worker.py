@@ -39,7 +39,7 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
         opened.push_async_callback(registry.aclose)
         graph = open_graph_store(settings)
         opened.push_async_callback(graph.aclose)
-        backends = await opened.enter_async_context(open_backends(settings))
+        backends = await opened.enter_async_context(open_backends(settings, queries=False))
         catalog = Catalog(
             graph,
             backends.state,

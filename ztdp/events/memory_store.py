@@ -23,6 +23,7 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._head = 0  # the last sequence given out
         self._events: list[tuple[int, Event]] = []  # by sequence
+        self._by_node: dict[str, list[tuple[int, Event]]] = {}  # the same, per subject
         self._ids: set[str] = set()
         # graph id -> (revisions in order, the change event of each)
         self._changes: dict[str, tuple[list[int], dict[int, Event]]] = {}
@@ -39,6 +40,7 @@ class MemoryEventStore:
             self._ids.add(event.id)
             self._head += 1
             self._events.append((self._head, event))
+            self._by_node.setdefault(event.subject, []).append((self._head, event))
             new += 1
             if event.type == CHANGED:
                 revisions, by_revision = self._changes.setdefault(event.origin, ([], {}))
@@ -51,16 +53,17 @@ class MemoryEventStore:
         limit, found = query.limit, []
         if limit <= 0:
             return EventPage([], self._head if query.after is None else query.after)
+        events = self._events if query.node is None else self._by_node.get(query.node, [])
         if query.after is None:  # the newest `limit`, oldest first
-            for _, event in reversed(self._events):
+            for _, event in reversed(events):
                 if query.matches(event):
                     found.append(event)
                     if len(found) == limit:
                         break
             found.reverse()
             return EventPage(found, self._head)
-        start = bisect.bisect_right(self._events, query.after, key=_SEQ)
-        for sequence, event in self._events[start:]:
+        start = bisect.bisect_right(events, query.after, key=_SEQ)
+        for sequence, event in events[start:]:
             if query.matches(event):
                 found.append(event)
                 if len(found) == limit:
@@ -80,6 +83,9 @@ class MemoryEventStore:
             return 0
         self._events = kept
         self._ids = {e.id for _, e in kept}
+        self._by_node = {}
+        for item in kept:
+            self._by_node.setdefault(item[1].subject, []).append(item)
         for graph, (revisions, by_revision) in list(self._changes.items()):
             for revision in [r for r, e in by_revision.items() if e.time < cutoff]:
                 del by_revision[revision]

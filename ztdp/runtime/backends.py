@@ -62,10 +62,11 @@ def check(settings: Settings) -> None:
 
 @asynccontextmanager
 async def open_backends(
-    settings: Settings, *, state: StateStore | None = None
+    settings: Settings, *, state: StateStore | None = None, queries: bool = True
 ) -> AsyncIterator[Backends]:
     """The backends the settings name, opened; closed when the context ends. A `state`
-    passed in is the caller's to close."""
+    passed in is the caller's to close. `queries=False`: this process answers no queries of
+    the event store (a `ztdp worker`), so a store in its memory is not filled from NATS."""
     check(settings)
     async with AsyncExitStack() as opened:
         if state is None:
@@ -93,7 +94,9 @@ async def open_backends(
 
             if isinstance(event_store, MemoryEventStore):  # each process keeps every event
                 bus = await NatsEventBus.connect(
-                    settings.nats_url, prefix=settings.nats_prefix, sink=event_store.add
+                    settings.nats_url,
+                    prefix=settings.nats_prefix,
+                    sink=event_store.add if queries else None,
                 )
             else:  # one store for the installation, fed once through a shared consumer
                 bus = await NatsEventBus.connect(settings.nats_url, prefix=settings.nats_prefix)
