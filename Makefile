@@ -4,10 +4,12 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup serve demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml \
+		plugins/ztdp-eventstore-postgres/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]' \
+		-e 'plugins/ztdp-eventstore-postgres[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +34,7 @@ bench: setup
 	$(PY) benchmarks/api_throughput.py
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/cel_budget.py
+	$(PY) benchmarks/event_store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -13,8 +14,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -27,6 +29,7 @@ from ztdp.graph.store.redis import RedisGraphStore
 from ztdp.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -137,6 +140,105 @@ async def _delete_streams(url: str, prefix: str) -> None:
                     await js.delete_stream(stream.config.name)
     finally:
         await nc.close()
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end from synchronous code, even one called inside a running
+    event loop (a fixture an async fixture asked for): in a thread with a loop of its own."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _postgres_answers(url: str) -> bool:
+    import asyncpg
+
+    async def ping() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=2)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return _blocking(ping())
+
+
+async def _sql(url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+class PostgresServer:
+    """A PostgreSQL of the tests' own (initdb and pg_ctl in a temporary directory, on a free
+    port, trust authentication), for machines where none answers at 127.0.0.1:5432."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ztdp-postgres-"))
+        self.data = self.dir / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        command = list(args)
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: as its own user then
+            shutil.chown(self.dir, "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=60)
+
+    def start(self) -> PostgresServer:
+        if not (POSTGRES_BIN / "initdb").exists():
+            pytest.fail(f"no PostgreSQL answers and {POSTGRES_BIN}/initdb is not installed")
+        self._run(
+            str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "--no-sync",
+        )  # fmt: skip
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
+            "-l", str(self.dir / "log"), "-w", "start",
+        )  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test run's own on a real PostgreSQL: ZTDP_TEST_POSTGRES_URL, the
+    local default, or a server started for this run; dropped at the end."""
+    server = None
+    url = os.environ.get("ZTDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    if not _postgres_answers(url):
+        server = PostgresServer().start()
+        url = server.url
+    name = f"ztdp_test_{uuid.uuid4().hex[:12]}"
+    _blocking(_sql(url, f"CREATE DATABASE {name}"))
+    yield url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        _blocking(_sql(url, f"DROP DATABASE {name} WITH (FORCE)"))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> Iterator[str]:
+    """The test run's database with a schema of this test's own (`?schema=`), dropped after."""
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    yield f"{postgres_database}?schema={schema}"
+    _blocking(_sql(postgres_database, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
 
 @pytest.fixture(params=["memory", "redis"])

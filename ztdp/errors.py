@@ -81,6 +81,13 @@ class BackendUnavailable(ZtdpError):
     title = "Backend unavailable"
 
 
+class PluginInvalid(ZtdpError):
+    """An installed plugin (a provider, an event store) is missing, broken or does not
+    implement its protocol: fix, install or uninstall it."""
+
+    title = "Invalid plugin"
+
+
 class Unauthenticated(ZtdpError):
     """No valid credentials: send a valid, unexpired, unrevoked token."""
 

@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     event_bus: Literal["memory", "nats"] | None = Field(
         default=None, description="unset: follows the mailbox"
     )
+    event_store: str = Field(
+        default="memory",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=64,
+        description="where events are kept: an event store plugin's name (entry-point group "
+        "ztdp.event_stores); memory is built in",
+    )
+    event_store_url: str | None = Field(
+        default=None, description="the event store's address, e.g. postgresql://host/db"
+    )
+    event_retention_days: float = Field(
+        default=90.0, gt=0, description="events older than this are pruned from the event store"
+    )
+    event_prune_interval: float = Field(
+        default=3600.0, gt=0, description="seconds between prunings of the event store"
+    )
     nats_url: str = "nats://127.0.0.1:4222"
     nats_prefix: str = Field(
         default="ztdp",

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import swagger_ui
@@ -16,7 +16,16 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Middleware
 
 from ztdp import __version__
-from ztdp.api.keys import AUTH, CATALOG, CLOSING, EVENTS, GRAPH_CACHE, RUNTIME, SETTINGS
+from ztdp.api.keys import (
+    AUTH,
+    CATALOG,
+    CLOSING,
+    EVENT_STORE,
+    EVENTS,
+    GRAPH_CACHE,
+    RUNTIME,
+    SETTINGS,
+)
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
@@ -64,17 +73,20 @@ _DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swa
 
 
 @asynccontextmanager
-async def _hosted(supervisor: Supervisor) -> AsyncIterator[None]:
-    """Run the supervisor's task group in a task of its own for the app's lifetime.
+async def _hosted(*parts: AbstractAsyncContextManager[object]) -> AsyncIterator[None]:
+    """Run the task groups of `parts` (the event keeper, the supervisor) in a task of their own
+    for the app's lifetime, entered in order and left in reverse.
 
     aiohttp may run an app's startup and cleanup in different tasks, and an anyio task group
-    must be exited by the task that entered it; so one task owns it from start to finish, and
+    must be exited by the task that entered it; so one task owns them from start to finish, and
     cleanup waits for that task.
     """
     started, stop = asyncio.Event(), asyncio.Event()
 
     async def host() -> None:
-        async with supervisor:
+        async with AsyncExitStack() as stack:
+            for part in parts:
+                await stack.enter_async_context(part)
             started.set()
             await stop.wait()
 
@@ -296,12 +308,20 @@ def create_app(
             backends = await opened.enter_async_context(open_backends(settings, state=state))
             events = backends.events
             catalog = Catalog(
-                graph_store, backends.state, write_retries=settings.write_retries, events=events
+                graph_store,
+                backends.state,
+                write_retries=settings.write_retries,
+                events=events,
+                event_store=backends.event_store,
             )
+            missing = await catalog.record_changes()
+            if missing:
+                log.info("recorded %d graph changes the event store did not have", missing)
             with acting_as(SYSTEM_PRINCIPAL):  # changes ZTDP makes itself are its own
                 await catalog.ensure_resource_types(settings.seed_resource_types)
             app[CATALOG] = catalog
             app[EVENTS] = events
+            app[EVENT_STORE] = backends.event_store
             app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry,
@@ -312,11 +332,12 @@ def create_app(
                 run_actors=settings.actors == "on",
             )
             app[RUNTIME] = Runtime(catalog, supervisor, settings)
-            async with _hosted(supervisor):
+            async with _hosted(backends.event_keeper, supervisor):
                 log.info(
-                    "ZTDP %s ready: graph store %s, providers: %s",
+                    "ZTDP %s ready: graph store %s, event store %s, providers: %s",
                     __version__,
                     settings.graph_store,
+                    settings.event_store,
                     ", ".join(registry.kinds()) or "none",
                 )
                 yield

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
-from ztdp.events import EventBus
+from ztdp.events import EventBus, EventStore
 from ztdp.runtime import Runtime
 from ztdp.settings import Settings
 
@@ -19,6 +19,7 @@ GRAPH_CACHE = web.AppKey("graph_cache", dict[str, Any])
 AUTH = web.AppKey("auth", Authenticator)
 RUNTIME = web.AppKey("runtime", Runtime)
 EVENTS = web.AppKey("events", EventBus)
+EVENT_STORE = web.AppKey("event_store", EventStore)
 # Set when the server starts shutting down: live streams end so that shutdown need not wait.
 CLOSING = web.AppKey("closing", asyncio.Event)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller

@@ -50,6 +50,15 @@ class Query:
     pattern: str | None = DNS_LABEL_PATTERN
 
 
+@dataclass(frozen=True)
+class WithHeaders:
+    """A handler's payload with response headers of its own (declared by the route's
+    `headers=`), e.g. a page of results and its `Link` to the next."""
+
+    payload: Any
+    headers: Mapping[str, str]
+
+
 @dataclass
 class Endpoint:
     method: str
@@ -64,6 +73,8 @@ class Endpoint:
     if_match: bool = False
     # With `Accept: text/event-stream`, the success answer is a stream of events of this type.
     stream: Any = None
+    # Headers of the success answer (name -> description), sent through `WithHeaders`.
+    headers: Mapping[str, str] = field(default_factory=dict)
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False)
 
     _path: dict[str, TypeAdapter[Any]] = field(default_factory=dict, init=False, repr=False)
@@ -150,7 +161,11 @@ class Endpoint:
                 status, payload = await self.handler(request, body)
         finally:
             reset_actor(token)
+        extra: Mapping[str, str] = {}
+        if isinstance(payload, WithHeaders):
+            payload, extra = payload.payload, payload.headers
         response = json_response(status, payload)
+        response.headers.update(extra)
         revision = _revision_of(payload)
         if revision is not None:
             response.headers["ETag"] = f'"{revision}"'  # what If-Match sends back on an update
@@ -292,6 +307,7 @@ class Router:
         query: tuple[Query, ...] = (),
         if_match: bool = False,
         stream: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.endpoints.append(
@@ -307,6 +323,7 @@ class Router:
                     query=query,
                     if_match=if_match,
                     stream=stream,
+                    headers=dict(headers or {}),
                 )
             )
             return fn
@@ -418,6 +435,11 @@ class Router:
                         "description": _REASONS.get(status, "success"),
                         "content": content,
                     }
+                    if ep.headers and status < 300:
+                        responses[str(status)]["headers"] = {
+                            name: {"description": text, "schema": {"type": "string"}}
+                            for name, text in ep.headers.items()
+                        }
             responses["default"] = {"description": "any other error", "content": problem}
             op: dict[str, Any] = {
                 "operationId": ep.operation_id,

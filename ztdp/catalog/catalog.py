@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field
@@ -36,7 +36,8 @@ from ztdp.contracts import (
 from ztdp.contracts.base import Envelope
 from ztdp.contracts.models import ExpressionRule
 from ztdp.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PolicyDenied, StaleRevision
-from ztdp.events import EventBus, make_event
+from ztdp.events import EventBus, make_change_event, make_event
+from ztdp.events.store import EventStore
 from ztdp.graph import (
     DeleteEdge,
     DeleteNode,
@@ -47,9 +48,11 @@ from ztdp.graph import (
     PutEdge,
     PutNode,
     node_id,
+    op_from_json,
+    op_to_json,
 )
 from ztdp.graph.store import Change, GraphStore
-from ztdp.graph.store.memory import MemoryGraphStore
+from ztdp.graph.store.memory import LOG_MAX_LENGTH, MemoryGraphStore
 from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
 from ztdp.policy import (
     Decision,
@@ -149,9 +152,12 @@ class Catalog:
         *,
         write_retries: int = 8,
         events: EventBus | None = None,
+        event_store: EventStore | None = None,
     ) -> None:
         self._store = store
         self._events = events
+        self._event_store = event_store
+        self._graph_id: str | None = None
         self._state = state
         self._retries = write_retries
         self._lock = asyncio.Lock()  # one writer per process; other processes via revisions
@@ -169,7 +175,54 @@ class Catalog:
         await self._store.ping()
 
     async def changes(self, *, since: int, limit: int) -> list[Change]:
-        return await self._store.changes(since=since, limit=limit)
+        """Committed changes after revision `since`, oldest first: from the event store when
+        there is one (kept by age), else from the graph store's own log (its last 10,000)."""
+        if self._event_store is None:
+            return await self._store.changes(since=since, limit=limit)
+        found = await self._event_store.changes(
+            graph=await self._identity(), since=since, limit=limit
+        )
+        return [
+            Change(
+                revision=e.sequence,
+                actor=e.actor,
+                at=datetime.fromtimestamp(e.time, UTC),
+                ops=list(e.data.get("ops", ())),
+            )
+            for e in found
+        ]
+
+    async def record_changes(self, *, batch: int = 1_000) -> int:
+        """Append to the event store the changes the graph store's own log still holds (its
+        last 10,000), as their `io.ztdp.graph.changed` events; return how many were missing.
+
+        Run at start: a change's event has the graph's id and the revision as its id, so what
+        the store has is not stored twice, and what it missed (a store that was down when the
+        change was committed, or one in memory after a restart) is recorded after all.
+        """
+        if self._event_store is None:
+            return 0
+        graph = await self._identity()
+        changes = await self._store.changes(since=0, limit=LOG_MAX_LENGTH)
+        events = [
+            make_change_event(
+                graph=graph,
+                revision=c.revision,
+                subject=_logged_subject([op_from_json(raw) for raw in c.ops]),
+                actor=c.actor,
+                data={"revision": c.revision, "operations": len(c.ops), "ops": c.ops},
+            )._replace(time=c.at.timestamp())
+            for c in changes
+        ]
+        added = 0
+        for start in range(0, len(events), batch):
+            added += await self._event_store.append(events[start : start + batch])
+        return added
+
+    async def _identity(self) -> str:
+        if self._graph_id is None:
+            self._graph_id = await self._store.identity()
+        return self._graph_id
 
     async def _preview(
         self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]
@@ -192,6 +245,8 @@ class Catalog:
                 graph = await self._store.read()
                 check_write(graph)  # on this attempt's graph: the one the batch commits on
                 ops, result = build(graph, graph.revision + 1)
+                # the batch as the store records it, taken before the commit changes `graph`
+                batch = graph.expand(ops) if self._events is not None and ops else ()
                 try:
                     revision = await self._store.commit(
                         ops, expected_revision=graph.revision, actor=current_actor()
@@ -200,11 +255,16 @@ class Catalog:
                     continue  # another process wrote first: validate again on its graph
                 if self._events is not None and ops:
                     await self._events.publish(
-                        make_event(
-                            "graph.changed",
+                        make_change_event(
+                            graph=await self._identity(),
+                            revision=revision,
                             subject=_subject(ops),
                             actor=current_actor(),
-                            data={"revision": revision, "operations": len(ops)},
+                            data={
+                                "revision": revision,
+                                "operations": len(ops),
+                                "ops": [op_to_json(op) for op in batch],
+                            },
                         )
                     )
                 return result
@@ -1164,6 +1224,13 @@ def _refuse_reserved(name: str, what: str) -> None:
         raise InvalidInput(
             f"metadata.name: {name!r} is reserved and cannot name a {what}", field="metadata.name"
         )
+
+
+def _logged_subject(batch: Sequence[Op]) -> str:
+    """The subject of a change read back from a graph store's log, whose batch is expanded
+    (a node's deletion preceded by its edges'): its first node operation's node."""
+    nodes = [op for op in batch if isinstance(op, PutNode | DeleteNode)]
+    return _subject(nodes or batch) if batch else "graph"
 
 
 def _subject(ops: Sequence[Op]) -> str:

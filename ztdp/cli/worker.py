@@ -39,9 +39,13 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
         opened.push_async_callback(registry.aclose)
         graph = open_graph_store(settings)
         opened.push_async_callback(graph.aclose)
-        backends = await opened.enter_async_context(open_backends(settings))
+        backends = await opened.enter_async_context(open_backends(settings, queries=False))
         catalog = Catalog(
-            graph, backends.state, write_retries=settings.write_retries, events=backends.events
+            graph,
+            backends.state,
+            write_retries=settings.write_retries,
+            events=backends.events,
+            event_store=backends.event_store,
         )
         supervisor = Supervisor(
             providers=registry,
@@ -52,7 +56,7 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
         )
         Runtime(catalog, supervisor, settings)  # gives the supervisor its step hooks
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with supervisor:
+            async with backends.event_keeper, supervisor:
                 log.info(
                     "ZTDP %s worker %s: providers %s",
                     __version__,

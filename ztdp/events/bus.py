@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -153,17 +153,30 @@ def bounded(value: Any) -> Any:
     return value
 
 
+def make_change_event(
+    *, graph: str, revision: int, subject: str, actor: str, data: Mapping[str, Any]
+) -> Event:
+    """The `io.ztdp.graph.changed` event of revision `revision` of graph `graph`.
+
+    Its id is the graph's id and the revision, not this process's count: a change is one
+    event whoever records it and however often, and stores find a graph's changes by it.
+    """
+    return Event("io.ztdp.graph.changed", subject, data, actor, None, time.time(), revision, graph)
+
+
 @dataclass(frozen=True)
 class EventFilter:
     node: str | None = None
     run: str | None = None
     type: str | None = None  # a prefix of the type after "io.ztdp.", e.g. "actor" or "run.step"
+    actor: str | None = None
 
     def matches(self, event: Event) -> bool:
         return (
             (self.node is None or event.subject == self.node)
             and (self.run is None or event.run == self.run)
             and (self.type is None or event.type.startswith(f"io.ztdp.{self.type}"))
+            and (self.actor is None or event.actor == self.actor)
         )
 
 
@@ -176,6 +189,11 @@ class EventBus(Protocol):
 
     def subscribe(self, flt: EventFilter) -> Any:
         """An async context manager yielding a stream of matching new events (CloudEvents)."""
+        ...
+
+    async def sync(self) -> None:
+        """Wait (bounded) until the event store holds every event this process published or
+        saw, so that a query of the store right after a publish finds it."""
         ...
 
     async def aclose(self) -> None: ...
@@ -232,14 +250,28 @@ class EventIndex:
         self._subscribers.clear()
 
 
+class _Store(Protocol):  # what the bus needs of an EventStore (ztdp.events.store imports us)
+    async def append(self, events: Sequence[Event]) -> int: ...
+
+
 class MemoryEventBus:
     """The bus of one process: keeps the last `keep` events and fans new ones out to live
-    subscribers (see `EventIndex`)."""
+    subscribers (see `EventIndex`).
 
-    def __init__(self, *, keep: int = 10_000, buffer: int = 1_000) -> None:
+    With a `store`, publishing appends the event to it first: if the store cannot take it the
+    event is not published at all and `publish` raises (`BackendUnavailable`), so a caller
+    learns that the event was not recorded instead of the audit trail losing it quietly.
+    """
+
+    def __init__(
+        self, *, keep: int = 10_000, buffer: int = 1_000, store: _Store | None = None
+    ) -> None:
         self._index = EventIndex(keep=keep, buffer=buffer)
+        self._store = store
 
     async def publish(self, event: Event) -> None:
+        if self._store is not None:
+            await self._store.append((event,))
         self._index.add(event)
 
     async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
@@ -249,6 +281,9 @@ class MemoryEventBus:
         self, flt: EventFilter
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
         return self._index.subscribe(flt)
+
+    async def sync(self) -> None:
+        return None  # the store took each event before `publish` returned
 
     async def aclose(self) -> None:
         self._index.close()

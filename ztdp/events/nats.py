@@ -10,6 +10,12 @@ Read-your-writes: `publish` returns once the stream has stored the event (its ac
 process's follower has taken it into the index, so a `query` right after it finds it. The
 event is not added locally at once: then each process would order its own events before
 others' published earlier, and processes would disagree about the order.
+
+The event store is fed from the stream, which is the durable outbox between a publisher and
+the store: a store of the installation's own (Postgres, a plugin) by `feed`, one durable pull
+consumer shared by every process (a work queue: each event reaches one process, which acks
+it after the store took it, so an event whose process died comes again to another); a store
+in each process's memory by the follower (`sink`), which sees every event.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import anyio.abc
+import nats.errors
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -42,6 +51,7 @@ from nats.js.errors import NotFoundError
 
 from ztdp.errors import BackendUnavailable
 from ztdp.events.bus import Event, EventFilter, EventIndex
+from ztdp.events.store import EventStore
 from ztdp.nats_client import UNREACHABLE
 
 log = logging.getLogger("ztdp.events")
@@ -50,6 +60,9 @@ log = logging.getLogger("ztdp.events")
 DAY = 86_400.0
 HEARTBEAT = 0.5  # seconds between the server's idle heartbeats to a follower
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds before a follower's next consumer, doubling
+FEED_BATCH = 256  # events appended to the store at once by the feed
+FEED_ACK_WAIT = 5.0  # seconds before an event the feed took but did not ack comes again
+SYNC_POLL = 0.01  # seconds between looks at the feed's progress in `sync`
 
 
 class NatsEventBus:
@@ -62,7 +75,15 @@ class NatsEventBus:
     """
 
     def __init__(
-        self, nc: Client, *, url: str, prefix: str, keep: int, buffer: int, timeout: float
+        self,
+        nc: Client,
+        *,
+        url: str,
+        prefix: str,
+        keep: int,
+        buffer: int,
+        timeout: float,
+        sink: Callable[[Sequence[Event]], object] | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
@@ -78,6 +99,8 @@ class NatsEventBus:
         self._consumer_scope: anyio.CancelScope | None = None  # cancelled: start a new one
         self._wake = False  # start the next consumer without waiting (NATS is back)
         self._closed = False
+        self._sink = sink
+        self._durable: str | None = None  # the store feed's consumer, once `feed` runs
 
     @classmethod
     async def connect(
@@ -90,8 +113,12 @@ class NatsEventBus:
         timeout: float = 2.0,  # noqa: ASYNC109  (every NATS call's limit, for the bus's life)
         max_age: float = 30 * DAY,
         max_bytes: int = 1 << 30,
+        sink: Callable[[Sequence[Event]], object] | None = None,
     ) -> NatsEventBus:
         """Connect, create or update the stream, and replay its last `keep` events.
+
+        With a `sink` (a per-process event store's synchronous `add`), the follower replays
+        the whole stream instead and hands the sink every event it takes, in order.
 
         Raises BackendUnavailable naming `url` when NATS does not answer within `timeout`
         seconds. Once connected, the client reconnects forever. The stream keeps events for
@@ -100,7 +127,7 @@ class NatsEventBus:
         durable event store holds it.
         """
         nc = Client()
-        bus = cls(nc, url=url, prefix=prefix, keep=keep, buffer=buffer, timeout=timeout)
+        bus = cls(nc, url=url, prefix=prefix, keep=keep, buffer=buffer, timeout=timeout, sink=sink)
         try:
             with anyio.fail_after(timeout):
                 await nc.connect(
@@ -124,7 +151,7 @@ class NatsEventBus:
         try:
             info = await bus._ensure_stream(prefix, max_age=max_age, max_bytes=max_bytes)
             last = info.state.last_seq
-            bus._taken = max(0, info.state.first_seq - 1, last - keep)
+            bus._taken = max(0, info.state.first_seq - 1, last - keep if sink is None else 0)
             bus._follower = asyncio.create_task(bus._follow(), name=f"ztdp events {prefix}")
             if not await bus._reach(last):
                 raise BackendUnavailable(
@@ -204,6 +231,145 @@ class NatsEventBus:
         self, flt: EventFilter
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
         return self._index.subscribe(flt)
+
+    async def feed(
+        self,
+        store: EventStore,
+        *,
+        durable: str,
+        batch: int = FEED_BATCH,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Append every event of the stream to `store`, until cancelled.
+
+        Through the durable pull consumer `durable`, shared by every process feeding the same
+        store: each batch goes to one of them, is appended in one call and acknowledged only
+        after it; an event delivered twice (its process died before the ack, the ack was lost)
+        is appended twice, which the store ignores (idempotent on the id). A new consumer
+        starts at the beginning of the stream, so a new store receives what the stream still
+        holds. While the store cannot take a batch, the batch is given back (nak) and retried
+        after a pause, doubling to `RETRY_MAX`: nothing is lost, the store catches up later.
+        """
+        self._durable = durable
+        task_status.started()
+        delay, failing = 0.0, False
+        while not self._closed:
+            if delay:
+                await anyio.sleep(delay)
+            try:
+                sub = await self._js.pull_subscribe(
+                    f"{self._subjects}>",
+                    durable=durable,
+                    stream=self._stream,
+                    config=ConsumerConfig(
+                        durable_name=durable,
+                        description="ZTDP: feeds the event store",
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=FEED_ACK_WAIT,
+                        max_ack_pending=batch * 64,
+                        filter_subject=f"{self._subjects}>",
+                    ),
+                )
+                try:
+                    while not self._closed:
+                        try:
+                            msgs = await sub.fetch(batch, timeout=1.0)
+                        except nats.errors.TimeoutError:
+                            continue  # nothing new
+                        await self._append(store, msgs)
+                        delay, failing = 0.0, False
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                        await sub.unsubscribe()
+            except (*UNREACHABLE, BackendUnavailable) as exc:
+                report = log.debug if failing else log.warning
+                report("cannot feed the event store from %s: %r; trying again", self._stream, exc)
+                failing = True
+                delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
+
+    async def _append(self, store: EventStore, msgs: list[Msg]) -> None:
+        """Append a batch, then acknowledge it; on failure give it back (nak) and raise.
+
+        A batch the store refuses for another reason than being unreachable is tried event by
+        event, so that one event it can never take (a bug, a limit of the store) does not stop
+        the feed: that one is logged as an error and terminated (it stays in the stream).
+        """
+        events = []
+        for msg in msgs:
+            try:
+                events.append(Event.from_cloudevent(json.loads(msg.data)))
+            except ValueError as exc:
+                log.warning(
+                    "message %d of %s is not an event, not stored: %s",
+                    msg.metadata.sequence.stream,
+                    self._stream,
+                    exc,
+                )
+        try:
+            await store.append(events)
+        except (BackendUnavailable, anyio.get_cancelled_exc_class()):
+            await self._give_back(msgs)
+            raise
+        except Exception:
+            log.exception("the event store refused a batch of %d; storing one by one", len(msgs))
+            await self._one_by_one(store, msgs)
+            return
+        for msg in msgs:
+            await msg.ack()
+
+    async def _one_by_one(self, store: EventStore, msgs: list[Msg]) -> None:
+        for n, msg in enumerate(msgs):
+            try:
+                event = Event.from_cloudevent(json.loads(msg.data))
+            except ValueError:
+                await msg.ack()  # said above
+                continue
+            try:
+                await store.append([event])
+            except (BackendUnavailable, anyio.get_cancelled_exc_class()):
+                await self._give_back(msgs[n:])
+                raise
+            except Exception as exc:
+                log.error(
+                    "the event store cannot take event %s (%s): %r; it is not stored (it stays "
+                    "in stream %s until the stream's limits remove it)",
+                    event.id,
+                    event.type,
+                    exc,
+                    self._stream,
+                )
+                await msg.term()
+            else:
+                await msg.ack()
+
+    async def _give_back(self, msgs: list[Msg]) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+            for msg in msgs:  # now rather than after the ack wait
+                with contextlib.suppress(*UNREACHABLE):
+                    await msg.nak(delay=RETRY_MAX)
+
+    async def sync(self) -> None:
+        """Wait until the event store has every event this process has published or seen.
+
+        Only the store `feed` feeds can lag behind; a per-process store (`sink`) is always
+        there. Bounded by the timeout: past it, or if NATS does not answer, the caller reads
+        the store as it is (the events come later).
+        """
+        durable = self._durable
+        if durable is None or self._closed:
+            return
+        target = self._taken
+        with anyio.move_on_after(self._timeout):
+            while True:
+                try:
+                    info = await self._js.consumer_info(self._stream, durable)
+                except (*UNREACHABLE, NotFoundError) as exc:
+                    log.debug("cannot tell how far the event store is fed: %r", exc)
+                    return
+                if (info.ack_floor.stream_seq or 0) >= target:
+                    return
+                await anyio.sleep(SYNC_POLL)
 
     async def aclose(self) -> None:
         """Stop following, end every subscriber's stream and close the connection; calling it
@@ -353,6 +519,8 @@ class NatsEventBus:
             )
         else:
             self._index.add(event)
+            if self._sink is not None:
+                self._sink((event,))
         self._taken = sequence
         self._moved()
 

@@ -12,6 +12,8 @@ from ztdp.graph.model import (
     PutEdge,
     PutNode,
     node_id,
+    op_from_json,
+    op_to_json,
 )
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "PutEdge",
     "PutNode",
     "node_id",
+    "op_from_json",
+    "op_to_json",
 ]

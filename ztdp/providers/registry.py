@@ -8,16 +8,12 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ztdp.errors import ZtdpError
+from ztdp.errors import PluginInvalid
 from ztdp.providers.base import REQUIRED_METHODS, Provider
 
 GROUP = "ztdp.providers"
 
-
-class PluginInvalid(ZtdpError):
-    """An installed plugin does not implement the provider protocol: fix or uninstall it."""
-
-    title = "Invalid plugin"
+__all__ = ["GROUP", "PluginInvalid", "ProviderInfo", "ProviderRegistry"]
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,16 @@ with the reason, instead of letting them undo each other's work.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 
-from ztdp.events import EventBus, MemoryEventBus
+from ztdp.events import EventBus, EventStore, EventStoreInfo, MemoryEventBus, MemoryEventStore
+from ztdp.events.keeper import EventKeeper
+from ztdp.events.plugins import open_event_store
 from ztdp.runtime.mailbox import Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import StartRefused
 from ztdp.settings import Settings
@@ -23,6 +28,11 @@ class Backends:
     state: StateStore
     mailbox: Mailbox
     events: EventBus
+    event_store: EventStore
+    event_store_info: EventStoreInfo
+    # The event store's background work (pruning; the feed from NATS): enter it in a task
+    # that lives as long as the process serves, and leave it before the backends close.
+    event_keeper: EventKeeper
 
 
 def check(settings: Settings) -> None:
@@ -52,10 +62,11 @@ def check(settings: Settings) -> None:
 
 @asynccontextmanager
 async def open_backends(
-    settings: Settings, *, state: StateStore | None = None
+    settings: Settings, *, state: StateStore | None = None, queries: bool = True
 ) -> AsyncIterator[Backends]:
     """The backends the settings name, opened; closed when the context ends. A `state`
-    passed in is the caller's to close."""
+    passed in is the caller's to close. `queries=False`: this process answers no queries of
+    the event store (a `ztdp worker`), so a store in its memory is not filled from NATS."""
     check(settings)
     async with AsyncExitStack() as opened:
         if state is None:
@@ -74,12 +85,36 @@ async def open_backends(
         else:
             mailbox = MemoryMailbox(settings.partitions)
         opened.push_async_callback(mailbox.aclose)
+        event_store, info = await open_event_store(settings)
+        opened.push_async_callback(event_store.aclose)
         events: EventBus
+        feed = None
         if settings.event_backend == "nats":
             from ztdp.events.nats import NatsEventBus
 
-            events = await NatsEventBus.connect(settings.nats_url, prefix=settings.nats_prefix)
+            if isinstance(event_store, MemoryEventStore):  # each process keeps every event
+                bus = await NatsEventBus.connect(
+                    settings.nats_url,
+                    prefix=settings.nats_prefix,
+                    sink=event_store.add if queries else None,
+                )
+            else:  # one store for the installation, fed once through a shared consumer
+                bus = await NatsEventBus.connect(settings.nats_url, prefix=settings.nats_prefix)
+                feed = partial(bus.feed, event_store, durable=feed_consumer(settings))
+            events = bus
         else:
-            events = MemoryEventBus()
+            events = MemoryEventBus(store=event_store)
         opened.push_async_callback(events.aclose)
-        yield Backends(state, mailbox, events)
+        keeper = EventKeeper(
+            event_store,
+            retention=timedelta(days=settings.event_retention_days),
+            interval=settings.event_prune_interval,
+            feed=feed,
+        )
+        yield Backends(state, mailbox, events, event_store, info, keeper)
+
+
+def feed_consumer(settings: Settings) -> str:
+    """The durable NATS consumer feeding the event store: one per store name, so that a newly
+    chosen store is fed from the start of the stream rather than from where another stopped."""
+    return f"{settings.nats_prefix}_store_{re.sub(r'[^A-Za-z0-9_-]', '_', settings.event_store)}"

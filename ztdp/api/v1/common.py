@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -10,9 +12,11 @@ from pydantic import BaseModel, Field
 from ztdp.api.access import Access
 from ztdp.api.keys import CATALOG, RUNTIME
 from ztdp.api.problems import BadRequest, Problem
-from ztdp.api.routing import IF_MATCH_PATTERN, Query, Reply, Router
+from ztdp.api.routing import IF_MATCH_PATTERN, Query, Reply, Router, WithHeaders
 from ztdp.catalog import Removed
 from ztdp.catalog.catalog import Dependent
+from ztdp.errors import InvalidInput
+from ztdp.events import EventQuery
 from ztdp.graph import NodeKind
 from ztdp.planner import Plan
 from ztdp.runtime.runs import Trigger
@@ -134,3 +138,70 @@ def deletes(
         query=(CASCADE, DRY_RUN) if cascade else (DRY_RUN,),
         access=access,
     )(handler)
+
+
+# --- event queries and pages (issue 11) ----------------------------------------------------
+
+# RFC 3339 as ZTDP reads it: a date, `T`, a time with at most microseconds, and `Z` or an offset.
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+CURSOR = r"^[0-9]{1,18}$"
+MAX_EVENTS = 10_000
+
+SINCE = Query(
+    "since",
+    "only events at or after this time (RFC 3339, e.g. 2025-01-01T00:00:00Z)",
+    pattern=RFC3339,
+)
+UNTIL = Query("until", "only events before this time (RFC 3339)", pattern=RFC3339)
+AFTER = Query(
+    "after",
+    "a cursor: the matching events stored after it, oldest first (without it: the newest). "
+    'Each answer\'s `Link: <...>; rel="next"` header carries the cursor of the next page',
+    pattern=CURSOR,
+)
+LIMIT = Query(
+    "limit", f"at most this many (default 100, at most {MAX_EVENTS})", pattern=r"^[0-9]{1,5}$"
+)
+NEXT_PAGE = {
+    "Link": '<...>; rel="next": this query continuing after this page (the cursor only grows: '
+    "asked again later, it gives what was stored since)"
+}
+
+
+def _time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(
+            f"query parameter {name} {raw!a} is not a time: {exc}", field=f"query.{name}"
+        ) from None
+
+
+def event_query(request: web.Request, **fixed: str) -> EventQuery:
+    """The event query of a request's parameters (already checked against their patterns);
+    `fixed` filters are the route's own (a history's node and type)."""
+    q = request.query
+    since, until = _time(request, "since"), _time(request, "until")
+    after = q.get("after")
+    return EventQuery(
+        node=fixed.get("node", q.get("node")),
+        run=q.get("run"),
+        type=fixed.get("type", q.get("type")),
+        actor=q.get("actor"),
+        since=since,
+        until=until,
+        after=None if after is None else int(after),
+        limit=min(int(q.get("limit", 100)), MAX_EVENTS),
+    )
+
+
+def next_page(request: web.Request, payload: Any, **cursor: int) -> WithHeaders:
+    """`payload` with the `Link` to the next page: this request's URL with `cursor` set."""
+    url = request.rel_url.update_query({k: str(v) for k, v in cursor.items()})
+    return WithHeaders(payload, {"Link": f'<{url}>; rel="next"'})

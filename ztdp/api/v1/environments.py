@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from ztdp.api.access import (
     READ,
@@ -10,17 +13,25 @@ from ztdp.api.access import (
     path_app,
     team,
 )
-from ztdp.api.keys import CATALOG, RUNTIME
+from ztdp.api.keys import CATALOG, EVENT_STORE, EVENTS, RUNTIME
+from ztdp.api.problems import Problem
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
+    AFTER,
     DELETED,
     DRY_RUN,
+    LIMIT,
+    NEXT_PAGE,
     READ_ERRORS,
+    SINCE,
+    UNTIL,
     WRITE,
     deleted,
     deletes,
+    event_query,
     flag,
     if_match,
+    next_page,
     param,
     router,
 )
@@ -121,6 +132,51 @@ async def get_deployment(request: web.Request, body: None) -> Reply:
     )
     node = deployment_node(deployment.application, deployment.service, deployment.environment)
     return 200, _observed(deployment, await request.app[RUNTIME].supervisor.actor(node))
+
+
+class StatusChange(BaseModel):
+    """One status a deployment took (or one new error in it), from its actor's
+    `io.ztdp.actor.status` event."""
+
+    status: str = Field(description="Pending, Progressing, Ready, Degraded, Drifted, Failed, ...")
+    at: datetime = Field(description="when it took this status")
+    reason: str | None = Field(description="the error, or the provider's message")
+    run: str | None = Field(description="the run that caused it, if any")
+    generation: int | None = None
+    event: str = Field(description="the id of the event, for GET /v1/events")
+
+
+@router.add(
+    "GET",
+    "/v1/environments/{env}/deployments/{app}/{svc}/history",
+    "A deployment's status history from the event store: when it became Ready, Failed, ...",
+    tag="environments",
+    responses={200: list[StatusChange], 422: Problem, **READ_ERRORS},
+    access=READ,
+    headers=NEXT_PAGE,
+    query=(SINCE, UNTIL, AFTER, LIMIT),
+)
+async def deployment_history(request: web.Request, body: None) -> Reply:
+    """Oldest first: the newest `limit` changes, or with `after` the oldest after that cursor.
+    Kept as long as the event store keeps events (`ZTDP_EVENT_RETENTION_DAYS`), also after
+    an undeploy."""
+    node = deployment_node(param(request, "app"), param(request, "svc"), param(request, "env"))
+    await request.app[EVENTS].sync()
+    page = await request.app[EVENT_STORE].query(
+        event_query(request, node=node, type="actor.status")
+    )
+    history = [
+        StatusChange(
+            status=str(e.data.get("status")),
+            at=datetime.fromtimestamp(e.time, UTC),
+            reason=e.data.get("error") or e.data.get("message") or None,
+            run=e.run,
+            generation=e.data.get("generation"),
+            event=e.id,
+        )
+        for e in page.events
+    ]
+    return 200, next_page(request, history, after=page.cursor)
 
 
 def _observed(d: Deployment, state: ActorState | None) -> Deployment:

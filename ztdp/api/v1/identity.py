@@ -11,10 +11,10 @@ from ztdp.api.access import (
     READ,
     admin,
 )
-from ztdp.api.keys import AUTH, CATALOG, SETTINGS, identity_of
+from ztdp.api.keys import AUTH, CATALOG, EVENTS, SETTINGS, identity_of
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Query, Reply
-from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
+from ztdp.api.v1.common import NEXT_PAGE, READ_ERRORS, WRITE, next_page, param, router
 from ztdp.auth import Grant, TokenInfo
 from ztdp.contracts.base import Owner
 from ztdp.errors import NotFound
@@ -139,16 +139,22 @@ async def whoami(request: web.Request, body: None) -> Reply:
 @router.add(
     "GET",
     "/v1/changes",
-    "Committed changes to the graph, with who made them",
+    "Committed changes to the graph, with who made them, oldest first, paged",
     tag="system",
     responses={200: list[Change], 422: Problem},
     access=READ,
+    headers=NEXT_PAGE,
     query=(
         Query("since", "only changes after this revision", pattern=r"^[0-9]{1,12}$"),
         Query("limit", "at most this many (default 100, at most 1000)", pattern=r"^[0-9]{1,4}$"),
     ),
 )
 async def list_changes(request: web.Request, body: None) -> Reply:
+    """Kept in the event store, by age (`ZTDP_EVENT_RETENTION_DAYS`), however many there are.
+    The `Link` header's next page continues after the last revision answered."""
     since = int(request.query.get("since", 0))
     limit = min(int(request.query.get("limit", 100)), 1000)
-    return 200, await request.app[CATALOG].changes(since=since, limit=limit)
+    await request.app[EVENTS].sync()  # the changes this process made or saw are in the store
+    changes = await request.app[CATALOG].changes(since=since, limit=limit)
+    last = changes[-1].revision if changes else since
+    return 200, next_page(request, changes, since=last)

@@ -12,10 +12,21 @@ from pydantic import BaseModel, Field
 from ztdp.api.access import (
     READ,
 )
-from ztdp.api.keys import CLOSING, EVENTS, RUNTIME
+from ztdp.api.keys import CLOSING, EVENT_STORE, EVENTS, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Query, Reply
-from ztdp.api.v1.common import READ_ERRORS, param, router
+from ztdp.api.v1.common import (
+    AFTER,
+    LIMIT,
+    NEXT_PAGE,
+    READ_ERRORS,
+    SINCE,
+    UNTIL,
+    event_query,
+    next_page,
+    param,
+    router,
+)
 from ztdp.events import EventFilter
 from ztdp.runtime import Run
 
@@ -69,11 +80,13 @@ async def get_run(request: web.Request, body: None) -> Reply:
 @router.add(
     "GET",
     "/v1/events",
-    "CloudEvents, filtered; with 'Accept: text/event-stream', a live Server-Sent Events stream",
+    "CloudEvents from the event store, filtered and paged; with "
+    "'Accept: text/event-stream', a live Server-Sent Events stream",
     tag="runs",
     responses={200: list[CloudEvent], 422: Problem},
     access=READ,
     stream=CloudEvent,
+    headers=NEXT_PAGE,
     query=(
         Query("node", "only events about this node (the CloudEvents subject)", pattern=None),
         Query("run", "only events of this run", pattern=r"^[0-9a-f]{32}$"),
@@ -82,21 +95,27 @@ async def get_run(request: web.Request, body: None) -> Reply:
             "only types starting with io.ztdp.<type>, e.g. run or actor.status",
             pattern=r"^[a-z_.]{1,64}$",
         ),
-        Query("limit", "at most this many (default 100, at most 10000)", pattern=r"^[0-9]{1,5}$"),
+        Query("actor", "only events caused by this principal, e.g. token:ci", pattern=None),
+        SINCE,
+        UNTIL,
+        AFTER,
+        LIMIT,
     ),
 )
 async def list_events(request: web.Request, body: None) -> Reply:
-    """The newest events, oldest first. Sent `Accept: text/event-stream`, the answer is a
-    stream instead: each new event as it happens, with `id`, `event` (its type) and `data`
-    (the event as JSON); `limit` does not apply, and the stream lasts until the client leaves
-    or the server stops."""
-    q = request.query
-    flt = EventFilter(node=q.get("node"), run=q.get("run"), type=q.get("type"))
+    """The newest events, oldest first; with `after`, the oldest after that cursor, to page
+    through everything the store keeps (docs/runtime.md, "The event store"). Sent
+    `Accept: text/event-stream`, the answer is a stream instead: each new event as it happens,
+    with `id`, `event` (its type) and `data` (the event as JSON), filtered by `node`, `run`,
+    `type` and `actor`; the stream lasts until the client leaves or the server stops."""
+    query = event_query(request)
     bus = request.app[EVENTS]
     if "text/event-stream" in request.headers.get("Accept", ""):
+        flt = EventFilter(node=query.node, run=query.run, type=query.type, actor=query.actor)
         return 200, await _stream_events(request, bus, flt)
-    limit = min(int(q.get("limit", 100)), 10_000)
-    return 200, await bus.query(flt, limit=limit)
+    await bus.sync()  # what this process published or saw is in the store
+    page = await request.app[EVENT_STORE].query(query)
+    return 200, next_page(request, [e.cloudevent() for e in page.events], after=page.cursor)
 
 
 async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> web.StreamResponse:

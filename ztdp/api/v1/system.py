@@ -39,6 +39,9 @@ class Status(BaseModel):
     state_store: str
     mailbox: str
     event_bus: str
+    event_store: str = Field(
+        description="the event store: its plugin name, e.g. memory or postgres"
+    )
     revision: int
     nodes: dict[str, int] = Field(description="number of nodes per kind")
     edges: int
@@ -114,6 +117,7 @@ async def get_status(request: web.Request, body: None) -> Reply:
         state_store=settings.state_backend,
         mailbox=settings.mailbox,
         event_bus=settings.event_backend,
+        event_store=settings.event_store,
         revision=graph.revision,
         nodes=graph.counts(),
         edges=graph.edge_count(),

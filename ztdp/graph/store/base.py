@@ -39,6 +39,12 @@ class GraphStore(Protocol):
         """
         ...
 
+    async def identity(self) -> str:
+        """This graph's id: the same for every process sharing it, different for a graph
+        that starts again from nothing (a new memory store, an emptied Redis). Hex digits.
+        Its changes are recorded as events under it (`ztdp.events.make_change_event`)."""
+        ...
+
     async def changes(self, *, since: int, limit: int) -> list[Change]:
         """Committed batches after revision `since`, oldest first (as far as kept)."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,10 @@ class MemoryGraphStore:
         # (revision, actor, time, batch): the batch's ops are kept as they are and turned into
         # JSON only when read, so a write allocates no copy of its data.
         self._log: deque[tuple[int, str, datetime, Sequence[Op]]] = deque(maxlen=LOG_MAX_LENGTH)
+        self._id = os.urandom(8).hex()  # a new graph each time: it starts from nothing
+
+    async def identity(self) -> str:
+        return self._id
 
     async def read(self) -> Graph:
         return self._graph

@@ -5,6 +5,7 @@ Layout under the key prefix P:
   P:graph:nodes  hash node id -> {"kind", "data"} as JSON
   P:graph:edges  hash JSON [source, type, target] -> edge data as JSON
   P:graph:log    stream of committed batches, entry id "<revision>-1"
+  P:graph:id     the graph's id (random hex, set once; gone with the graph if Redis is emptied)
 
 A Lua script checks the revision and applies a batch in one step, so writes are atomic and
 optimistic. Each process keeps the graph in memory and catches up by replaying the log
@@ -14,6 +15,7 @@ optimistic. Each process keeps the graph in memory and catches up by replaying t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -80,6 +82,8 @@ class RedisGraphStore:
         self._redis = client
         self._keys = [f"{prefix}:graph:{k}" for k in ("rev", "nodes", "edges", "log")]
         self._commit = client.register_script(_COMMIT)
+        self._id_key = f"{prefix}:graph:id"
+        self._id: str | None = None
         self._graph = Graph()
         self._loaded = False
 
@@ -133,6 +137,16 @@ class RedisGraphStore:
             self._graph.apply(batch, int(rev))
         return int(rev)
 
+    async def identity(self) -> str:
+        if self._id is None:
+            try:
+                await self._redis.set(self._id_key, os.urandom(8).hex(), nx=True)
+                found = await self._redis.get(self._id_key)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
+            self._id = found.decode() if isinstance(found, bytes) else str(found)
+        return self._id
+
     async def changes(self, *, since: int, limit: int) -> list[Change]:
         try:
             entries = await self._redis.xrange(
@@ -179,6 +193,7 @@ class RedisGraphStore:
         graph.apply(ops, int(rev or 0))
         self._graph = graph
         self._loaded = True
+        self._id = None  # a graph reloaded may be another one (Redis emptied): ask again
 
     async def ping(self) -> None:
         try:
