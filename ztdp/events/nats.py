@@ -56,6 +56,9 @@ from ztdp.nats_client import UNREACHABLE
 
 log = logging.getLogger("ztdp.events")
 
+_FEED_AWAY: tuple[type[Exception], ...] = (*UNREACHABLE, BackendUnavailable)
+_INFO_AWAY: tuple[type[Exception], ...] = (*UNREACHABLE, NotFoundError)
+
 
 DAY = 86_400.0
 HEARTBEAT = 0.5  # seconds between the server's idle heartbeats to a follower
@@ -282,7 +285,7 @@ class NatsEventBus:
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
                         await sub.unsubscribe()
-            except (*UNREACHABLE, BackendUnavailable) as exc:
+            except _FEED_AWAY as exc:
                 report = log.debug if failing else log.warning
                 report("cannot feed the event store from %s: %r; trying again", self._stream, exc)
                 failing = True
@@ -364,7 +367,7 @@ class NatsEventBus:
             while True:
                 try:
                     info = await self._js.consumer_info(self._stream, durable)
-                except (*UNREACHABLE, NotFoundError) as exc:
+                except _INFO_AWAY as exc:
                     log.debug("cannot tell how far the event store is fed: %r", exc)
                     return
                 if (info.ack_floor.stream_seq or 0) >= target:
