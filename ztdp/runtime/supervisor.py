@@ -371,9 +371,7 @@ class Supervisor:
         on; their records survive in a shared store: wake their coordinators again."""
         resumed = [r for r in await self.state.runs(limit=1000) if r.status == "Running"]
         for run in resumed:
-            await self.send(
-                Envelope(node=run_node(run.id), kind="advance", body={"resume": True})
-            )
+            await self.send(Envelope(node=run_node(run.id), kind="advance", body={"resume": True}))
         if resumed:
             log.warning("resuming %d run(s) left running by a previous process", len(resumed))
 
