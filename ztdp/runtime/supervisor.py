@@ -167,6 +167,21 @@ class _Progress:
 
 
 @dataclass(slots=True)
+class _StepRun:
+    """A run's step that its actor carries out. Its records ride on the actor's own commits:
+    the intent (Progressing) on the one before the provider call, the outcome on the one
+    after it, so that a step costs two commits."""
+
+    body: Mapping[str, Any]  # the step message's
+    started_at: datetime | None = None  # when its intent was committed
+    finished: bool = False  # its outcome is committed and the coordinator told
+
+    @property
+    def run(self) -> str:
+        return str(self.body["run"])
+
+
+@dataclass(slots=True)
 class _Idle:
     """A worker task waiting for its next activation: waking one costs a fraction of
     spawning a task (anyio's start_soon costs ~25 us), which a plan's wave does by hundreds."""
@@ -600,13 +615,34 @@ class Supervisor:
         message: str = "",
         run: str | None = None,
         also: Sequence[Write] = (),
+        intent: _StepRun | None = None,
+        outcome: _StepRun | None = None,
     ) -> None:
+        """Commit the actor's new status (with `also`), then say so. With `intent`, the
+        commit records that step's start as well; with `outcome`, it records the step's
+        outcome (this status), and the coordinator is told after."""
         changed = status is not state.status
         state.status, state.last_error, state.message = status, error, message
-        state.updated_at = datetime.now(UTC)
+        state.updated_at = now = datetime.now(UTC)
         if changed or state.since is None:
-            state.since = state.updated_at
-        await self._save(owned, state, *also)
+            state.since = now
+        writes = list(also)
+        started = finished = None
+        if intent is not None:
+            started = _record(intent.body, status="Progressing", started_at=now)
+            intent.started_at = now
+            writes.append(PutStep(intent.run, started))
+        if outcome is not None:
+            result = _step_status(status)
+            finished = _record(
+                outcome.body, status=result, error=error, started_at=outcome.started_at
+            )
+            finished.finished_at = now
+            state.remember(outcome.run, result, error)
+            writes.append(PutStep(outcome.run, finished))
+        await self._save(owned, state, *writes)
+        if intent is not None and started is not None:
+            await self._step_event(intent.run, intent.body["actor"], started)
         if changed or error:
             await self._publish(
                 make_event(
@@ -621,6 +657,10 @@ class Supervisor:
                     },
                 )
             )
+        if outcome is not None and finished is not None:
+            outcome.finished = True
+            await self._step_event(outcome.run, outcome.body["actor"], finished)
+            await self._answer(outcome.run, state.node, finished.status, error)
 
     async def _step(self, owned: _Owned, state: ActorState, body: Mapping[str, Any]) -> None:
         run_id, step = body["run"], body["step"]
@@ -628,11 +668,6 @@ class Supervisor:
         if done is not None:  # finished before a crash lost the acknowledgement: answer again
             await self._answer(run_id, state.node, done[0], done[1])
             return
-        record = _record(body, status="Progressing")
-        # The intent, recorded before the provider is called: a crash leaves it Progressing
-        # and the step runs again, wherever its partition goes.
-        await self.state.commit([PutStep(run_id, record)], fence=owned.fence)
-        await self._step_event(run_id, body["actor"], record)
         hooks = self.hooks
         assert hooks is not None, "the supervisor has no step hooks"
         status: str
@@ -654,15 +689,22 @@ class Supervisor:
                 if state.resource is not None:  # observe it where its environment says now
                     state.target = target
                 status, error = "Unchanged", None
-            elif step["action"] == "delete":
-                state.resource, state.target = resource, target
-                await self._delete(owned, state, run_id)
-                status, error = _step_status(state.status), state.last_error
             else:
-                _desire(state, resource, target)
-                await self._apply(owned, state, run_id)
+                # The intent is committed with the actor's starting status, before the
+                # provider is called: a crash leaves it Progressing and the step runs again,
+                # wherever its partition goes. The outcome is committed with the actor's
+                # outcome, and the coordinator told after.
+                carried = _StepRun(body)
+                if step["action"] == "delete":
+                    state.resource, state.target = resource, target
+                    await self._delete(owned, state, run_id, carried)
+                else:
+                    _desire(state, resource, target)
+                    await self._apply(owned, state, run_id, carried)
+                if carried.finished:
+                    return
                 status, error = _step_status(state.status), state.last_error
-        await self._step_outcome(owned, state, body, status, error, record.started_at)
+        await self._step_outcome(owned, state, body, status, error, None)
 
     async def _step_outcome(
         self,
@@ -702,6 +744,7 @@ class Supervisor:
         provider: Provider,
         call: Callable[[], Awaitable[Observation]],
         what: str,
+        step: _StepRun | None,
     ) -> Observation | None:
         """One provider call with the step timeout and retries; a failure sets Failed."""
         try:
@@ -720,7 +763,7 @@ class Supervisor:
             error = exc.detail
         except Exception as exc:  # a provider bug is that provider's failure, not ours
             error = f"provider {provider.kind} failed: {exc!r}"
-        await self._status(owned, state, Status.FAILED, run=run, error=error)
+        await self._status(owned, state, Status.FAILED, run=run, error=error, outcome=step)
         return None
 
     async def _provider_step(
@@ -731,26 +774,29 @@ class Supervisor:
         starting: Status,
         what: str,
         action: Callable[[Provider, Resource, Target], Awaitable[Observation]],
+        step: _StepRun | None,
     ) -> Observation | None:
         """Find the node's provider, report `starting`, then run `action` as one call."""
         provider = self._provider(state)
         if provider is None:
             error = self.providers.missing(state.provider)
-            await self._status(owned, state, Status.FAILED, run=run, error=error)
+            await self._status(owned, state, Status.FAILED, run=run, error=error, outcome=step)
             return None
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
-        await self._status(owned, state, starting, run=run)
+        await self._status(owned, state, starting, run=run, intent=step)
         return await self._call(
-            owned, state, run, provider, lambda: action(provider, resource, target), what
+            owned, state, run, provider, lambda: action(provider, resource, target), what, step
         )
 
-    async def _apply(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+    async def _apply(
+        self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
+    ) -> None:
         observation = await self._provider_step(
-            owned, state, run, Status.PROGRESSING, "apply", _apply
+            owned, state, run, Status.PROGRESSING, "apply", _apply, step
         )
         if observation is not None:
-            await self._observed(owned, state, observation, run)
+            await self._observed(owned, state, observation, run, step)
 
     async def _retrying(
         self, state: ActorState, run: str | None, call: Callable[[], Awaitable[Observation]]
@@ -784,7 +830,12 @@ class Supervisor:
         raise AssertionError("unreachable")
 
     async def _observed(
-        self, owned: _Owned, state: ActorState, observation: Observation, run: str | None
+        self,
+        owned: _Owned,
+        state: ActorState,
+        observation: Observation,
+        run: str | None,
+        step: _StepRun | None = None,
     ) -> None:
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
@@ -806,11 +857,14 @@ class Supervisor:
             message=observation.message,
             run=run,
             also=[PutObserved(seen)],
+            outcome=step,
         )
 
-    async def _delete(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+    async def _delete(
+        self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
+    ) -> None:
         done = await self._provider_step(
-            owned, state, run, Status.DELETING, "delete", _delete_resource
+            owned, state, run, Status.DELETING, "delete", _delete_resource, step
         )
         if done is None:
             return
@@ -822,6 +876,7 @@ class Supervisor:
             Status.DELETED,
             run=run,
             also=[DeleteObserved(state.node, state.target.environment)],
+            outcome=step,
         )
 
     async def _observe(self, owned: _Owned, state: ActorState) -> None:
