@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -50,7 +51,7 @@ from ztdp.runtime.actor import (
     encode_target,
     run_node,
 )
-from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox
+from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
 from ztdp.settings import Settings
 from ztdp.state import (
@@ -329,7 +330,7 @@ class Supervisor:
     # --- sending ---------------------------------------------------------------------------
 
     def partition(self, node: str) -> int:
-        return partition_of(node, self.mailbox.partitions)
+        return _partition(node, self.mailbox.partitions)
 
     async def send(self, envelope: Envelope) -> None:
         await self.mailbox.send(envelope, partition=self.partition(envelope.node))
@@ -337,8 +338,10 @@ class Supervisor:
     async def send_all(self, envelopes: Iterable[Envelope]) -> None:
         """Send many at once (a round trip each over NATS, so not one after another)."""
         batch = list(envelopes)
-        if len(batch) == 1:
-            await self.send(batch[0])
+        if len(batch) == 1 or isinstance(self.mailbox, MemoryMailbox):
+            # In-process mailboxes queue without a round trip: a task each would cost more.
+            for envelope in batch:
+                await self.send(envelope)
             return
         limit = anyio.Semaphore(64)
 
@@ -1164,6 +1167,12 @@ def _deadline(seconds: float) -> anyio.CancelScope:
     `anyio.fail_after` without its generator wrapper: it is on the path of every step.
     """
     return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+
+@lru_cache(maxsize=4096)
+def _partition(node: str, partitions: int) -> int:
+    """`partition_of`, remembered for the nodes messages went to lately (two sends a step)."""
+    return partition_of(node, partitions)
 
 
 def _step_status(status: Status | None) -> Any:

@@ -21,9 +21,10 @@ from ztdp.state.base import (
 )
 from ztdp.state.runs import Run, RunStep
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# Made once: json.dumps makes an encoder at every call that sets an option. No check for
+# circular references: what is written came from JSON-able records, and encoding one costs
+# two commits a step.
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _encoded(w: Write) -> str | None:
