@@ -482,28 +482,41 @@ class Supervisor:
             node = idle.node
 
     async def _drain(self, owned: _Owned, node: str) -> None:
-        """One activation: handle the actor's mail until there is none, then go idle."""
+        """One activation: handle the actor's mail until there is none, then go idle.
+
+        A run's coordinator takes all of its waiting mail at once: the steps that finished
+        meanwhile are noted together, and what they let start is committed and sent once."""
         queue = owned.queues[node]
+        coordinator = node.startswith(RUN_PREFIX)
         while queue:
-            delivery = queue.popleft()
-            owned.handling.add(delivery)
+            if coordinator:
+                batch = list(queue)
+                queue.clear()
+            else:
+                batch = [queue.popleft()]
+            owned.handling.update(batch)
             try:
-                await self._deliver(owned, delivery)
+                await self._deliver(owned, batch)
             except Fenced as exc:
                 await self._lost(owned, exc)  # cancels this task too
                 return
             finally:
-                owned.handling.discard(delivery)
-                if not isinstance(delivery, _Local):
-                    owned.slots.release()
+                for delivery in batch:
+                    owned.handling.discard(delivery)
+                    if not isinstance(delivery, _Local):
+                        owned.slots.release()
         del owned.queues[node]  # no await since the empty check: no message slipped in
 
-    async def _deliver(self, owned: _Owned, delivery: Delivery) -> None:
-        envelope = delivery.envelope
+    async def _deliver(self, owned: _Owned, batch: list[Delivery]) -> None:
+        """Handle one message of an actor, or a run coordinator's messages (acknowledged
+        together, after their outcome is committed)."""
+        envelope = batch[0].envelope
         try:
             if envelope.node.startswith(RUN_PREFIX):
                 try:
-                    await self._advance(owned, envelope, delivery.redelivered)
+                    await self._advance(
+                        owned, [d.envelope for d in batch], any(d.redelivered for d in batch)
+                    )
                 except (BackendUnavailable, Fenced):
                     raise
                 except Exception as exc:  # a broken run fails alone
@@ -518,13 +531,15 @@ class Supervisor:
             log.warning("%s for %s paused: %s", envelope.kind, envelope.node, exc.detail)
             owned.actors.pop(envelope.node, None)
             owned.runs.pop(envelope.node.removeprefix(RUN_PREFIX), None)
-            await _quietly(delivery.nack(PAUSE))
+            for delivery in batch:
+                await _quietly(delivery.nack(PAUSE))
             return
         except Exception:
             # A message nobody can handle (a run that no longer exists, a bug): said, dropped,
             # rather than redelivered forever or taking the partition down.
             log.exception("%s for %s could not be handled", envelope.kind, envelope.node)
-        await _quietly(delivery.ack())
+        for delivery in batch:
+            await _quietly(delivery.ack())
 
     async def _heartbeats(self) -> None:
         """Tell the mailbox that long handlers are alive, so it does not redeliver their mail."""
@@ -949,11 +964,13 @@ class Supervisor:
 
     # --- run coordinators ------------------------------------------------------------------
 
-    async def _advance(self, owned: _Owned, envelope: Envelope, redelivered: bool) -> None:
-        """A run's coordinator: note the step that finished, start what may start now."""
-        run_id = envelope.node.removeprefix(RUN_PREFIX)
+    async def _advance(
+        self, owned: _Owned, envelopes: Sequence[Envelope], redelivered: bool
+    ) -> None:
+        """A run's coordinator: note the steps that finished, start what may start now."""
+        run_id = envelopes[0].node.removeprefix(RUN_PREFIX)
         progress = owned.runs.get(run_id)
-        loaded = progress is None or redelivered or bool(envelope.body.get("resume"))
+        loaded = progress is None or redelivered or any(e.body.get("resume") for e in envelopes)
         if loaded:
             run = await self.state.run(run_id)
             if run.status != "Running":
@@ -961,26 +978,8 @@ class Supervisor:
                 return  # finished before a crash lost the acknowledgement
             progress = owned.runs[run_id] = _Progress.of(run, await self.state.run_plan(run_id))
         assert progress is not None
-        body = envelope.body
-        if "node" in body:
-            progress.finished(body["node"], body["status"], body["error"])
-        elif envelope.id.endswith(":start") and not any(
-            s != "Pending" for s in progress.status.values()
-        ):
-            run = progress.run
-            await self._publish(
-                make_event(
-                    "run.started",
-                    subject=run.environment,
-                    run=run.id,
-                    actor=run.actor,
-                    data={
-                        "trigger": run.trigger,
-                        "application": run.application,
-                        "steps": len(run.steps),
-                    },
-                )
-            )
+        for envelope in envelopes:
+            await self._note(progress, envelope)
         writes: list[Write] = []
         sends: list[Envelope] = []
         if loaded:
@@ -1001,6 +1000,29 @@ class Supervisor:
         await self.send_all(sends)
         if progress.complete():
             await self._finish_run(owned, progress)
+
+    async def _note(self, progress: _Progress, envelope: Envelope) -> None:
+        """One message to a run's coordinator: a step finished, or the run starts."""
+        body = envelope.body
+        if "node" in body:
+            progress.finished(body["node"], body["status"], body["error"])
+        elif envelope.id.endswith(":start") and not any(
+            s != "Pending" for s in progress.status.values()
+        ):
+            run = progress.run
+            await self._publish(
+                make_event(
+                    "run.started",
+                    subject=run.environment,
+                    run=run.id,
+                    actor=run.actor,
+                    data={
+                        "trigger": run.trigger,
+                        "application": run.application,
+                        "steps": len(run.steps),
+                    },
+                )
+            )
 
     async def _run_broke(self, owned: _Owned, run_id: str, exc: Exception) -> None:
         """Fail a run whose coordination broke (not its steps: its own bookkeeping), each
