@@ -14,6 +14,7 @@ and finishes the run when every step has.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -239,6 +240,7 @@ class Supervisor:
             drop=self._drop,
         )
         self._owned: dict[int, _Owned] = {}
+        self._ids, self._sent = f"{uuid.uuid4().hex}-", itertools.count(1)
         limit = settings.worker_parallelism
         self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
         self._accepting = False
@@ -359,10 +361,10 @@ class Supervisor:
         """Queue a message for a node's actor, wherever it runs."""
         if not self._accepting:
             raise ShuttingDown(f"the runtime is stopping; {kind} for {node} refused")
-        envelope = Envelope(node=node, kind=kind, body=dict(body or {}))
-        if id is not None:
-            envelope = Envelope(node=node, kind=kind, body=envelope.body, id=id)
-        await self.send(envelope)
+        if id is None:
+            # Unique without a random draw per message: this process's random prefix, counted.
+            id = f"{self._ids}{next(self._sent):x}"
+        await self.send(Envelope(node=node, kind=kind, body=dict(body or {}), id=id))
 
     async def apply(self, resource: Resource, target: Target, *, provider: str) -> None:
         """Make a resource as desired (outside any run)."""
