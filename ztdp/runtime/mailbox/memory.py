@@ -19,7 +19,7 @@ import anyio.lowlevel
 from ztdp.runtime.mailbox.base import Envelope
 
 DUPLICATE_WINDOW = 120.0  # seconds, as JetStream's default
-ROOM = 64  # messages queued in a partition before a send yields to let its consumer catch up
+ROOM = 32  # messages sent, over all partitions, between two sends that yield
 
 
 @dataclass(slots=True)
@@ -80,6 +80,7 @@ class MemoryMailbox:
         self.partitions = partitions
         self._parts = [_Partition() for _ in range(partitions)]
         self._sequence = 0
+        self._unyielded = 0  # messages sent since a send last yielded
         self._seen: OrderedDict[str, float] = OrderedDict()  # id -> when sent
 
     async def send(self, envelope: Envelope, *, partition: int) -> None:
@@ -93,10 +94,12 @@ class MemoryMailbox:
         part = self._parts[partition]
         part.queue.append(_Queued(envelope.encode(), self._sequence))
         part.notify()
-        if len(part.queue) >= ROOM:
+        self._unyielded += 1
+        if self._unyielded >= ROOM:
             # A sender in a loop must not starve the receivers (and the lease renewals) of its
-            # own process: past a few queued messages, it lets them run, as a full stream
-            # would make it. Not before: a yield per send costs a turn of the event loop.
+            # own process: every few messages it lets them run, as a full stream would make
+            # it. Not at every one: a yield per send costs a turn of the event loop.
+            self._unyielded = 0
             await anyio.lowlevel.checkpoint()
 
     @asynccontextmanager
