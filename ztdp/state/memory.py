@@ -27,15 +27,6 @@ from ztdp.state.runs import Run, RunStep
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
-def _encoded(w: Write) -> str | None:
-    """What the write stores, encoded (if it stores a document)."""
-    if isinstance(w, PutActor):
-        return _dumps(dict(w.snapshot))
-    if isinstance(w, PutStep):
-        return w.step.model_dump_json()
-    return None
-
-
 class MemoryStateStore:
     def __init__(self, *, keep_runs: int = 1000) -> None:
         self._observed: dict[tuple[str, str], ObservedResource] = {}  # (environment, node)
@@ -115,30 +106,34 @@ class MemoryStateStore:
                 f"(lease {fence.token}); write refused"
             )
         # Encoded first, applied after: a value that cannot be encoded writes nothing.
-        encoded = [_encoded(w) for w in writes]
+        encoded = [
+            _dumps(dict(w.snapshot))
+            if type(w) is PutActor
+            else w.step.model_dump_json()
+            if type(w) is PutStep
+            else None
+            for w in writes
+        ]
         for w, doc in zip(writes, encoded, strict=True):
-            match w:
-                case PutActor(node=node):
-                    assert doc is not None
-                    self._actors[node] = doc
-                    filed = self._partitions.setdefault(fence.partition, set())
-                    if node not in filed:
-                        for members in self._partitions.values():
-                            members.discard(node)
-                        filed.add(node)
-                case PutObserved(resource=resource):
-                    self._observed[resource.environment, resource.node] = resource
-                case DeleteObserved(node=node, environment=environment):
-                    self._observed.pop((environment, node), None)
-                case PutStep(run=run_id, step=step):
-                    steps = self._steps.get(run_id)
-                    if steps is not None and step.node in steps:
-                        assert doc is not None
-                        steps[step.node] = doc
-                case PutRun(run=new):
-                    run = self._runs.get(new.id)
-                    if run is not None:
-                        run.update(new.model_dump(mode="json", include={"status", "finished_at"}))
+            if type(w) is PutActor:
+                self._actors[w.node] = cast(str, doc)
+                filed = self._partitions.setdefault(fence.partition, set())
+                if w.node not in filed:
+                    for members in self._partitions.values():
+                        members.discard(w.node)
+                    filed.add(w.node)
+            elif type(w) is PutStep:
+                steps = self._steps.get(w.run)
+                if steps is not None and w.step.node in steps:
+                    steps[w.step.node] = cast(str, doc)
+            elif type(w) is PutObserved:
+                self._observed[w.resource.environment, w.resource.node] = w.resource
+            elif type(w) is DeleteObserved:
+                self._observed.pop((w.environment, w.node), None)
+            elif type(w) is PutRun:
+                run = self._runs.get(w.run.id)
+                if run is not None:
+                    run.update(w.run.model_dump(mode="json", include={"status", "finished_at"}))
 
     # --- leases ----------------------------------------------------------------------------
 
