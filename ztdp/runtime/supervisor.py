@@ -38,7 +38,7 @@ from ztdp.errors import (
     TemporaryError,
     ZtdpError,
 )
-from ztdp.events import EventBus, make_event
+from ztdp.events import Event, EventBus, make_event
 from ztdp.planner import waits
 from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
@@ -524,7 +524,7 @@ class Supervisor:
                 except Exception as exc:  # a broken run fails alone
                     await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
             else:
-                await self._handle(owned, envelope)
+                await self._handle(owned, envelope, batch[0].redelivered)
         except Fenced:
             raise
         except BackendUnavailable as exc:
@@ -563,7 +563,7 @@ class Supervisor:
             state.provider = provider
         return state
 
-    async def _handle(self, owned: _Owned, envelope: Envelope) -> None:
+    async def _handle(self, owned: _Owned, envelope: Envelope, redelivered: bool = False) -> None:
         body = envelope.body
         provider = body.get("provider")
         if envelope.kind == "step":
@@ -579,7 +579,7 @@ class Supervisor:
                     state.target = decode_target(body["target"])
                     await self._delete(owned, state, None)
                 case "step":
-                    await self._step(owned, state, body)
+                    await self._step(owned, state, body, redelivered)
                 case "block":
                     await self._status(
                         owned, state, Status.BLOCKED, error=body["error"], run=body["run"]
@@ -682,10 +682,15 @@ class Supervisor:
             await self._step_event(outcome.run, outcome.body["actor"], finished)
             await self._answer(outcome.run, state.node, finished.status, error)
 
-    async def _step(self, owned: _Owned, state: ActorState, body: Mapping[str, Any]) -> None:
+    async def _step(
+        self, owned: _Owned, state: ActorState, body: Mapping[str, Any], redelivered: bool
+    ) -> None:
         run_id, step = body["run"], body["step"]
         done = state.steps_done.get(run_id)
         if done is not None:  # finished before a crash lost the acknowledgement: answer again
+            if redelivered:  # and its handler may have died before it said so: say it again
+                record = _record(body, status=done[0], error=done[1])
+                await self._step_event(run_id, body["actor"], record)
             await self._answer(run_id, state.node, done[0], done[1])
             return
         hooks = self.hooks
@@ -975,9 +980,11 @@ class Supervisor:
         loaded = progress is None or redelivered or any(e.body.get("resume") for e in envelopes)
         if loaded:
             run = await self.state.run(run_id)
-            if run.status != "Running":
+            if run.status != "Running":  # finished before a crash lost the acknowledgement
                 owned.runs.pop(run_id, None)
-                return  # finished before a crash lost the acknowledgement
+                if redelivered:  # and maybe before it said so: say it again
+                    await self._publish(_finished(run))
+                return
             progress = owned.runs[run_id] = _Progress.of(run, await self.state.run_plan(run_id))
         assert progress is not None
         for envelope in envelopes:
@@ -1118,15 +1125,7 @@ class Supervisor:
         run.finished_at = datetime.now(UTC)
         await self.state.commit([PutRun(run)], fence=owned.fence)
         owned.runs.pop(run.id, None)
-        await self._publish(
-            make_event(
-                "run.finished",
-                subject=run.environment,
-                run=run.id,
-                actor=run.actor,
-                data={"status": run.status, "failed": failed},
-            )
-        )
+        await self._publish(_finished(run, failed))
 
     async def _step_event(self, run_id: str, actor: str, rs: RunStep) -> None:
         await self._publish(
@@ -1138,6 +1137,19 @@ class Supervisor:
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
+    """The event of a run's end; `failed` read from its steps' records if not given."""
+    if failed is None:
+        failed = sorted(s.node for s in run.steps if s.status in ("Failed", "Blocked"))
+    return make_event(
+        "run.finished",
+        subject=run.environment,
+        run=run.id,
+        actor=run.actor,
+        data={"status": run.status, "failed": list(failed)},
+    )
 
 
 def _record(
