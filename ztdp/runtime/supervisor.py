@@ -609,7 +609,7 @@ class Supervisor:
         try:
             await self._status(owned, state, Status.FAILED, error=error)
             if envelope.kind == "step":
-                await self._step_outcome(owned, state, envelope.body, "Failed", error, None)
+                await self._step_outcome(owned, state, envelope.body, "Failed", error)
         except (BackendUnavailable, Fenced):
             raise
         except Exception:
@@ -729,7 +729,7 @@ class Supervisor:
                 if carried.finished:
                     return
                 status, error = _step_status(state.status), state.last_error
-        await self._step_outcome(owned, state, body, status, error, None)
+        await self._step_outcome(owned, state, body, status, error)
 
     async def _step_outcome(
         self,
@@ -738,11 +738,12 @@ class Supervisor:
         body: Mapping[str, Any],
         status: str,
         error: str | None,
-        started_at: datetime | None,
     ) -> None:
+        """The outcome of a step not committed with the actor's own status: refused, unchanged
+        (a noop), or its actor crashed."""
         run_id = body["run"]
-        record = _record(body, status=status, error=error, started_at=started_at)
-        record.finished_at = datetime.now(UTC)
+        record = _record(body, status=status, error=error)
+        record.finished_at = record.started_at
         state.remember(run_id, status, error)
         await self._save(owned, state, PutStep(run_id, record))
         await self._step_event(run_id, body["actor"], record)
