@@ -1,7 +1,7 @@
 """Attacks on the distributed runtime: ways to lose, duplicate or reorder work, leave a run
 Running for ever, or keep acting on a partition whose lease is gone.
 
-Failing tests are `xfail(strict=True)`, each reason naming the bug; the rest guard what held.
+Each test names the bug it found (fixed since) or the attack that held.
 Most run in one process over the memory backends (as tests/test_ownership.py does); those
 that need JetStream's redelivery or payload limits use the session's NATS server.
 """
@@ -26,12 +26,12 @@ from tests.test_runtime import (
     send_apply,
     supervisor_of,
 )
-from ztdp.errors import BackendUnavailable, PermanentError
+from ztdp.errors import BackendUnavailable, NotFound, PermanentError
 from ztdp.events import EventFilter, MemoryEventBus
 from ztdp.providers import Observation, Resource, Target
 from ztdp.runtime import Run, StartRefused, Supervisor
 from ztdp.runtime.mailbox import Envelope, MemoryMailbox
-from ztdp.state import Fence, MemoryStateStore, PutActor, PutStep, Write
+from ztdp.state import Fence, MemoryStateStore, PutActor, Write
 
 
 async def until_finished(supervisor: Supervisor, run: Run, seconds: float) -> Run:
@@ -70,23 +70,14 @@ def supervisor_on(state: MemoryStateStore, kube: FakeProvider, **settings: Any) 
 
 
 def touches(node: str, writes: Sequence[Write]) -> bool:
-    """Whether the commit is one of the node's actor's own (not its coordinator's)."""
-    return any(
-        (isinstance(w, PutActor) and w.node == node)
-        or (isinstance(w, PutStep) and w.step.node == node and w.step.status != "Queued")
-        for w in writes
-    )
+    """Whether the commit is one of the node's actor's own (not its coordinator's): every
+    commit of an actor carries its snapshot."""
+    return any(isinstance(w, PutActor) and w.node == node for w in writes)
 
 
 # --- a step acknowledged without an answer: its run is Running for ever ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a step whose crash cannot be committed (a Redis OOM/READONLY ResponseError is "
-    "not BackendUnavailable) is acknowledged without answering its coordinator; the run stays "
-    "Running for ever (_crashed swallows the failed report, _deliver acks)",
-)
 async def test_a_step_whose_failure_cannot_be_recorded_does_not_leave_its_run_running() -> None:
     kube = FakeProvider("kubernetes")
     # Every write about "x" is refused by the store with an error that is not an outage, as
@@ -103,11 +94,6 @@ async def test_a_step_whose_failure_cannot_be_recorded_does_not_leave_its_run_ru
     assert recorded.status == "Failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an actor snapshot that cannot be decoded (_load is outside _handle's try) "
-    "makes _deliver log and ack the step without an answer: the run stays Running for ever",
-)
 async def test_an_undecodable_actor_snapshot_fails_its_step_instead_of_hanging_the_run() -> None:
     kube = FakeProvider("kubernetes")
     state = MemoryStateStore()
@@ -123,13 +109,9 @@ async def test_an_undecodable_actor_snapshot_fails_its_step_instead_of_hanging_t
     assert recorded.status == "Failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: start_run records the run, then fails to send its start (mailbox away): the "
-    "caller gets 503, but the recorded run stays Running for ever (nothing resumes it with "
-    "NATS mailboxes; with memory ones only the next process start does)",
-)
 async def test_a_run_whose_start_could_not_be_sent_does_not_stay_running() -> None:
+    """The start is sent before the run is recorded: when it cannot be sent, the caller gets
+    the outage (503) and no run exists that nobody would ever start."""
     kube = FakeProvider("kubernetes")
     supervisor = supervisor_on(MemoryStateStore(), kube)
     waves = [{"index": 0, "steps": [plan_step("x")]}]
@@ -144,19 +126,14 @@ async def test_a_run_whose_start_could_not_be_sent_does_not_stay_running() -> No
         with pytest.raises(BackendUnavailable):
             await supervisor.start_run(run, waves)
         supervisor.mailbox.send = real_send  # type: ignore[method-assign]
-        recorded = await until_finished(supervisor, run, 3)
-    assert recorded.status == "Failed"
+        with pytest.raises(NotFound):
+            await supervisor.state.run(run.id)
+    assert kube.started == []
 
 
 # --- order across an outage ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a message whose commit meets a store outage is nacked with a delay and the "
-    "actor moves on to newer mail; the older message is applied last, so an older desired "
-    "state overwrites a newer one (per-actor order broken across an outage)",
-)
 async def test_a_store_blip_does_not_let_an_older_apply_overtake_a_newer_one() -> None:
     kube = FakeProvider("kubernetes", delay=0.05)
     blips = [1]
@@ -220,13 +197,6 @@ async def nats_supervisor(
     return supervisor, mailbox
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: only the delivery an actor is handling gets in_progress heartbeats; those "
-    "queued behind it (same actor) pass their ack wait, JetStream redelivers them, the "
-    "consumer pulls again and queues the copies: the actor handles them twice, and an older "
-    "copy lands after a newer message (a stale desired state wins)",
-)
 async def test_mail_queued_behind_a_slow_apply_is_handled_once_and_in_order(
     nats_url: str, nats_prefix: str
 ) -> None:
@@ -360,13 +330,6 @@ async def test_a_worker_with_another_partition_count_is_refused() -> None:
 # --- late and broken runs --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a step message redelivered after its actor took part in 8 newer runs (its "
-    "steps_done forgets the oldest) is carried out again: an old desired state is applied "
-    "over the newer one and a finished run's step record is rewritten; _step never checks "
-    "that the run is still Running or that its step record is already finished",
-)
 async def test_a_step_of_a_finished_run_redelivered_late_does_not_roll_the_node_back() -> None:
     kube = FakeProvider("kubernetes")
     supervisor = supervisor_of(kube)
@@ -387,7 +350,10 @@ async def test_a_step_of_a_finished_run_redelivered_late_does_not_roll_the_node_
             kind="step",
             body={"run": first.id, "actor": "test", "wave": 0, "step": step, "environment": None},
         )
-        await supervisor.send(late)
+        # As JetStream marks it: delivered before (the memory mailbox counts deliveries).
+        partition = supervisor.partition("x")
+        await supervisor.mailbox.send(late, partition=partition)
+        supervisor.mailbox._parts[partition].queue[-1].deliveries = 1  # type: ignore[attr-defined]
         await anyio.sleep(0.3)
         recorded = await supervisor.state.run(first.id)
     assert kube.live["x"]["version"] == "10"
@@ -395,12 +361,6 @@ async def test_a_step_of_a_finished_run_redelivered_late_does_not_roll_the_node_
     assert recorded.steps[0].status == "Ready" and recorded.status == "Succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a run whose coordination broke is marked Failed in the store but no "
-    "io.ztdp.run.finished event is published (_run_broke), so event followers (and the "
-    "live stream) never see it end",
-)
 async def test_a_run_that_breaks_still_says_it_finished() -> None:
     from tests.test_runtime import RefusingBus
 

@@ -14,6 +14,7 @@ and finishes the run when every step has.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -38,7 +40,7 @@ from ztdp.errors import (
     TemporaryError,
     ZtdpError,
 )
-from ztdp.events import EventBus, make_event
+from ztdp.events import Event, EventBus, make_event
 from ztdp.planner import waits
 from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
 from ztdp.runtime.actor import (
@@ -52,7 +54,7 @@ from ztdp.runtime.actor import (
     encode_target,
     run_node,
 )
-from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox
+from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
 from ztdp.settings import Settings
 from ztdp.state import (
@@ -80,6 +82,7 @@ HEALTH_STATUS = {
 MAX_BACKOFF = 30.0
 PAUSE = 1.0  # seconds before a message is tried again while a backend is away
 IN_FLIGHT = 1024  # deliveries of one partition being handled at once
+IDLE_WORKERS = 16  # worker tasks of one partition kept waiting for the next activation
 
 
 START_DEADLINE = 30.0  # seconds a run's start waits for its record (see start_run)
@@ -130,6 +133,7 @@ class _Progress:
     done: set[str] = field(default_factory=set)
     ready: deque[str] = field(default_factory=deque)
     flying: int = 0  # steps sent to their actors and not answered yet
+    unrecorded: list[str] = field(default_factory=list)  # failures their actors could not record
 
     @classmethod
     def of(cls, run: Run, plan: dict[str, dict[str, Any]]) -> _Progress:
@@ -176,6 +180,30 @@ class _Progress:
 
 
 @dataclass(slots=True)
+class _StepRun:
+    """A run's step that its actor carries out. Its records ride on the actor's own commits:
+    the intent (Progressing) on the one before the provider call, the outcome on the one
+    after it, so that a step costs two commits."""
+
+    body: Mapping[str, Any]  # the step message's
+    started_at: datetime | None = None  # when its intent was committed
+    finished: bool = False  # its outcome is committed and the coordinator told
+
+    @property
+    def run(self) -> str:
+        return str(self.body["run"])
+
+
+@dataclass(slots=True)
+class _Idle:
+    """A worker task waiting for its next activation: waking one costs a fraction of
+    spawning a task (anyio's start_soon costs ~25 us), which a plan's wave does by hundreds."""
+
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    node: str | None = None  # the actor to run, set when woken
+
+
+@dataclass(slots=True)
 class _Owned:
     """A partition this worker holds the lease of, and the work going on in it."""
 
@@ -187,7 +215,11 @@ class _Owned:
     actors: dict[str, ActorState] = field(default_factory=dict)  # cache of the state store
     runs: dict[str, _Progress] = field(default_factory=dict)
     queues: dict[str, deque[Delivery]] = field(default_factory=dict)  # active actors' mail
+    idle: list[_Idle] = field(default_factory=list)  # its workers waiting for an activation
     handling: set[Delivery] = field(default_factory=set)
+    # every delivery taken and not settled yet, by envelope id: queued behind its actor's
+    # current message or being handled; all get heartbeats, and a redelivered copy is dropped
+    unsettled: dict[str, Delivery] = field(default_factory=dict)
     slots: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(IN_FLIGHT))
 
 
@@ -222,6 +254,7 @@ class Supervisor:
             drop=self._drop,
         )
         self._owned: dict[int, _Owned] = {}
+        self._ids, self._sent = f"{uuid.uuid4().hex}-", itertools.count(1)
         limit = settings.worker_parallelism
         self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
         self._accepting = False
@@ -313,7 +346,7 @@ class Supervisor:
     # --- sending ---------------------------------------------------------------------------
 
     def partition(self, node: str) -> int:
-        return partition_of(node, self.mailbox.partitions)
+        return _partition(node, self.mailbox.partitions)
 
     async def send(self, envelope: Envelope) -> None:
         await self.mailbox.send(envelope, partition=self.partition(envelope.node))
@@ -321,8 +354,10 @@ class Supervisor:
     async def send_all(self, envelopes: Iterable[Envelope]) -> None:
         """Send many at once (a round trip each over NATS, so not one after another)."""
         batch = list(envelopes)
-        if len(batch) == 1:
-            await self.send(batch[0])
+        if len(batch) == 1 or isinstance(self.mailbox, MemoryMailbox):
+            # In-process mailboxes queue without a round trip: a task each would cost more.
+            for envelope in batch:
+                await self.send(envelope)
             return
         limit = anyio.Semaphore(64)
 
@@ -340,10 +375,10 @@ class Supervisor:
         """Queue a message for a node's actor, wherever it runs."""
         if not self._accepting:
             raise ShuttingDown(f"the runtime is stopping; {kind} for {node} refused")
-        envelope = Envelope(node=node, kind=kind, body=dict(body or {}))
-        if id is not None:
-            envelope = Envelope(node=node, kind=kind, body=envelope.body, id=id)
-        await self.send(envelope)
+        if id is None:
+            # Unique without a random draw per message: this process's random prefix, counted.
+            id = f"{self._ids}{next(self._sent):x}"
+        await self.send(Envelope(node=node, kind=kind, body=dict(body or {}), id=id))
 
     async def apply(self, resource: Resource, target: Target, *, provider: str) -> None:
         """Make a resource as desired (outside any run)."""
@@ -428,7 +463,10 @@ class Supervisor:
                             try:
                                 async with self.mailbox.consume(partition) as deliveries:
                                     async for delivery in deliveries:
-                                        await owned.slots.acquire()
+                                        try:  # without a checkpoint while there is room
+                                            owned.slots.acquire_nowait()
+                                        except anyio.WouldBlock:
+                                            await owned.slots.acquire()
                                         self._dispatch(owned, delivery)
                             except BackendUnavailable as exc:
                                 log.warning("partition %d: %s", partition, exc.detail)
@@ -439,37 +477,88 @@ class Supervisor:
 
     def _dispatch(self, owned: _Owned, delivery: Delivery) -> None:
         node = delivery.envelope.node
+        if not isinstance(delivery, _Local):
+            if delivery.envelope.id in owned.unsettled:
+                # A copy of a message this worker holds (redelivered while it waited behind
+                # its actor's current one): the original is handled and acknowledged.
+                owned.slots.release()
+                return
+            owned.unsettled[delivery.envelope.id] = delivery
         queue = owned.queues.get(node)
         if queue is not None:
             queue.append(delivery)  # the actor is active: it gets to it in order
             return
         owned.queues[node] = deque([delivery])
-        assert owned.tg is not None
-        owned.tg.start_soon(self._drain, owned, node)
+        if owned.idle:
+            idle = owned.idle.pop()  # the most recently idle: likeliest still in the caches
+            idle.node = node
+            idle.wake.set()
+        else:
+            assert owned.tg is not None
+            owned.tg.start_soon(self._worker, owned, node)
+
+    async def _worker(self, owned: _Owned, node: str) -> None:
+        """Run activations one after another, waiting idle in between while few others wait."""
+        while True:
+            await self._drain(owned, node)
+            if len(owned.idle) >= IDLE_WORKERS:
+                return
+            idle = _Idle()
+            owned.idle.append(idle)
+            try:
+                await idle.wake.wait()
+            finally:
+                if idle.node is None:  # cancelled while waiting: the partition is stopping
+                    owned.idle.remove(idle)
+            assert idle.node is not None  # woken only with an activation
+            node = idle.node
 
     async def _drain(self, owned: _Owned, node: str) -> None:
-        """One activation: handle the actor's mail until there is none, then go idle."""
+        """One activation: handle the actor's mail until there is none, then go idle.
+
+        A run's coordinator takes all of its waiting mail at once: the steps that finished
+        meanwhile are noted together, and what they let start is committed and sent once."""
         queue = owned.queues[node]
+        coordinator = node.startswith(RUN_PREFIX)
         while queue:
-            delivery = queue.popleft()
-            owned.handling.add(delivery)
+            if coordinator:
+                batch = list(queue)
+                queue.clear()
+            else:
+                batch = [queue.popleft()]
+            owned.handling.update(batch)
             try:
-                await self._deliver(owned, delivery)
+                await self._deliver(owned, batch)
             except Fenced as exc:
                 await self._lost(owned, exc)  # cancels this task too
                 return
             finally:
-                owned.handling.discard(delivery)
-                if not isinstance(delivery, _Local):
-                    owned.slots.release()
+                for delivery in batch:
+                    owned.handling.discard(delivery)
+                    if not isinstance(delivery, _Local):
+                        owned.unsettled.pop(delivery.envelope.id, None)
+                        owned.slots.release()
         del owned.queues[node]  # no await since the empty check: no message slipped in
 
-    async def _deliver(self, owned: _Owned, delivery: Delivery) -> None:
-        envelope = delivery.envelope
+    async def _deliver(self, owned: _Owned, batch: list[Delivery]) -> None:
+        """Handle one message of an actor, or a run coordinator's messages (acknowledged
+        together, after their outcome is committed).
+
+        While a backend is away the same message is tried again, in place, before anything
+        newer for the actor: put back in the mailbox it would come after them, and an older
+        apply could overwrite a newer one. Heartbeats keep it from being redelivered."""
+        while not await self._try(owned, batch):  # noqa: ASYNC110 - a backend comes back
+            await anyio.sleep(PAUSE)
+
+    async def _try(self, owned: _Owned, batch: list[Delivery]) -> bool:
+        """One attempt at `_deliver`; False if a backend was away and it must be tried again."""
+        envelope = batch[0].envelope
         try:
             if envelope.node.startswith(RUN_PREFIX):
                 try:
-                    await self._advance(owned, envelope, delivery.redelivered)
+                    await self._advance(
+                        owned, [d.envelope for d in batch], any(d.redelivered for d in batch)
+                    )
                 except (BackendUnavailable, Fenced, _NotRecordedYet):
                     raise
                 except NotFound as exc:  # trimmed, or never recorded (its start expired)
@@ -477,32 +566,57 @@ class Supervisor:
                 except Exception as exc:  # a broken run fails alone
                     await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
             else:
-                await self._handle(owned, envelope)
+                await self._handle(owned, envelope, batch[0].redelivered)
         except Fenced:
             raise
         except _NotRecordedYet:
-            await _quietly(delivery.nack(START_RETRY))
-            return
+            for delivery in batch:
+                await _quietly(delivery.nack(START_RETRY))
+            return True
         except BackendUnavailable as exc:
             # A store or the bus is away: the outcome is not recorded, so the message must come
             # again; what it did is idempotent. The cache may be ahead of the store: reload.
             log.warning("%s for %s paused: %s", envelope.kind, envelope.node, exc.detail)
             owned.actors.pop(envelope.node, None)
             owned.runs.pop(envelope.node.removeprefix(RUN_PREFIX), None)
-            await _quietly(delivery.nack(PAUSE))
-            return
-        except Exception:
-            # A message nobody can handle (a run that no longer exists, a bug): said, dropped,
-            # rather than redelivered forever or taking the partition down.
+            return False
+        except Exception as exc:
+            # A message nobody can handle (a bug): said, dropped, rather than redelivered for
+            # ever or taking the partition down; a step still answers its run, as Failed.
             log.exception("%s for %s could not be handled", envelope.kind, envelope.node)
-        await _quietly(delivery.ack())
+            if envelope.kind == "step":
+                await self._answer_unrecorded(envelope, f"internal error: {exc!r}")
+        for delivery in batch:
+            await _quietly(delivery.ack())
+        return True
+
+    async def _answer_unrecorded(self, envelope: Envelope, error: str) -> None:
+        """Tell a step's run it failed when the actor could not record it: the coordinator
+        records it (under its own lease), so that the run does not wait for ever."""
+        run_id = envelope.body["run"]
+        try:
+            await self.send(
+                Envelope(
+                    node=run_node(run_id),
+                    kind="advance",
+                    body={
+                        "node": envelope.node,
+                        "status": "Failed",
+                        "error": error,
+                        "unrecorded": True,
+                    },
+                    id=f"{run_id}:{envelope.node}:done",
+                )
+            )
+        except Exception:
+            log.exception("step %s of run %s: its failure could not be told", envelope.node, run_id)
 
     async def _heartbeats(self) -> None:
         """Tell the mailbox that long handlers are alive, so it does not redeliver their mail."""
         while True:
             await anyio.sleep(self._settings.ack_wait / 3)
             for owned in list(self._owned.values()):
-                for delivery in list(owned.handling):
+                for delivery in list(owned.unsettled.values()):
                     await _quietly(delivery.in_progress())
 
     # --- node actors -----------------------------------------------------------------------
@@ -517,12 +631,19 @@ class Supervisor:
             state.provider = provider
         return state
 
-    async def _handle(self, owned: _Owned, envelope: Envelope) -> None:
+    async def _handle(self, owned: _Owned, envelope: Envelope, redelivered: bool = False) -> None:
         body = envelope.body
         provider = body.get("provider")
         if envelope.kind == "step":
             provider = body["step"]["provider"]
-        state = await self._load(owned, envelope.node, provider)
+        try:
+            state = await self._load(owned, envelope.node, provider)
+        except (BackendUnavailable, Fenced):
+            raise
+        except Exception as exc:  # a record this version cannot read: start afresh, say why
+            state = owned.actors[envelope.node] = ActorState(envelope.node, provider)
+            await self._crashed(owned, state, envelope, exc)
+            return
         try:
             match envelope.kind:
                 case "apply":
@@ -533,7 +654,7 @@ class Supervisor:
                     state.target = decode_target(body["target"])
                     await self._delete(owned, state, None)
                 case "step":
-                    await self._step(owned, state, body)
+                    await self._step(owned, state, body, redelivered)
                 case "block":
                     await self._status(
                         owned, state, Status.BLOCKED, error=body["error"], run=body["run"]
@@ -563,12 +684,14 @@ class Supervisor:
         try:
             await self._status(owned, state, Status.FAILED, error=error)
             if envelope.kind == "step":
-                await self._step_outcome(owned, state, envelope.body, "Failed", error, None)
+                await self._step_outcome(owned, state, envelope.body, "Failed", error)
         except (BackendUnavailable, Fenced):
             raise
         except Exception:
             state.status, state.last_error = Status.FAILED, error
             log.exception("actor %s: its crash could not be reported", state.node)
+            if envelope.kind == "step":
+                await self._answer_unrecorded(envelope, error)
         await anyio.sleep(
             min(self._settings.retry_backoff * 2 ** (state.restarts - 1), MAX_BACKOFF)
         )
@@ -589,13 +712,34 @@ class Supervisor:
         message: str = "",
         run: str | None = None,
         also: Sequence[Write] = (),
+        intent: _StepRun | None = None,
+        outcome: _StepRun | None = None,
     ) -> None:
+        """Commit the actor's new status (with `also`), then say so. With `intent`, the
+        commit records that step's start as well; with `outcome`, it records the step's
+        outcome (this status), and the coordinator is told after."""
         changed = status is not state.status
         state.status, state.last_error, state.message = status, error, message
-        state.updated_at = datetime.now(UTC)
+        state.updated_at = now = datetime.now(UTC)
         if changed or state.since is None:
-            state.since = state.updated_at
-        await self._save(owned, state, *also)
+            state.since = now
+        writes = list(also)
+        started = finished = None
+        if intent is not None:
+            started = _record(intent.body, status="Progressing", started_at=now)
+            intent.started_at = now
+            writes.append(PutStep(intent.run, started))
+        if outcome is not None:
+            result = _step_status(status)
+            finished = _record(
+                outcome.body, status=result, error=error, started_at=outcome.started_at
+            )
+            finished.finished_at = now
+            state.remember(outcome.run, result, error)
+            writes.append(PutStep(outcome.run, finished))
+        await self._save(owned, state, *writes)
+        if intent is not None and started is not None:
+            await self._step_event(intent.run, intent.body["actor"], started)
         if changed or error:
             await self._publish(
                 make_event(
@@ -610,18 +754,24 @@ class Supervisor:
                     },
                 )
             )
+        if outcome is not None and finished is not None:
+            outcome.finished = True
+            await self._step_event(outcome.run, outcome.body["actor"], finished)
+            await self._answer(outcome.run, state.node, finished.status, error)
 
-    async def _step(self, owned: _Owned, state: ActorState, body: Mapping[str, Any]) -> None:
+    async def _step(
+        self, owned: _Owned, state: ActorState, body: Mapping[str, Any], redelivered: bool
+    ) -> None:
         run_id, step = body["run"], body["step"]
         done = state.steps_done.get(run_id)
         if done is not None:  # finished before a crash lost the acknowledgement: answer again
+            if redelivered:  # and its handler may have died before it said so: say it again
+                record = _record(body, status=done[0], error=done[1])
+                await self._step_event(run_id, body["actor"], record)
             await self._answer(run_id, state.node, done[0], done[1])
             return
-        record = _record(body, status="Progressing")
-        # The intent, recorded before the provider is called: a crash leaves it Progressing
-        # and the step runs again, wherever its partition goes.
-        await self.state.commit([PutStep(run_id, record)], fence=owned.fence)
-        await self._step_event(run_id, body["actor"], record)
+        if redelivered and await self._settled_elsewhere(run_id, state.node):
+            return
         hooks = self.hooks
         assert hooks is not None, "the supervisor has no step hooks"
         status: str
@@ -643,15 +793,36 @@ class Supervisor:
                 if state.resource is not None:  # observe it where its environment says now
                     state.target = target
                 status, error = "Unchanged", None
-            elif step["action"] == "delete":
-                state.resource, state.target = resource, target
-                await self._delete(owned, state, run_id)
-                status, error = _step_status(state.status), state.last_error
             else:
-                _desire(state, resource, target)
-                await self._apply(owned, state, run_id)
+                # The intent is committed with the actor's starting status, before the
+                # provider is called: a crash leaves it Progressing and the step runs again,
+                # wherever its partition goes. The outcome is committed with the actor's
+                # outcome, and the coordinator told after.
+                carried = _StepRun(body)
+                if step["action"] == "delete":
+                    state.resource, state.target = resource, target
+                    await self._delete(owned, state, run_id, carried)
+                else:
+                    _desire(state, resource, target)
+                    await self._apply(owned, state, run_id, carried)
+                if carried.finished:
+                    return
                 status, error = _step_status(state.status), state.last_error
-        await self._step_outcome(owned, state, body, status, error, record.started_at)
+        await self._step_outcome(owned, state, body, status, error)
+
+    async def _settled_elsewhere(self, run_id: str, node: str) -> bool:
+        """A step delivered again that this actor no longer remembers (it remembers its last
+        runs only): if its run's record says it is finished, or the run is, answer from the
+        record instead of doing it again, which would roll the node back to an old version."""
+        try:
+            run = await self.state.run(run_id)
+        except NotFound:
+            return True  # its run is gone: nothing waits for it
+        record = next((s for s in run.steps if s.node == node), None)
+        if record is not None and record.finished_at is not None:
+            await self._answer(run_id, node, record.status, record.error)
+            return True
+        return run.status != "Running"
 
     async def _step_outcome(
         self,
@@ -660,11 +831,12 @@ class Supervisor:
         body: Mapping[str, Any],
         status: str,
         error: str | None,
-        started_at: datetime | None,
     ) -> None:
+        """The outcome of a step not committed with the actor's own status: refused, unchanged
+        (a noop), or its actor crashed."""
         run_id = body["run"]
-        record = _record(body, status=status, error=error, started_at=started_at)
-        record.finished_at = datetime.now(UTC)
+        record = _record(body, status=status, error=error)
+        record.finished_at = record.started_at
         state.remember(run_id, status, error)
         await self._save(owned, state, PutStep(run_id, record))
         await self._step_event(run_id, body["actor"], record)
@@ -691,6 +863,7 @@ class Supervisor:
         provider: Provider,
         call: Callable[[], Awaitable[Observation]],
         what: str,
+        step: _StepRun | None,
     ) -> Observation | None:
         """One provider call with the step timeout and retries; a failure sets Failed."""
         try:
@@ -709,7 +882,7 @@ class Supervisor:
             error = exc.detail
         except Exception as exc:  # a provider bug is that provider's failure, not ours
             error = f"provider {provider.kind} failed: {exc!r}"
-        await self._status(owned, state, Status.FAILED, run=run, error=error)
+        await self._status(owned, state, Status.FAILED, run=run, error=error, outcome=step)
         return None
 
     async def _provider_step(
@@ -720,26 +893,29 @@ class Supervisor:
         starting: Status,
         what: str,
         action: Callable[[Provider, Resource, Target], Awaitable[Observation]],
+        step: _StepRun | None,
     ) -> Observation | None:
         """Find the node's provider, report `starting`, then run `action` as one call."""
         provider = self._provider(state)
         if provider is None:
             error = self.providers.missing(state.provider)
-            await self._status(owned, state, Status.FAILED, run=run, error=error)
+            await self._status(owned, state, Status.FAILED, run=run, error=error, outcome=step)
             return None
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
-        await self._status(owned, state, starting, run=run)
+        await self._status(owned, state, starting, run=run, intent=step)
         return await self._call(
-            owned, state, run, provider, lambda: action(provider, resource, target), what
+            owned, state, run, provider, lambda: action(provider, resource, target), what, step
         )
 
-    async def _apply(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+    async def _apply(
+        self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
+    ) -> None:
         observation = await self._provider_step(
-            owned, state, run, Status.PROGRESSING, "apply", _apply
+            owned, state, run, Status.PROGRESSING, "apply", _apply, step
         )
         if observation is not None:
-            await self._observed(owned, state, observation, run)
+            await self._observed(owned, state, observation, run, step)
 
     async def _retrying(
         self, state: ActorState, run: str | None, call: Callable[[], Awaitable[Observation]]
@@ -773,7 +949,12 @@ class Supervisor:
         raise AssertionError("unreachable")
 
     async def _observed(
-        self, owned: _Owned, state: ActorState, observation: Observation, run: str | None
+        self,
+        owned: _Owned,
+        state: ActorState,
+        observation: Observation,
+        run: str | None,
+        step: _StepRun | None = None,
     ) -> None:
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
@@ -795,11 +976,14 @@ class Supervisor:
             message=observation.message,
             run=run,
             also=[PutObserved(seen)],
+            outcome=step,
         )
 
-    async def _delete(self, owned: _Owned, state: ActorState, run: str | None) -> None:
+    async def _delete(
+        self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
+    ) -> None:
         done = await self._provider_step(
-            owned, state, run, Status.DELETING, "delete", _delete_resource
+            owned, state, run, Status.DELETING, "delete", _delete_resource, step
         )
         if done is None:
             return
@@ -811,6 +995,7 @@ class Supervisor:
             Status.DELETED,
             run=run,
             also=[DeleteObserved(state.node, state.target.environment)],
+            outcome=step,
         )
 
     async def _observe(self, owned: _Owned, state: ActorState) -> None:
@@ -880,45 +1065,34 @@ class Supervisor:
 
     # --- run coordinators ------------------------------------------------------------------
 
-    async def _advance(self, owned: _Owned, envelope: Envelope, redelivered: bool) -> None:
-        """A run's coordinator: note the step that finished, start what may start now."""
-        run_id = envelope.node.removeprefix(RUN_PREFIX)
+    async def _advance(
+        self, owned: _Owned, envelopes: Sequence[Envelope], redelivered: bool
+    ) -> None:
+        """A run's coordinator: note the steps that finished, start what may start now."""
+        run_id = envelopes[0].node.removeprefix(RUN_PREFIX)
         progress = owned.runs.get(run_id)
-        loaded = progress is None or redelivered or bool(envelope.body.get("resume"))
+        loaded = progress is None or redelivered or any(e.body.get("resume") for e in envelopes)
         if loaded:
             try:
                 run = await self.state.run(run_id)
             except NotFound:
-                if "node" not in envelope.body and not envelope.expired():
+                if any("node" not in e.body and not e.expired() for e in envelopes):
                     raise _NotRecordedYet(run_id) from None  # its start came before its record
                 raise
-            if run.status != "Running":
+            if run.status != "Running":  # finished before a crash lost the acknowledgement
                 owned.runs.pop(run_id, None)
-                return  # finished before a crash lost the acknowledgement
+                if redelivered:  # and maybe before it said so: say it again
+                    await self._publish(_finished(run))
+                return
             progress = owned.runs[run_id] = _Progress.of(run, await self.state.run_plan(run_id))
         assert progress is not None
-        body = envelope.body
-        if "node" in body:
-            progress.finished(body["node"], body["status"], body["error"])
-        elif envelope.id.endswith(":start") and not any(
-            s != "Pending" for s in progress.status.values()
-        ):
-            run = progress.run
-            await self._publish(
-                make_event(
-                    "run.started",
-                    subject=run.environment,
-                    run=run.id,
-                    actor=run.actor,
-                    data={
-                        "trigger": run.trigger,
-                        "application": run.application,
-                        "steps": len(run.steps),
-                    },
-                )
-            )
+        for envelope in envelopes:
+            await self._note(progress, envelope)
         writes: list[Write] = []
         sends: list[Envelope] = []
+        while progress.unrecorded:
+            node = progress.unrecorded.pop()
+            writes.append(PutStep(run_id, self._record_of(progress, node)))
         if loaded:
             # Steps sent before a crash may never have reached their actors, or died with them
             # (in-process mailboxes): send them again. A duplicate is dropped by its id, or
@@ -938,6 +1112,47 @@ class Supervisor:
         if progress.complete():
             await self._finish_run(owned, progress)
 
+    async def _note(self, progress: _Progress, envelope: Envelope) -> None:
+        """One message to a run's coordinator: a step finished, or the run starts."""
+        body = envelope.body
+        if "node" in body:
+            if body.get("unrecorded") and body["node"] not in progress.done:
+                progress.unrecorded.append(body["node"])
+            progress.finished(body["node"], body["status"], body["error"])
+        elif envelope.id.endswith(":start") and not any(
+            s != "Pending" for s in progress.status.values()
+        ):
+            run = progress.run
+            await self._publish(
+                make_event(
+                    "run.started",
+                    subject=run.environment,
+                    run=run.id,
+                    actor=run.actor,
+                    data={
+                        "trigger": run.trigger,
+                        "application": run.application,
+                        "steps": len(run.steps),
+                    },
+                )
+            )
+
+    @staticmethod
+    def _record_of(progress: _Progress, node: str) -> RunStep:
+        """The step's record as the coordinator knows it (for what its actor could not write)."""
+        step = progress.plan[node]["step"]
+        return RunStep(
+            node=node,
+            source=step["source"],
+            kind=step["kind"],
+            action=step["action"],
+            provider=step["provider"],
+            wave=progress.plan[node]["wave"],
+            status=progress.status[node],
+            error=progress.errors[node],
+            finished_at=datetime.now(UTC),
+        )
+
     async def _run_broke(self, owned: _Owned, run_id: str, exc: Exception) -> None:
         """Fail a run whose coordination broke (not its steps: its own bookkeeping), each
         unfinished step saying why, instead of leaving it Running for ever."""
@@ -955,6 +1170,12 @@ class Supervisor:
         run.status, run.finished_at = "Failed", now
         writes.append(PutRun(run))
         await self.state.commit(writes, fence=owned.fence)
+        try:
+            await self._publish(_finished(run))  # whoever follows the run learns it ended
+        except (BackendUnavailable, Fenced):
+            raise
+        except Exception:
+            log.exception("run %s: its end could not be published", run_id)
 
     async def _start_ready(
         self, progress: _Progress, writes: list[Write], sends: list[Envelope]
@@ -1030,15 +1251,7 @@ class Supervisor:
         run.finished_at = datetime.now(UTC)
         await self.state.commit([PutRun(run)], fence=owned.fence)
         owned.runs.pop(run.id, None)
-        await self._publish(
-            make_event(
-                "run.finished",
-                subject=run.environment,
-                run=run.id,
-                actor=run.actor,
-                data={"status": run.status, "failed": failed},
-            )
-        )
+        await self._publish(_finished(run, failed))
 
     async def _step_event(self, run_id: str, actor: str, rs: RunStep) -> None:
         await self._publish(
@@ -1050,6 +1263,19 @@ class Supervisor:
                 data={"action": rs.action, "status": rs.status, "error": rs.error, "wave": rs.wave},
             )
         )
+
+
+def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
+    """The event of a run's end; `failed` read from its steps' records if not given."""
+    if failed is None:
+        failed = sorted(s.node for s in run.steps if s.status in ("Failed", "Blocked"))
+    return make_event(
+        "run.finished",
+        subject=run.environment,
+        run=run.id,
+        actor=run.actor,
+        data={"status": run.status, "failed": list(failed)},
+    )
 
 
 def _record(
@@ -1103,6 +1329,12 @@ def _deadline(seconds: float) -> anyio.CancelScope:
     `anyio.fail_after` without its generator wrapper: it is on the path of every step.
     """
     return anyio.CancelScope(deadline=anyio.current_time() + seconds)
+
+
+@lru_cache(maxsize=4096)
+def _partition(node: str, partitions: int) -> int:
+    """`partition_of`, remembered for the nodes messages went to lately (two sends a step)."""
+    return partition_of(node, partitions)
 
 
 def _step_status(status: Status | None) -> Any:

@@ -3,10 +3,10 @@ contract suite. Leases work as in Redis, so several workers in one process can s
 
 from __future__ import annotations
 
-import copy
+import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ztdp.errors import Fenced, NotFound
 from ztdp.state.base import (
@@ -19,17 +19,25 @@ from ztdp.state.base import (
     PutStep,
     Write,
 )
-from ztdp.state.runs import Run
+from ztdp.state.runs import Run, RunStep
+
+# Made once: json.dumps makes an encoder at every call that sets an option. No check for
+# circular references: what is written came from JSON-able records, and encoding one costs
+# two commits a step.
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class MemoryStateStore:
     def __init__(self, *, keep_runs: int = 1000) -> None:
         self._observed: dict[tuple[str, str], ObservedResource] = {}  # (environment, node)
-        self._actors: dict[str, dict[str, Any]] = {}
+        # Actors, runs and plans are held encoded, as Redis holds them: a caller changing a
+        # value it wrote or read cannot change what the store holds without a commit, and
+        # encoding once is far cheaper than deep copies both ways.
+        self._actors: dict[str, str] = {}  # node -> snapshot (JSON)
         self._partitions: dict[int, set[str]] = {}
-        self._runs: dict[str, Run] = {}
-        self._plans: dict[str, dict[str, dict[str, Any]]] = {}
-        self._step_index: dict[str, dict[str, int]] = {}  # run -> node -> index of its step
+        self._runs: dict[str, dict[str, Any]] = {}  # run -> its own fields, JSON-able
+        self._steps: dict[str, dict[str, str]] = {}  # run -> node -> RunStep (JSON), in order
+        self._plans: dict[str, str] = {}  # run -> plan (JSON)
         self._keep_runs = keep_runs
         self._leases: dict[int, tuple[str, int, float]] = {}  # owner, token, expires
         self._tokens: dict[int, int] = {}
@@ -48,15 +56,13 @@ class MemoryStateStore:
         }
 
     # --- actors ----------------------------------------------------------------------------
-    # Snapshots and plans are deep copies both ways, as they would be through Redis: a caller
-    # changing a nested value must not change what the store holds without a commit.
 
     async def actor(self, node: str) -> dict[str, Any] | None:
         snapshot = self._actors.get(node)
-        return None if snapshot is None else copy.deepcopy(snapshot)
+        return None if snapshot is None else cast(dict[str, Any], json.loads(snapshot))
 
     async def actors(self, nodes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {n: copy.deepcopy(self._actors[n]) for n in nodes if n in self._actors}
+        return {n: json.loads(self._actors[n]) for n in nodes if n in self._actors}
 
     async def nodes(self, partition: int) -> list[str]:
         return sorted(self._partitions.get(partition, ()))
@@ -64,29 +70,32 @@ class MemoryStateStore:
     # --- runs ------------------------------------------------------------------------------
 
     async def create_run(self, run: Run, plan: Mapping[str, Mapping[str, Any]]) -> None:
-        self._runs[run.id] = run.model_copy(deep=True)
-        self._plans[run.id] = {n: copy.deepcopy(dict(p)) for n, p in plan.items()}
-        self._step_index[run.id] = {s.node: i for i, s in enumerate(run.steps)}
+        self._runs[run.id] = run.model_dump(mode="json", exclude={"steps"})
+        self._steps[run.id] = {s.node: s.model_dump_json() for s in run.steps}
+        self._plans[run.id] = _dumps({n: dict(p) for n, p in plan.items()})
         while len(self._runs) > self._keep_runs:
             oldest = next(iter(self._runs))
-            del self._runs[oldest], self._plans[oldest], self._step_index[oldest]
+            del self._runs[oldest], self._steps[oldest], self._plans[oldest]
+
+    def _run(self, run_id: str) -> Run:
+        steps = [RunStep.model_validate_json(s) for s in self._steps[run_id].values()]
+        return Run.model_validate({**self._runs[run_id], "steps": steps})
 
     async def run(self, run_id: str) -> Run:
-        try:
-            return self._runs[run_id].model_copy(deep=True)
-        except KeyError:
-            raise NotFound(f"run {run_id} does not exist") from None
+        if run_id not in self._runs:
+            raise NotFound(f"run {run_id} does not exist")
+        return self._run(run_id)
 
     async def run_plan(self, run_id: str) -> dict[str, dict[str, Any]]:
         try:
-            return copy.deepcopy(self._plans[run_id])
+            return cast(dict[str, dict[str, Any]], json.loads(self._plans[run_id]))
         except KeyError:
             raise NotFound(f"run {run_id} does not exist") from None
 
     async def runs(self, *, limit: int) -> list[Run]:
         if limit <= 0:
             return []
-        return [r.model_copy(deep=True) for r in list(self._runs.values())[-limit:]]
+        return [self._run(r) for r in list(self._runs)[-limit:]]
 
     # --- fenced writes ---------------------------------------------------------------------
 
@@ -97,25 +106,35 @@ class MemoryStateStore:
                 f"{fence.owner} no longer holds partition {fence.partition} "
                 f"(lease {fence.token}); write refused"
             )
-        for w in writes:
-            match w:
-                case PutActor(node=node, snapshot=snapshot):
-                    self._actors[node] = copy.deepcopy(dict(snapshot))
+        # Encoded first, applied after: a value that cannot be encoded writes nothing.
+        encoded = [
+            _dumps(dict(w.snapshot))
+            if type(w) is PutActor
+            else w.step.model_dump_json()
+            if type(w) is PutStep
+            else None
+            for w in writes
+        ]
+        for w, doc in zip(writes, encoded, strict=True):
+            if type(w) is PutActor:
+                self._actors[w.node] = cast(str, doc)
+                filed = self._partitions.setdefault(fence.partition, set())
+                if w.node not in filed:
                     for members in self._partitions.values():
-                        members.discard(node)
-                    self._partitions.setdefault(fence.partition, set()).add(node)
-                case PutObserved(resource=resource):
-                    self._observed[resource.environment, resource.node] = resource
-                case DeleteObserved(node=node, environment=environment):
-                    self._observed.pop((environment, node), None)
-                case PutStep(run=run_id, step=step):
-                    index = self._step_index.get(run_id, {}).get(step.node)
-                    if index is not None:
-                        self._runs[run_id].steps[index] = step.model_copy()
-                case PutRun(run=new):
-                    run = self._runs.get(new.id)
-                    if run is not None:
-                        run.status, run.finished_at = new.status, new.finished_at
+                        members.discard(w.node)
+                    filed.add(w.node)
+            elif type(w) is PutStep:
+                steps = self._steps.get(w.run)
+                if steps is not None and w.step.node in steps:
+                    steps[w.step.node] = cast(str, doc)
+            elif type(w) is PutObserved:
+                self._observed[w.resource.environment, w.resource.node] = w.resource
+            elif type(w) is DeleteObserved:
+                self._observed.pop((w.environment, w.node), None)
+            elif type(w) is PutRun:
+                run = self._runs.get(w.run.id)
+                if run is not None:
+                    run.update(w.run.model_dump(mode="json", include={"status", "finished_at"}))
 
     # --- leases ----------------------------------------------------------------------------
 

@@ -55,27 +55,29 @@ from ztdp.state.runs import Run, RunStep
 WHAT = "state store"
 
 # KEYS: lease, actors, actor-partition, the fence's partition set.
-# ARGV: "<owner> <token>", the fence's partition, partition key prefix, writes (JSON).
+# ARGV: "<owner> <token>", the fence's partition, partition key prefix, then the writes, each
+# an op and its three arguments (unused ones empty): flat, so that no document is encoded
+# twice nor decoded in Lua.
 _COMMIT = """
 local lease = redis.call('GET', KEYS[1])
 if lease ~= ARGV[1] then return {0, lease or ''} end
-for _, w in ipairs(cjson.decode(ARGV[4])) do
-  local op = w[1]
+for i = 4, #ARGV, 4 do
+  local op, a, b, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if op == 'actor' then
-    redis.call('HSET', KEYS[2], w[2], w[3])
-    local old = redis.call('HGET', KEYS[3], w[2])
-    if old and old ~= ARGV[2] then redis.call('SREM', ARGV[3] .. old, w[2]) end
-    redis.call('HSET', KEYS[3], w[2], ARGV[2])
-    redis.call('SADD', KEYS[4], w[2])
+    redis.call('HSET', KEYS[2], a, b)
+    local old = redis.call('HGET', KEYS[3], a)
+    if old and old ~= ARGV[2] then redis.call('SREM', ARGV[3] .. old, a) end
+    redis.call('HSET', KEYS[3], a, ARGV[2])
+    redis.call('SADD', KEYS[4], a)
   elseif op == 'observe' then
-    redis.call('HSET', w[2], w[3], w[4])
+    redis.call('HSET', a, b, c)
   elseif op == 'unobserve' then
-    redis.call('HDEL', w[2], w[3])
+    redis.call('HDEL', a, b)
   elseif op == 'step' then
-    if redis.call('HEXISTS', w[2], w[3]) == 1 then redis.call('HSET', w[2], w[3], w[4]) end
+    if redis.call('HEXISTS', a, b) == 1 then redis.call('HSET', a, b, c) end
   elseif op == 'run' then
-    if redis.call('EXISTS', w[2]) == 1 then
-      redis.call('HSET', w[2], 'status', w[3], 'finished_at', w[4])
+    if redis.call('EXISTS', a) == 1 then
+      redis.call('HSET', a, 'status', b, 'finished_at', c)
     end
   end
 end
@@ -145,8 +147,8 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# Made once: json.dumps makes an encoder at every call that sets an option.
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _ms(seconds: float) -> int:
@@ -301,30 +303,24 @@ class RedisStateStore:
     # --- fenced writes ---------------------------------------------------------------------
 
     async def commit(self, writes: Sequence[Write], *, fence: Fence) -> None:
-        ops: list[list[str]] = []
+        ops: list[str] = []
         for w in writes:
             match w:
                 case PutActor(node=node, snapshot=snapshot):
-                    ops.append(["actor", node, _dumps(dict(snapshot))])
+                    ops += ("actor", node, _dumps(dict(snapshot)), "")
                 case PutObserved(resource=r):
-                    ops.append(
-                        ["observe", self._observed + r.environment, r.node, _dumps(asdict(r))]
-                    )
+                    ops += ("observe", self._observed + r.environment, r.node, _dumps(asdict(r)))
                 case DeleteObserved(node=node, environment=environment):
-                    ops.append(["unobserve", self._observed + environment, node])
+                    ops += ("unobserve", self._observed + environment, node, "")
                 case PutStep(run=run_id, step=step):
-                    ops.append(
-                        ["step", self._run_steps + run_id, step.node, step.model_dump_json()]
-                    )
+                    ops += ("step", self._run_steps + run_id, step.node, step.model_dump_json())
                 case PutRun(run=run):
                     own = run.model_dump(mode="json", include={"status", "finished_at"})
-                    ops.append(
-                        [
-                            "run",
-                            self._run + run.id,
-                            _dumps(own["status"]),
-                            _dumps(own["finished_at"]),
-                        ]
+                    ops += (
+                        "run",
+                        self._run + run.id,
+                        _dumps(own["status"]),
+                        _dumps(own["finished_at"]),
                     )
         partition = str(fence.partition)
         with reachable(WHAT):
@@ -335,7 +331,7 @@ class RedisStateStore:
                     self._actor_partition,
                     self._partition + partition,
                 ],
-                args=[_lease(fence), partition, self._partition, _dumps(ops)],
+                args=[_lease(fence), partition, self._partition, *ops],
             )
         if not ok:
             raise _fenced(fence)

@@ -19,6 +19,7 @@ import anyio.lowlevel
 from ztdp.runtime.mailbox.base import Envelope
 
 DUPLICATE_WINDOW = 120.0  # seconds, as JetStream's default
+ROOM = 32  # messages sent, over all partitions, between two sends that yield
 
 
 @dataclass(slots=True)
@@ -31,14 +32,15 @@ class _Queued:
 
 @dataclass(slots=True)
 class _Partition:
-    queue: deque[_Queued] = field(default_factory=deque)
+    queue: deque[_Queued] = field(default_factory=deque)  # in send order
     unacked: dict[int, _Queued] = field(default_factory=dict)
-    wake: anyio.Event = field(default_factory=anyio.Event)
+    wake: anyio.Event | None = None  # while its consumer waits for mail
     consumed: bool = False
 
     def notify(self) -> None:
-        self.wake.set()
-        self.wake = anyio.Event()
+        if self.wake is not None:
+            self.wake.set()
+            self.wake = None
 
 
 class MemoryDelivery:
@@ -78,6 +80,7 @@ class MemoryMailbox:
         self.partitions = partitions
         self._parts = [_Partition() for _ in range(partitions)]
         self._sequence = 0
+        self._unyielded = 0  # messages sent since a send last yielded
         self._seen: OrderedDict[str, float] = OrderedDict()  # id -> when sent
 
     async def send(self, envelope: Envelope, *, partition: int) -> None:
@@ -91,9 +94,13 @@ class MemoryMailbox:
         part = self._parts[partition]
         part.queue.append(_Queued(envelope.encode(), self._sequence))
         part.notify()
-        # A send over a network yields; so does this one, so that a sender in a loop does not
-        # starve the receivers (and the lease renewals) of its own process.
-        await anyio.lowlevel.checkpoint()
+        self._unyielded += 1
+        if self._unyielded >= ROOM:
+            # A sender in a loop must not starve the receivers (and the lease renewals) of its
+            # own process: every few messages it lets them run, as a full stream would make
+            # it. Not at every one: a yield per send costs a turn of the event loop.
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
 
     @asynccontextmanager
     async def consume(self, partition: int) -> AsyncIterator[AsyncIterator[MemoryDelivery]]:
@@ -112,15 +119,24 @@ class MemoryMailbox:
 
     async def _deliveries(self, part: _Partition) -> AsyncIterator[MemoryDelivery]:
         while True:
-            now = time.monotonic()
-            item = next((q for q in part.queue if q.not_before <= now), None)
-            if item is None:
-                wake = part.wake
-                delays = [q.not_before - now for q in part.queue]
-                with anyio.move_on_after(min(delays) if delays else None):
-                    await wake.wait()
-                continue
-            part.queue.remove(item)
+            queue = part.queue
+            if queue and not queue[0].not_before:  # the usual case: the first one is due
+                item = queue.popleft()
+            else:
+                # Redeliveries that wait out a delay keep their place in the order, and what
+                # comes after them may go first meanwhile.
+                now = time.monotonic()
+                index = next((i for i, q in enumerate(queue) if q.not_before <= now), None)
+                if index is None:
+                    wake = part.wake = anyio.Event()
+                    if queue:
+                        with anyio.move_on_after(min(q.not_before for q in queue) - now):
+                            await wake.wait()
+                    else:
+                        await wake.wait()
+                    continue
+                item = queue[index]
+                del queue[index]
             item.deliveries += 1
             part.unacked[item.sequence] = item
             yield MemoryDelivery(part, item)
