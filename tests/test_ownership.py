@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from tests.test_runtime import FakeProvider, Hooks, plan_step, registry, run_of
+from tests.test_runtime import FakeProvider, Hooks, apply, plan_step, registry, run_of
 from ztdp.errors import Fenced
 from ztdp.events import EventFilter, MemoryEventBus
-from ztdp.runtime import StartRefused, Supervisor
+from ztdp.runtime import StartRefused, Status, Supervisor
 from ztdp.runtime.mailbox import MemoryMailbox
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore, PutActor
@@ -129,3 +129,26 @@ async def test_a_run_goes_on_when_the_worker_running_it_leaves_in_the_middle() -
     assert recorded.status == "Succeeded"
     assert {s.status for s in recorded.steps} == {"Ready"}
     assert sorted(shared.kube.live) == sorted(s["node"] for w in waves for s in w["steps"])
+
+
+async def test_a_partition_taken_again_while_its_last_tenure_stops_waits_for_it() -> None:
+    """Fenced on a write, a worker lets the partition go; if its next round takes it again
+    before the old consumer has left, the new one waits instead of crashing the worker."""
+    shared = Shared()
+    a = shared.worker("a")
+    async with a:
+        fence = a._ownership.fences[3]
+        await shared.state.release(fence)  # as if it had expired: b takes it, then gives it up
+        taken = await shared.state.acquire(3, "b", ttl=60)
+        assert taken is not None
+        await shared.state.release(taken)
+        node = next(
+            n for n in (f"deployment/a/s{i}@dev" for i in range(100)) if a.partition(n) == 3
+        )
+
+        async def back() -> bool:
+            return 3 in a.owned and a._ownership.fences[3].token > taken.token
+
+        await eventually("a to hold partition 3 again", back)
+        state = await apply(a, node)  # its new consumer works
+    assert state.status is Status.READY

@@ -54,6 +54,7 @@ class Ownership:
         self._take = take  # start working on a partition under this fence
         self._drop = drop  # stop working on a partition (and wait until it has stopped)
         self.fences: dict[int, Fence] = {}
+        self.stopping = False  # set at shutdown: renew, but neither take nor rebalance
         self._held_since: dict[int, float] = {}  # when each lease was last taken or renewed
 
     async def start(self) -> None:
@@ -128,6 +129,8 @@ class Ownership:
                 del self.fences[partition]
                 self._held_since.pop(partition, None)
                 await self._drop(partition)
+        if self.stopping:
+            return  # keep what it holds while it finishes, take nothing new
         share = self._partitions if self.exclusive else self.share(members)
         if len(self.fences) > share:
             for partition in sorted(self.fences)[share:]:

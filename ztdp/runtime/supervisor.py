@@ -258,6 +258,7 @@ class Supervisor:
         limit = settings.worker_parallelism
         self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
         self._accepting = False
+        self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -291,6 +292,7 @@ class Supervisor:
         if self._stack is None:
             return  # already closed: calling twice is harmless
         self._accepting = False
+        self._ownership.stopping = True
         if self._settings.mailbox != "memory":
             # Take nothing more: what is not delivered yet goes to whoever owns it next.
             for owned in self._owned.values():
@@ -341,6 +343,7 @@ class Supervisor:
         self._ownership.fences.pop(owned.fence.partition, None)
         if self._owned.get(owned.fence.partition) is owned:
             del self._owned[owned.fence.partition]
+        self._stopping[owned.fence.partition] = owned.stopped  # a new tenure waits for it
         owned.scope.cancel()
 
     # --- sending ---------------------------------------------------------------------------
@@ -456,6 +459,9 @@ class Supervisor:
         partition = owned.fence.partition
         try:
             with owned.scope:
+                previous = self._stopping.pop(partition, None)
+                if previous is not None:  # taken again before the last tenure had stopped
+                    await previous.wait()
                 async with anyio.create_task_group() as tg:
                     owned.tg = tg
                     with owned.intake:  # cancelled at shutdown: what is being handled finishes
@@ -470,6 +476,9 @@ class Supervisor:
                                         self._dispatch(owned, delivery)
                             except BackendUnavailable as exc:
                                 log.warning("partition %d: %s", partition, exc.detail)
+                                await anyio.sleep(PAUSE)
+                            except Exception:  # a consumer that broke: not the whole worker
+                                log.exception("partition %d: its consumer broke", partition)
                                 await anyio.sleep(PAUSE)
         finally:
             owned.tg = None
