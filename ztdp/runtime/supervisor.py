@@ -15,6 +15,7 @@ and finishes the run when every step has.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import random
@@ -42,7 +43,14 @@ from ztdp.errors import (
 )
 from ztdp.events import Event, EventBus, make_event
 from ztdp.planner import waits
-from ztdp.providers import Observation, Provider, ProviderRegistry, Resource, Target
+from ztdp.providers import (
+    Observation,
+    Provider,
+    ProviderRegistry,
+    Resource,
+    Target,
+    Watching,
+)
 from ztdp.runtime.actor import (
     RUN_PREFIX,
     ActorState,
@@ -81,6 +89,7 @@ HEALTH_STATUS = {
 }
 MAX_BACKOFF = 30.0
 PAUSE = 1.0  # seconds before a message is tried again while a backend is away
+WATCH_BACKOFF = 0.5  # seconds before a broken watch starts again, doubling
 IN_FLIGHT = 1024  # deliveries of one partition being handled at once
 IDLE_WORKERS = 16  # worker tasks of one partition kept waiting for the next activation
 
@@ -259,6 +268,8 @@ class Supervisor:
         self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
         self._accepting = False
         self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
+        self._reconciling = run_actors and settings.observe_interval > 0
+        self._watch_nodes: dict[str, set[str]] = {}  # watched target -> its nodes known here
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
 
@@ -462,8 +473,11 @@ class Supervisor:
                 previous = self._stopping.pop(partition, None)
                 if previous is not None:  # taken again before the last tenure had stopped
                     await previous.wait()
+
                 async with anyio.create_task_group() as tg:
                     owned.tg = tg
+                    if self._reconciling:  # what it owns is observed from the moment it does
+                        tg.start_soon(self._observe_partition, owned)
                     with owned.intake:  # cancelled at shutdown: what is being handled finishes
                         while True:
                             try:
@@ -636,9 +650,57 @@ class Supervisor:
             raw = await self.state.actor(node)
             state = ActorState(node, provider) if raw is None else ActorState.from_snapshot(raw)
             owned.actors[node] = state
+            self._watched(state)
         if provider is not None:
             state.provider = provider
         return state
+
+    # --- watches: a provider's notifications make an actor observe at once -----------------
+
+    def _watched(self, state: ActorState) -> None:
+        """Make sure the target of a realised node is watched, if its provider can."""
+        if not self._reconciling or state.target is None or state.status is Status.DELETED:
+            return
+        provider = self._provider(state)
+        if not isinstance(provider, Watching):
+            return
+        key = _target_key(provider.kind, state.target)
+        nodes = self._watch_nodes.get(key)
+        if nodes is None:
+            nodes = self._watch_nodes[key] = set()
+            assert self._tg is not None
+            self._tg.start_soon(self._watch, provider, state.target, key, name=f"watch {key}")
+        nodes.add(state.node)
+
+    async def _watch(self, provider: Watching, target: Target, key: str) -> None:
+        """Follow one target's changes for as long as this process runs actors; after every
+        (re)start observe its known nodes once, since changes may have been missed."""
+        backoff = WATCH_BACKOFF
+        while True:
+            try:
+                async with provider.watch(target=target) as changes:
+                    backoff = WATCH_BACKOFF
+                    for node in list(self._watch_nodes.get(key, ())):
+                        self._notify(node)
+                    async for change in changes:
+                        self._notify(change.node)
+            except ZtdpError as exc:
+                log.warning("watch of %s: %s; starting again", key, exc.detail)
+            except Exception:
+                log.exception("watch of %s broke; starting again", key)
+            await anyio.sleep(backoff * (0.8 + 0.4 * random.random()))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _notify(self, node: str) -> None:
+        """A change of `node` was seen: its actor observes it now, if this worker owns it."""
+        owned = self._owned.get(self.partition(node))
+        if (
+            self._accepting
+            and owned is not None
+            and owned.tg is not None
+            and not owned.intake.cancel_called
+        ):
+            self._dispatch(owned, _Local(Envelope(node=node, kind="observe")))
 
     async def _handle(self, owned: _Owned, envelope: Envelope, redelivered: bool = False) -> None:
         body = envelope.body
@@ -707,6 +769,7 @@ class Supervisor:
 
     async def _save(self, owned: _Owned, state: ActorState, *also: Write) -> None:
         await self.state.commit([PutActor(state.node, state.snapshot()), *also], fence=owned.fence)
+        self._watched(state)
 
     async def _publish(self, event: Any) -> None:
         await self._events.publish(event)
@@ -1056,21 +1119,27 @@ class Supervisor:
         await self._observed(owned, state, seen, None)
 
     async def _observe_forever(self) -> None:
-        """Observe every node of the owned partitions, each about once per interval."""
+        """Observe every node of the owned partitions, each about once per interval: the
+        safety net under the watches, for changes they missed or providers without them."""
         interval = self._settings.observe_interval
         while True:
             await anyio.sleep(interval * (0.8 + 0.4 * random.random()))  # jitter
             for owned in list(self._owned.values()):
-                try:
-                    nodes = await self.state.nodes(owned.fence.partition)
-                except BackendUnavailable as exc:
-                    log.warning("observation skipped: %s", exc.detail)
-                    continue
-                if owned.tg is None or owned.intake.cancel_called:
-                    continue
-                for node in nodes:
-                    if self._accepting:
-                        self._dispatch(owned, _Local(Envelope(node=node, kind="observe")))
+                await self._observe_partition(owned)
+
+    async def _observe_partition(self, owned: _Owned) -> None:
+        try:
+            nodes = await self.state.nodes(owned.fence.partition)
+        except BackendUnavailable as exc:
+            log.warning(
+                "observation of partition %d skipped: %s", owned.fence.partition, exc.detail
+            )
+            return
+        if owned.tg is None or owned.intake.cancel_called:
+            return
+        for node in nodes:
+            if self._accepting:
+                self._dispatch(owned, _Local(Envelope(node=node, kind="observe")))
 
     # --- run coordinators ------------------------------------------------------------------
 
@@ -1284,6 +1353,15 @@ def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
         run=run.id,
         actor=run.actor,
         data={"status": run.status, "failed": list(failed)},
+    )
+
+
+def _target_key(provider: str, target: Target) -> str:
+    """One watch per provider and target: what tells targets apart is all they hold."""
+    return json.dumps(
+        [provider, target.environment, target.settings, target.defaults],
+        sort_keys=True,
+        default=str,
     )
 
 
