@@ -1,10 +1,21 @@
 """Providers: the protocol and the entry-point registry. Core never imports a plugin."""
 
-from ztdp.providers.base import Health, Observation, Provider, Resource, Target
+from ztdp.providers.base import (
+    Change,
+    ChangeEvent,
+    Health,
+    Observation,
+    Provider,
+    Resource,
+    Target,
+    Watching,
+)
 from ztdp.providers.registry import GROUP, PluginInvalid, ProviderInfo, ProviderRegistry
 
 __all__ = [
     "GROUP",
+    "Change",
+    "ChangeEvent",
     "Health",
     "Observation",
     "PluginInvalid",
@@ -13,4 +24,5 @@ __all__ = [
     "ProviderRegistry",
     "Resource",
     "Target",
+    "Watching",
 ]

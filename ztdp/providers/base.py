@@ -3,15 +3,19 @@
 Every method is async and idempotent: applying twice changes nothing the second time.
 Providers raise `TemporaryError` for what a retry may fix (unreachable, busy) and
 `PermanentError` for what it cannot (refused spec); anything else counts as permanent.
+
+A provider may also offer change notifications (`Watching`); one without them is polled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Health = Literal["Ready", "Progressing", "Degraded"]
+ChangeEvent = Literal["added", "modified", "deleted"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,47 @@ class Provider(Protocol):
     async def health(self, *, resource: Resource, target: Target) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something a provider manages for `node` changed: observe that node now.
+
+    `event` is the change as the node sees it: `added` (an object of the node's appeared, or
+    was handed to it), `modified`, or `deleted` (its object vanished, or was handed to another
+    node). It is a hint, not a state: an observation decides what is true.
+    """
+
+    node: str  # a node id, e.g. deployment/checkout/checkout-api@dev
+    event: ChangeEvent
+    detail: str = ""  # what changed, for logs: e.g. "Deployment checkout-api-nf37 in namespace dev"
+
+
+@runtime_checkable
+class Watching(Protocol):
+    """The optional part of the provider seam: notifications of changes, instead of polling.
+
+    One watch covers one target (an environment's cluster and namespace, say)::
+
+        async with provider.watch(target=target) as changes:  # raises if it cannot start
+            ...  # from here on no change is missed: observe every node of the target once
+            async for change in changes:
+                ...  # observe change.node
+
+    Entering the context starts the watch, or raises `TemporaryError` (unreachable, a retry
+    may help) or `PermanentError` (refused, e.g. not allowed to list or watch). Once entered,
+    every change made after that is notified at least once, possibly more than once. The
+    provider resumes broken streams by itself (from where it was, or by listing again and
+    comparing); when it cannot, the iterator raises `TemporaryError` or `PermanentError` and
+    the caller starts a new watch (with backoff) and observes every node again, since changes
+    may have been missed in between. Objects the provider does not manage produce nothing;
+    objects of nodes the caller does not know may, and are the caller's to ignore. Leaving the
+    context (or cancelling the task in it) stops the watch and releases its connections.
+    """
+
+    def watch(self, *, target: Target) -> AbstractAsyncContextManager[AsyncIterator[Change]]:
+        """A watch of what this provider manages in `target` (see the class)."""
+        ...
 
 
 REQUIRED_METHODS = ("validate", "diff", "apply", "observe", "delete", "health", "aclose")
