@@ -4,10 +4,15 @@ Every test taking `kube` runs against the sandbox, and also against the cluster 
 ZTDP_TEST_KUBECONFIG when that is set. Both answer the same small harness: `request`,
 `get`, `deployment`, `mark_ready` (the sandbox plays the Deployment controller; a cluster's
 own controller is waited for). ZTDP_TEST_IMAGE names an image the cluster can run.
+
+Every test is strict about what it leaves behind: a task still running, or a session or
+connection left open (its ResourceWarning is an error, `filterwarnings = error`), fails it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import time
@@ -98,6 +103,19 @@ def rolled_out(dep: dict[str, Any]) -> bool:
         and status.get("replicas", 0) <= updated
         and status.get("availableReplicas", 0) >= updated
     )
+
+
+@pytest.fixture(autouse=True)
+async def no_leaks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running, or sessions unclosed, behind it."""
+    before = set(asyncio.all_tasks())
+    yield
+    await asyncio.sleep(0)
+    leaked = [
+        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
+    ]
+    assert not leaked, f"test leaked tasks: {leaked}"
+    gc.collect()  # an unclosed aiohttp session or connector warns when it is collected
 
 
 @pytest.fixture

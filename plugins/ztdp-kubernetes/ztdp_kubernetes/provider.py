@@ -5,7 +5,13 @@ environment's namespace, so that distinct nodes never share an object. Ownership
 the annotation `ztdp.io/node` with the node's id, and the provider changes or deletes only
 objects whose annotation names the node at hand; a step that would touch anything else fails,
 naming both nodes. Only the calls every API server honours: read, create, merge-patch with the
-full desired spec, delete.
+full desired spec, delete, list, watch.
+
+Watches (`KubernetesProvider.watch`): for one target, the Deployments and Services labelled
+`app.kubernetes.io/managed-by=ztdp` in its namespace, one list and then one watch per kind,
+resumed from the last resourceVersion seen when a stream ends or breaks, listed again when that
+version has expired (410 Gone); each change of an object whose `ztdp.io/node` annotation names
+a node becomes a `Change` for that node.
 """
 
 from __future__ import annotations
@@ -13,18 +19,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from kubernetes_asyncio import client, config
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ztdp.errors import PermanentError, TemporaryError
 from ztdp.planner import diff as field_diff
-from ztdp.providers import Health, Observation, Resource, Target
+from ztdp.providers import Change, Health, Observation, Provider, Resource, Target, Watching
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
@@ -131,6 +141,7 @@ class _Kind:
     create: Callable[..., Awaitable[Any]]
     patch: Callable[..., Awaitable[Any]]
     delete: Callable[..., Awaitable[Any]]
+    list: Callable[..., Awaitable[Any]]  # also the watch, with watch=True
 
 
 def _kinds(api: ApiClient) -> tuple[_Kind, _Kind]:
@@ -143,6 +154,7 @@ def _kinds(api: ApiClient) -> tuple[_Kind, _Kind]:
             apps.create_namespaced_deployment,
             apps.patch_namespaced_deployment,
             apps.delete_namespaced_deployment,
+            apps.list_namespaced_deployment,
         ),
         _Kind(
             "Service",
@@ -151,6 +163,7 @@ def _kinds(api: ApiClient) -> tuple[_Kind, _Kind]:
             core.create_namespaced_service,
             core.patch_namespaced_service,
             core.delete_namespaced_service,
+            core.list_namespaced_service,
         ),
     )
 
@@ -242,6 +255,128 @@ def _failure(exc: BaseException, where: str) -> Exception:
     return TemporaryError(f"{where}: cannot reach the cluster: {exc!r}", retry_after=1.0)
 
 
+# --- watches ------------------------------------------------------------------------------------
+
+SELECTOR = f"{MANAGED_BY}=ztdp"  # the objects a watch follows; the annotation then names the node
+WATCH_TIMEOUT = 300.0  # seconds the API server keeps one watch request open (`timeoutSeconds`)
+LIST_TIMEOUT = 60.0  # seconds a list may take
+# Delays before each attempt to resume a broken watch; when they are spent, the watch fails.
+RECONNECT_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0)
+BUFFER = 1000  # changes waiting for the consumer; the watch stops reading when it is full
+QUICK = 1.0  # seconds: a stream that ends this soon without a line counts as a failure
+
+_Seen = tuple[str | None, str | None]  # an object's node (its annotation) and resourceVersion
+
+
+@dataclass
+class _Followed:
+    """One kind in one namespace, as a watch knows it: every labelled object, by name."""
+
+    kind: _Kind
+    namespace: str
+    version: str = ""  # the resourceVersion to resume from
+    objects: dict[str, _Seen] = field(default_factory=dict)
+
+    def where(self) -> str:
+        return f"watch of {self.kind.name}s in namespace {self.namespace}"
+
+    def _detail(self, name: str) -> str:
+        return f"{self.kind.name} {name} in namespace {self.namespace}"
+
+    def _changes(self, name: str, before: _Seen | None, after: _Seen | None) -> list[Change]:
+        """What an object's change means to the nodes involved (a node sees its object come,
+        change or go; an object handed from one node to another is gone for one, new for the
+        other)."""
+        old = before[0] if before else None
+        new = after[0] if after else None
+        detail = self._detail(name)
+        if old is not None and old == new:
+            if before == after:
+                return []
+            return [Change(node=new, event="modified", detail=detail)]
+        out = []
+        if old is not None:
+            out.append(Change(node=old, event="deleted", detail=detail))
+        if new is not None:
+            out.append(Change(node=new, event="added", detail=detail))
+        return out
+
+    def event(self, kind: str, obj: Mapping[str, Any]) -> list[Change]:
+        """A watch event: record the object's new state; the changes it means."""
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name"))
+        if meta.get("resourceVersion"):
+            self.version = str(meta["resourceVersion"])
+        before = self.objects.get(name)
+        if kind == "DELETED":
+            self.objects.pop(name, None)
+            return self._changes(name, before, None)
+        after = _seen(obj)
+        self.objects[name] = after
+        return self._changes(name, before, after)
+
+    def listed(self, body: Mapping[str, Any]) -> list[Change]:
+        """A fresh list: record it; the changes since what was known before (the first time,
+        every object is new)."""
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if not version:
+            raise PermanentError(
+                f"{self.where()}: the API server's list answered no resourceVersion, so no "
+                "watch can start from it"
+            )
+        objects = {
+            str((obj.get("metadata") or {}).get("name")): _seen(obj)
+            for obj in body.get("items") or []
+        }
+        changes = [
+            change
+            for name in sorted(objects.keys() | self.objects.keys())
+            for change in self._changes(name, self.objects.get(name), objects.get(name))
+        ]
+        self.version, self.objects = str(version), objects
+        return changes
+
+
+def _seen(obj: Mapping[str, Any]) -> _Seen:
+    meta = obj.get("metadata") or {}
+    node = (meta.get("annotations") or {}).get(NODE)
+    return (str(node) if node else None, meta.get("resourceVersion"))
+
+
+async def _answer(response: Any) -> Any:
+    """An unparsed response (`_preload_content=False`): its status checked, as the client's
+    parsed calls check it."""
+    if not 200 <= response.status < 300:
+        body = await response.text()
+        response.release()
+        exc = ApiException(status=response.status, reason=response.reason)
+        exc.body = body
+        raise exc
+    return response
+
+
+_Item = Change | Exception  # what the streams send to the consumer: a change, or why they stopped
+
+
+class _Changes:
+    """The changes of one watch, as they arrive; a failure of the watch is raised here."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[_Item]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Changes:
+        return self
+
+    async def __anext__(self) -> Change:
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
 def _health(deployment: Any) -> tuple[Health, str]:
     """Ready when `kubectl rollout status` would say the Deployment rolled out; else why not.
 
@@ -283,26 +418,40 @@ def _degraded(rule: str, message: str | None) -> str:
 class KubernetesProvider:
     kind = "kubernetes"
 
-    def __init__(self) -> None:
-        self._clients: dict[tuple[str, str | None], ApiClient] = {}
+    def __init__(
+        self,
+        *,
+        watch_timeout: float = WATCH_TIMEOUT,
+        reconnect_delays: Sequence[float] = RECONNECT_DELAYS,
+    ) -> None:
+        self._clients: dict[tuple[str, str | None, bool], ApiClient] = {}
         self._lock = asyncio.Lock()
+        self._watch_timeout = watch_timeout
+        self._reconnect_delays = tuple(reconnect_delays)
 
-    async def _api(self, target: Target) -> ApiClient:
+    async def _api(self, target: Target, *, watches: bool = False) -> ApiClient:
+        """The client of `target`'s cluster; watches have one of their own per cluster, with
+        no limit on its connections: each watch holds two for as long as it runs, and must not
+        leave applies and observations waiting for one (the client's pool holds 100)."""
         kubeconfig = target.settings.get("kubeconfig") or target.defaults.get("kubeconfig")
         if not kubeconfig:
             raise PermanentError(
                 f"environment {target.environment} names no cluster: set its "
                 "spec.kubernetes.kubeconfig or the ZTDP_KUBECONFIG setting"
             )
-        key = (str(kubeconfig), target.settings.get("context"))
+        key = (str(kubeconfig), target.settings.get("context"), watches)
         async with self._lock:
             if key not in self._clients:
+                settings = client.Configuration()
                 try:
-                    self._clients[key] = await config.new_client_from_config(
-                        config_file=key[0], context=key[1]
+                    await config.load_kube_config(
+                        config_file=key[0], context=key[1], client_configuration=settings
                     )
                 except (OSError, config.ConfigException) as exc:
                     raise PermanentError(f"kubeconfig {key[0]!r} cannot be used: {exc}") from exc
+                if watches:
+                    settings.connection_pool_maxsize = 0  # aiohttp: no limit
+                self._clients[key] = ApiClient(configuration=settings)
             return self._clients[key]
 
     async def validate(self, *, resource: Resource) -> None:
@@ -416,6 +565,141 @@ class KubernetesProvider:
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise _failure(exc, f"{resource.node} in namespace {ns}") from exc
 
+    @asynccontextmanager
+    async def watch(self, *, target: Target) -> AsyncIterator[_Changes]:
+        """Changes of the Deployments and Services ZTDP manages in `target`'s namespace.
+
+        Entering lists both kinds (raising `TemporaryError` or `PermanentError` if it cannot),
+        so every change after that is reported: as a `Change` for the node the object's
+        `ztdp.io/node` annotation names (both nodes if it names another one now). Objects
+        without the label `app.kubernetes.io/managed-by=ztdp` are not followed. A stream that
+        ends or breaks is resumed from the last resourceVersion seen; one whose version has
+        expired (410 Gone) is listed again, and what differs from before is reported. When a
+        stream cannot be resumed (`reconnect_delays` spent, or refused), iterating raises the
+        error. Leaving the context stops both streams and closes their connections.
+        """
+        api = await self._api(target, watches=True)
+        ns = _namespace(target)
+        followed = [_Followed(kind, ns) for kind in _kinds(api)]
+        for one in followed:
+            one.listed(await self._list(one))  # what is there now is no change
+        send, receive = anyio.create_memory_object_stream[_Item](BUFFER)
+        failure: BaseException | None = None
+        with send, receive:
+            async with anyio.create_task_group() as tg:
+                for one in followed:
+                    tg.start_soon(self._follow, one, send)
+                try:
+                    yield _Changes(receive)
+                except BaseException as exc:  # the caller's: raised below, not in a group
+                    failure = exc
+                finally:
+                    tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _list(self, one: _Followed) -> Any:
+        """The labelled objects of one kind, with the list's resourceVersion, as plain JSON."""
+        try:
+            response = await _answer(
+                await one.kind.list(
+                    one.namespace,
+                    label_selector=SELECTOR,
+                    _preload_content=False,
+                    _request_timeout=LIST_TIMEOUT,
+                )
+            )
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
+            raise _failure(exc, one.where()) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise TemporaryError(f"{one.where()}: the list answered no JSON: {exc}") from exc
+
+    async def _follow(self, one: _Followed, send: MemoryObjectSendStream[_Item]) -> None:
+        """Follow one kind until cancelled; a failure goes to the consumer, then this ends."""
+        try:
+            await self._resume(one, send)
+        except Exception as exc:
+            await send.send(exc)  # raised where the changes are read
+
+    async def _resume(self, one: _Followed, send: MemoryObjectSendStream[_Item]) -> None:
+        """Watch from `one.version`, again and again: at once when a stream ends, after a delay
+        when it breaks (`reconnect_delays`), after listing again when its version expired."""
+        failures = 0
+        quick = min(QUICK, self._watch_timeout / 2)
+        while True:
+            started, version = anyio.current_time(), one.version
+            try:
+                await self._watch_once(one, send)
+                if one.version != version or anyio.current_time() - started >= quick:
+                    failures = 0
+                    continue  # it ended, as watches do (timeoutSeconds): resume at once
+                error: Exception = TemporaryError(f"{one.where()}: the stream ended at once")
+            except ApiException as exc:
+                if exc.status != 410:
+                    error = _failure(exc, one.where())
+                else:  # the version expired: list again, report what differs
+                    try:
+                        for change in one.listed(await self._list(one)):
+                            await send.send(change)
+                        failures = 0
+                        continue
+                    except TemporaryError as relist_failed:
+                        error = relist_failed
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                error = _failure(exc, one.where())
+            except TemporaryError as exc:
+                error = exc
+            if isinstance(error, PermanentError):
+                raise error
+            if one.version != version:  # it got somewhere before it broke
+                failures = 0
+            failures += 1
+            if failures > len(self._reconnect_delays):
+                raise TemporaryError(
+                    f"{one.where()} broke and could not be resumed "
+                    f"({failures - 1} attempts): {error.args[0] if error.args else error!r}",
+                    retry_after=1.0,
+                ) from error
+            await anyio.sleep(self._reconnect_delays[failures - 1])
+
+    async def _watch_once(self, one: _Followed, send: MemoryObjectSendStream[_Item]) -> None:
+        """One watch request, from `one.version` until the stream ends.
+
+        kubernetes-asyncio's `Watch` hands an HTTP error of the request itself (403, 503) to
+        its line reader, which cannot always tell it from the stream; it is raised here.
+        """
+
+        async def checked(*args: Any, **kwargs: Any) -> Any:
+            return await _answer(await one.kind.list(*args, **kwargs))
+
+        stream = watch.Watch(return_type="object")  # events as plain JSON, not models
+        try:
+            async for event in stream.stream(
+                checked,
+                one.namespace,
+                label_selector=SELECTOR,
+                resource_version=one.version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=max(1, round(self._watch_timeout)),
+                _request_timeout=self._watch_timeout + 30,  # a silent dead connection ends
+            ):
+                if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+                    raise TemporaryError(f"{one.where()}: not a watch event: {event!r:.200}")
+                if event["type"] == "BOOKMARK":  # nothing changed up to its version
+                    one.version = str(event["object"]["metadata"]["resourceVersion"])
+                    continue
+                for change in one.event(event["type"], event["object"]):
+                    await send.send(change)
+        finally:
+            with anyio.CancelScope(shield=True):  # its session and connection, even if cancelled
+                await stream.close()
+
     async def aclose(self) -> None:
         for api in self._clients.values():
             await api.close()
@@ -423,3 +707,7 @@ class KubernetesProvider:
 
 
 _COMPARED = ("version", "image", "config_ref", "port", "public", "replicas", "env")
+
+if TYPE_CHECKING:  # mypy checks that the provider implements the protocols it claims
+    _provides: Provider = KubernetesProvider()
+    _watches: Watching = KubernetesProvider()
