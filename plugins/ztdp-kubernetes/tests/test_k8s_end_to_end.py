@@ -64,7 +64,8 @@ async def api(kube: Any) -> AsyncIterator[Api]:
     env = {
         **os.environ,
         "ZTDP_KUBECONFIG": kube.kubeconfig,
-        "ZTDP_OBSERVE_INTERVAL": "0.3",
+        # No periodic observation to speak of: Ready and repairs must come from the watch.
+        "ZTDP_OBSERVE_INTERVAL": "3600",
         "ZTDP_GRAPH_STORE": "memory",
         "ZTDP_AUTH": "off",
     }
@@ -158,7 +159,28 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(
         [d] = await api.ok("GET", "/v1/environments/dev/deployments")
         return bool(d["status"] == "Ready")
 
-    await api.until("the deployment to be Ready", ready, seconds=200)
+    # The watch brings the ready replicas to the actor: within 2 s (a cluster's own
+    # controller may take longer to roll out).
+    quick = 2 if hasattr(kube, "emulator") else 200
+    await api.until("the deployment to be Ready", ready, seconds=quick)
+
+    # Someone changes the image behind ZTDP's back: the watch makes the actor repair it.
+    dep = await kube.deployment(namespace, NAME)
+    assert dep is not None
+    real = dep["metadata"]["name"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]["name"]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": "x:1"}]}}}}
+    await kube.request(
+        "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{real}", patch, merge=True
+    )
+
+    async def repaired() -> bool:
+        now = await kube.deployment(namespace, real)
+        return bool(now and now["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE)
+
+    await api.until("the outside change to be repaired", repaired, seconds=quick)
+    drift = await api.ok("GET", "/v1/events?type=drift&limit=100")
+    assert {e["type"] for e in drift} >= {"io.ztdp.drift.detected", "io.ztdp.drift.repaired"}
     plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
     assert plan["summary"]["noop"] == 1  # what is deployed is what is wanted
 
