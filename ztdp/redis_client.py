@@ -28,20 +28,28 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ztdp.errors import BackendUnavailable
 
 DEFAULT_TIMEOUT = 2.0  # seconds; the `redis_timeout` setting
+MAX_CONNECTIONS = 64  # per client
 
 # What an unreachable, restarting (LOADING is a ConnectionError) or stalled Redis raises.
 UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> aioredis.Redis:
-    """A client that gives up after `timeout` seconds to connect or to wait for an answer."""
-    return aioredis.Redis.from_url(
+    """A client that gives up after `timeout` seconds to connect or to wait for an answer.
+
+    Its pool makes a caller wait (up to `timeout`) for one of its `MAX_CONNECTIONS`
+    connections instead of failing when all are busy, as a burst of commits would make them.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout,
         decode_responses=True,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 # Answers of a Redis that is there but cannot take writes for now: a replica after a failover

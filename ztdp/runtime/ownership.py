@@ -115,7 +115,8 @@ class Ownership:
                 log.warning(
                     "could not renew the lease on partition %d in time; letting it go", partition
                 )
-                del self.fences[partition], self._held_since[partition]
+                self.fences.pop(partition, None)
+                self._held_since.pop(partition, None)
                 await self._drop(partition)
 
     async def round(self) -> None:
@@ -126,7 +127,7 @@ class Ownership:
                 self._held_since[partition] = asked
             else:
                 log.warning("lost the lease on partition %d", partition)
-                del self.fences[partition]
+                self.fences.pop(partition, None)  # a fenced write may have let it go already
                 self._held_since.pop(partition, None)
                 await self._drop(partition)
         if self.stopping:
