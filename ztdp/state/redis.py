@@ -170,8 +170,20 @@ def _fenced(fence: Fence) -> Fenced:
 class RedisStateStore:
     """The shared state store. `client` must decode responses (as `connect` makes it)."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, keep_runs: int = 1000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        keep_runs: int = 1000,
+        leases: aioredis.Redis | None = None,
+    ) -> None:
+        """`leases` (default: `client`) serves the leases and the membership: a client of its
+        own keeps their renewals from waiting behind a burst of commits for a connection,
+        and the leases from expiring because the worker is busy."""
         self._redis = client
+        lease_client = leases or client
+        self._lease_redis = lease_client
         self._keep_runs = keep_runs
         p = f"{prefix}:state"
         self._actors = f"{p}:actors"
@@ -190,11 +202,11 @@ class RedisStateStore:
         self._partition_count = f"{p}:partitions"
         self._commit = client.register_script(_COMMIT)
         self._create_run = client.register_script(_CREATE_RUN)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._holders = client.register_script(_HOLDERS)
-        self._join = client.register_script(_JOIN)
+        self._acquire = lease_client.register_script(_ACQUIRE)
+        self._renew = lease_client.register_script(_RENEW)
+        self._release = lease_client.register_script(_RELEASE)
+        self._holders = lease_client.register_script(_HOLDERS)
+        self._join = lease_client.register_script(_JOIN)
 
     @classmethod
     def from_url(
@@ -205,7 +217,12 @@ class RedisStateStore:
         timeout: float = DEFAULT_TIMEOUT,
         keep_runs: int = 1000,
     ) -> RedisStateStore:
-        return cls(connect(url, timeout=timeout), prefix=prefix, keep_runs=keep_runs)
+        return cls(
+            connect(url, timeout=timeout),
+            prefix=prefix,
+            keep_runs=keep_runs,
+            leases=connect(url, timeout=timeout),
+        )
 
     # --- observed --------------------------------------------------------------------------
 
@@ -372,7 +389,7 @@ class RedisStateStore:
 
     async def leave(self, member: str) -> None:
         with reachable(WHAT):
-            await self._redis.zrem(self._members, member)
+            await self._lease_redis.zrem(self._members, member)
 
     async def partitions(self, count: int) -> int:
         with reachable(WHAT):
@@ -387,6 +404,8 @@ class RedisStateStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._lease_redis is not self._redis:
+            await self._lease_redis.aclose()
 
 
 def _decode_run(meta: Mapping[str, str], steps: Mapping[str, str]) -> Run:
