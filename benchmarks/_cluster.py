@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.cluster import WorkerProcess, shared_env
 from tests.conftest import ServerProcess
+from ztdp.state import partition_of
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONTRACTS_PER_REQUEST = 500  # the limit of POST /v1/contracts
@@ -113,12 +114,13 @@ def wait_until(what: str, check: Callable[[], Any], seconds: float, poll: float 
 
 
 def node(i: int) -> str:
-    return f"resource/r{i:05d}@dev"
+    return f"resource/{_name(i)}@dev"
 
 
 def declare(api: str, resources: int) -> None:
-    """Environment `dev`, application `app` and `resources` resources of a `recording` type
-    linked to it (resource/r00000@dev, ...), through `POST /v1/contracts`, 500 at a time."""
+    """Environment `dev`, application `app`, a resource type `rec` of the recording provider
+    and `resources` resources of it (r00000, ...), not linked to the application yet (so no
+    plan has them), through `POST /v1/contracts`, 500 at a time."""
     request(
         f"{api}/v1/contracts",
         "POST",
@@ -132,14 +134,56 @@ def declare(api: str, resources: int) -> None:
             },
         ],
     )
-    items: list[dict[str, Any]] = []
-    for i in range(resources):
-        name = f"r{i:05d}"
-        meta = {"name": name, "owner": "team-x"}
-        items.append({"kind": "Resource", "metadata": meta, "spec": {"type": "rec"}})
-        items.append({"kind": "ResourceLink", "application": "app", "resource": name})
-    for i in range(0, len(items), CONTRACTS_PER_REQUEST):
-        request(f"{api}/v1/contracts", "POST", items[i : i + CONTRACTS_PER_REQUEST])
+    _submit(api, [_resource(i) for i in range(resources)])
+
+
+def link(api: str, indices: Iterable[int]) -> None:
+    """Link resources to `app`: from now on `dev`'s plan has resource/r?????@dev for each."""
+    _submit(
+        api, [{"kind": "ResourceLink", "application": "app", "resource": _name(i)} for i in indices]
+    )
+
+
+def warm_up(cluster: Cluster, candidates: Iterable[int]) -> list[int]:
+    """Have each worker read the whole intent graph once, alone, before the runs that count.
+
+    A worker's first step loads the graph from Redis, and every step that starts before that
+    load finished loads it too (no single flight): 16 concurrent first steps on 10,000
+    resources block a worker's event loop for seconds, past its leases. So: one candidate
+    resource on a partition of each worker is declared, linked and applied in a run of its
+    own (one step per worker); later graph changes reach the workers as increments. Returns
+    the candidates used; their actors exist afterwards.
+    """
+    owners = list(cluster.owners().values())
+    picked: list[int] = []
+    for i in candidates:
+        p = partition_of(node(i), 16)
+        if any(p in parts for parts in owners):
+            picked.append(i)
+            owners = [parts for parts in owners if p not in parts]
+        if not owners:
+            break
+    _submit(cluster.url, [_resource(i) for i in picked])
+    link(cluster.url, picked)
+    run_id, _ = apply(cluster.url)
+    run = finished(cluster.url, run_id, seconds=120)
+    if run["status"] != "Succeeded":
+        raise SystemExit(f"the warm-up run {run_id}: {run['status']}")
+    return picked
+
+
+def _name(i: int) -> str:
+    return f"r{i:05d}"
+
+
+def _resource(i: int) -> dict[str, Any]:
+    meta = {"name": _name(i), "owner": "team-x"}
+    return {"kind": "Resource", "metadata": meta, "spec": {"type": "rec"}}
+
+
+def _submit(api: str, contracts: list[dict[str, Any]]) -> None:
+    for i in range(0, len(contracts), CONTRACTS_PER_REQUEST):
+        request(f"{api}/v1/contracts", "POST", contracts[i : i + CONTRACTS_PER_REQUEST])
 
 
 def apply(api: str) -> tuple[str, float]:
