@@ -223,6 +223,9 @@ async def _measure(
     if not timer.cancelled_caught:
         await _check(cluster, state, probe_kind, probes, applies_before, wall_before)
     _notes(survivor.text()[said_before:])
+    if survivor.proc is None or survivor.proc.poll() is not None:
+        print("the survivor crashed too")
+        return False
     return not timer.cancelled_caught
 
 
