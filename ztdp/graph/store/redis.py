@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -79,6 +80,7 @@ def _writes(batch: Sequence[Op]) -> list[tuple[str, str, str | None]]:
 
 class RedisGraphStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+        self._syncing = anyio.Lock()
         self._redis = client
         self._keys = [f"{prefix}:graph:{k}" for k in ("rev", "nodes", "edges", "log")]
         self._commit = client.register_script(_COMMIT)
@@ -96,10 +98,15 @@ class RedisGraphStore:
     async def read(self) -> Graph:
         try:
             rev = int(await self._redis.get(self._keys[0]) or 0)
-            if not self._loaded or rev < self._graph.revision:
-                await self._reload()
-            elif rev > self._graph.revision:
-                await self._catch_up()
+            if not self._loaded or rev != self._graph.revision:
+                # One reload or catch-up at a time: concurrent readers (a worker's first steps)
+                # wait for it instead of each loading the whole graph again.
+                async with self._syncing:
+                    rev = int(await self._redis.get(self._keys[0]) or 0)
+                    if not self._loaded or rev < self._graph.revision:
+                        await self._reload()
+                    elif rev > self._graph.revision:
+                        await self._catch_up()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailable(f"graph store: Redis unreachable: {exc}") from exc
         return self._graph
