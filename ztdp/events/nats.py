@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -96,7 +98,9 @@ class NatsEventBus:
         self._timeout = timeout
         self._index = EventIndex(keep=keep, buffer=buffer)
         self._taken = 0  # stream sequence of the last message the follower took
-        self._progress: anyio.Event | None = None  # set when `_taken` moves; made if awaited
+        # publishers waiting for their echo, by the stream sequence they wait for
+        self._waiters: list[tuple[int, int, anyio.Event]] = []
+        self._waiter_ids = itertools.count()
         self._follower: asyncio.Task[None] | None = None
         self._lifetime = anyio.CancelScope()  # the follower's; cancelled when the bus closes
         self._consumer_scope: anyio.CancelScope | None = None  # cancelled: start a new one
@@ -378,7 +382,7 @@ class NatsEventBus:
         """Stop following, end every subscriber's stream and close the connection; calling it
         again is harmless."""
         self._closed = True
-        self._moved()
+        self._moved(everyone=True)
         self._lifetime.cancel()
         if self._follower is not None:
             await self._follower  # it ends once its consumer is deleted
@@ -395,18 +399,21 @@ class NatsEventBus:
         while self._taken < sequence:
             if self._closed or self._follower is None or self._follower.done():
                 return False
-            if self._progress is None:
-                self._progress = anyio.Event()
+            # Woken only when its own event is read (or the follower stops): a wake-up of
+            # every publisher at every event made many concurrent publishes quadratic.
+            arrived = anyio.Event()
+            heapq.heappush(self._waiters, (sequence, next(self._waiter_ids), arrived))
             with anyio.move_on_after(self._timeout) as waited:
-                await self._progress.wait()
+                await arrived.wait()
             if waited.cancelled_caught:
-                return False
+                return self._taken >= sequence
         return True
 
-    def _moved(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None
+    def _moved(self, *, everyone: bool = False) -> None:
+        """Wake the publishers whose events are read now (`everyone`: the follower stopped)."""
+        waiters = self._waiters
+        while waiters and (everyone or waiters[0][0] <= self._taken):
+            heapq.heappop(waiters)[2].set()
 
     async def _follow(self) -> None:
         """The follower task: one consumer after another, until `aclose` cancels it."""
@@ -433,7 +440,7 @@ class NatsEventBus:
                             delay = min(max(delay * 2, RETRY_FIRST), RETRY_MAX)
                     self._consumer_scope = None
             finally:
-                self._moved()  # publishers waiting for their echo stop waiting
+                self._moved(everyone=True)  # publishers waiting for their echo stop waiting
 
     async def _consume(self) -> None:
         """Follow the stream with a new consumer from the message after the last one taken,
