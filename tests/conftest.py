@@ -23,6 +23,7 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.nats_server import NatsServer
+from tests.ports import free_port
 from ztdp.api import create_app
 from ztdp.graph.store import GraphStore, MemoryGraphStore
 from ztdp.graph.store.redis import RedisGraphStore
@@ -30,12 +31,6 @@ from ztdp.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _redis_answers(url: str) -> bool:

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 def binary() -> Path:
@@ -32,7 +28,7 @@ def binary() -> Path:
 
 class NatsServer:
     def __init__(self, *, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.store = Path(tempfile.mkdtemp(prefix="ztdp-nats-"))
         self.proc: subprocess.Popen[bytes] | None = None

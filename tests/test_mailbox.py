@@ -14,7 +14,8 @@ import anyio
 import nats
 import pytest
 
-from tests.nats_server import NatsServer, _free_port
+from tests.nats_server import NatsServer
+from tests.ports import free_port
 from ztdp.errors import BackendUnavailable
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.mailbox.nats import NatsMailbox
@@ -386,7 +387,7 @@ async def test_a_stream_lost_with_the_nats_store_is_created_again(own_nats: Nats
 
 
 async def test_connect_to_no_server_raises_backend_unavailable() -> None:
-    url = f"nats://127.0.0.1:{_free_port()}"
+    url = f"nats://127.0.0.1:{free_port()}"
     with anyio.fail_after(3), pytest.raises(BackendUnavailable, match=url):
         await NatsMailbox.connect(url, prefix="t", partitions=PARTITIONS, ack_wait=ACK_WAIT)
 

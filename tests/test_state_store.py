@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.ports import free_port
 from ztdp.errors import BackendUnavailable, Fenced, NotFound
 from ztdp.settings import Settings
 from ztdp.state import (
@@ -574,12 +574,6 @@ async def test_ping_and_aclose(open_store: OpenStore) -> None:
 
 
 # --- Redis only ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.redis

@@ -17,7 +17,7 @@ from ztdp.state.base import (
     partition_of,
 )
 from ztdp.state.memory import MemoryStateStore
-from ztdp.state.runs import FINISHED, Run, RunStep, StepStatus, Trigger
+from ztdp.state.runs import Run, RunStep, StepStatus, Trigger
 
 
 def open_state_store(settings: Settings) -> StateStore:
@@ -32,7 +32,6 @@ def open_state_store(settings: Settings) -> StateStore:
 
 
 __all__ = [
-    "FINISHED",
     "DeleteObserved",
     "Fence",
     "MemoryStateStore",

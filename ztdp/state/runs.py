@@ -25,9 +25,6 @@ StepStatus = Literal[
     "Deleted",
     "Unchanged",
 ]
-FINISHED: frozenset[str] = frozenset(
-    {"Ready", "Degraded", "Failed", "Blocked", "Deleted", "Unchanged"}
-)
 
 
 class RunStep(BaseModel):
