@@ -27,12 +27,11 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import asyncpg
 from asyncpg import exceptions as pgx
-from asyncpg.pool import PoolConnectionProxy
 
 from ztdp.errors import PermanentError, TemporaryError
 from ztdp.planner import diff as field_diff
@@ -46,7 +45,10 @@ from ztdp_postgres.names import (
 )
 from ztdp_postgres.settings import PostgresSettings
 
-_Conn = PoolConnectionProxy[asyncpg.Record]  # an admin connection, lent by a pool
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    _Conn = PoolConnectionProxy[asyncpg.Record]  # an admin connection, lent by a pool
 
 
 KIND = "postgres"
