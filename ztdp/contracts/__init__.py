@@ -18,6 +18,7 @@ from ztdp.contracts.models import (
     ServiceVersionIn,
     TransitionRequest,
     VersionRef,
+    provider_section,
 )
 from ztdp.contracts.principal import (
     ANONYMOUS_PRINCIPAL,
@@ -53,4 +54,5 @@ __all__ = [
     "TransitionRequest",
     "VersionRef",
     "principal_of",
+    "provider_section",
 ]

@@ -14,6 +14,7 @@ and finishes the run when every step has.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -51,6 +52,7 @@ from ztdp.providers import (
     Target,
     Watching,
 )
+from ztdp.providers.settings import resolve
 from ztdp.runtime.actor import (
     RUN_PREFIX,
     ActorState,
@@ -657,6 +659,18 @@ class Supervisor:
 
     # --- watches: a provider's notifications make an actor observe at once -----------------
 
+    def _settled(self, provider: Any, target: Target) -> Target:
+        """`target` with its provider's settings: the configured default overlaid by the
+        environment's section, validated again (a kept target keeps only the section)."""
+        settings = resolve(
+            provider,
+            provider.kind,
+            environment=target.environment,
+            configured=self._settings.provider_defaults(provider.kind),
+            spec=target.spec,
+        )
+        return dataclasses.replace(target, settings=settings)
+
     def _watched(self, state: ActorState) -> None:
         """Make sure the target of a realised node is watched, if its provider can."""
         if not self._reconciling or state.target is None or state.status is Status.DELETED:
@@ -678,7 +692,7 @@ class Supervisor:
         backoff = WATCH_BACKOFF
         while True:
             try:
-                async with provider.watch(target=target) as changes:
+                async with provider.watch(target=self._settled(provider, target)) as changes:
                     backoff = WATCH_BACKOFF
                     for node in list(self._watch_nodes.get(key, ())):
                         self._notify(node)
@@ -976,9 +990,11 @@ class Supervisor:
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
         await self._status(owned, state, starting, run=run, intent=step)
-        return await self._call(
-            owned, state, run, provider, lambda: action(provider, resource, target), what, step
-        )
+
+        async def call() -> Observation:
+            return await action(provider, resource, self._settled(provider, target))
+
+        return await self._call(owned, state, run, provider, call, what, step)
 
     async def _apply(
         self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
@@ -1078,7 +1094,8 @@ class Supervisor:
             return
         try:
             with anyio.fail_after(self._settings.step_timeout):
-                seen = await provider.observe(resource=state.resource, target=state.target)
+                target = self._settled(provider, state.target)
+                seen = await provider.observe(resource=state.resource, target=target)
                 changes = (
                     []
                     if seen is None
@@ -1090,7 +1107,7 @@ class Supervisor:
             )
             return
         if seen is None or changes:
-            repair = (state.target.settings or {}).get("reconcile", "repair") == "repair"
+            repair = state.target.reconcile == "repair"
             if repair or state.status is not Status.DRIFTED:
                 await self._publish(
                     make_event(
@@ -1357,9 +1374,10 @@ def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
 
 
 def _target_key(provider: str, target: Target) -> str:
-    """One watch per provider and target: what tells targets apart is all they hold."""
+    """One watch per provider and target: what tells targets apart is all they hold that is
+    their own (the merged settings may hold the server's credentials; the key is logged)."""
     return json.dumps(
-        [provider, target.environment, target.settings, target.defaults],
+        [provider, target.environment, target.spec],
         sort_keys=True,
         default=str,
     )
