@@ -14,6 +14,7 @@ from pg_support import resource
 from tests.ports import free_port
 from ztdp.errors import PermanentError, TemporaryError
 from ztdp.providers import Observation, Target
+from ztdp.providers.settings import resolve as resolve_settings
 from ztdp_postgres import PostgresProvider, PostgresSettings, database_name, quote_ident
 from ztdp_postgres.names import quote_literal
 
@@ -289,8 +290,10 @@ def test_settings_never_show_a_password() -> None:
     s = PostgresSettings.from_target({"url": f"postgresql://admin:{secret}@db:5433/postgres"})
     assert s.admin_password() == "p@ss-word-xyzzy"
     assert s.url == "postgresql://admin@db:5433/postgres" and s.host_port == "db:5433"
-    for shown in (repr(s), str(s), s.model_dump_json()):
+    for shown in (repr(s), str(s)):
         assert "xyzzy" not in shown
+    # The dump is what the core hands over as Target.settings: the password must survive it.
+    assert PostgresSettings.from_target(s.model_dump(mode="json")) == s
     for bad in (
         {"url": f"mysql://admin:{secret}@db/x"},
         {"url": f"postgresql://admin:{secret}@db/x", "password": "another-xyzzy"},
@@ -314,3 +317,34 @@ async def test_validate_refuses_what_is_not_a_postgres_resource(provider: Postgr
     ):
         with pytest.raises(PermanentError):
             await provider.validate(resource=bad)
+
+
+async def test_the_core_seam_takes_the_password_from_configuration_only(
+    provider: PostgresProvider, env: str, admin_url: str, run_prefix: str
+) -> None:
+    configured = {"url": admin_url, "password": "configured-xyzzy", "prefix": run_prefix}
+    resolved = resolve_settings(
+        provider, "postgres", environment=env, configured=configured, spec={}
+    )
+    assert PostgresSettings.from_target(resolved).admin_password() == "configured-xyzzy"
+    spec_host = {"host_for_apps": "db.apps.internal:6432"}
+    made = await provider.apply(
+        resource=resource("db", env),
+        target=Target(
+            environment=env,
+            settings=resolve_settings(
+                provider, "postgres", environment=env, configured=configured, spec=spec_host
+            ),
+            spec=spec_host,
+        ),
+    )
+    assert "@db.apps.internal:6432/" in made.secrets["url"]
+    for spec in (
+        {"password": "env-xyzzy"},
+        {"url": "postgresql://postgres:env-xyzzy@127.0.0.1/postgres"},
+    ):
+        with pytest.raises(PermanentError, match="server's configuration") as caught:
+            resolve_settings(
+                provider, "postgres", environment=env, configured=configured, spec=spec
+            )
+        assert "xyzzy" not in str(caught.value)

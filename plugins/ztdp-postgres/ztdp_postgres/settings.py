@@ -1,8 +1,11 @@
 """The provider's settings section: `spec.providers.postgres` of an environment, over the
 configured default `ZTDP_PROVIDERS__POSTGRES__...`.
 
-A password may come inside the URL or apart (`password`); either way it is kept apart, as a
-`SecretStr`, so the URL the model keeps, shows and puts in messages never carries it.
+A password may come inside the URL or apart (`password`), from the server's configuration only:
+an environment's own section is readable by every viewer, so a password there is refused. It is
+kept apart from the URL, as a `SecretStr`, so the URL the model keeps, shows and puts in
+messages never carries it. A dump (`model_dump`, which the core hands over as `Target.settings`
+and never persists) carries the password's value: the provider needs it to connect.
 """
 
 from __future__ import annotations
@@ -10,7 +13,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    model_validator,
+)
 
 from ztdp.errors import PermanentError
 
@@ -46,9 +58,15 @@ class PostgresSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _password_apart(cls, data: Any) -> Any:
+    def _password_apart(cls, data: Any, info: ValidationInfo) -> Any:
         """Take a password out of the URL into `password` (a URL's and an explicit one must
         agree); check the URL's form without ever repeating it in an error."""
+        spec = (info.context or {}).get("spec") or {}
+        if spec.get("password") is not None or _has_password(spec.get("url")):
+            raise ValueError(
+                "a password belongs in the server's configuration (ZTDP_PROVIDERS__POSTGRES__"
+                "PASSWORD), not in the environment's spec, which every viewer can read"
+            )
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
             return data
         try:
@@ -73,6 +91,10 @@ class PostgresSettings(BaseModel):
         if port is not None:
             netloc += f":{port}"
         return {**data, "url": urlunsplit(parts._replace(netloc=netloc)), "password": embedded}
+
+    @field_serializer("password", when_used="unless-none")
+    def _reveal(self, password: SecretStr) -> str:
+        return password.get_secret_value()
 
     @property
     def host_port(self) -> str:
@@ -108,3 +130,10 @@ class PostgresSettings(BaseModel):
                     for e in exc.errors(include_input=False, include_url=False)
                 ],
             ) from None
+
+
+def _has_password(url: Any) -> bool:
+    try:
+        return isinstance(url, str) and urlsplit(url).password is not None
+    except ValueError:
+        return False
