@@ -348,3 +348,53 @@ async def test_the_core_seam_takes_the_password_from_configuration_only(
                 provider, "postgres", environment=env, configured=configured, spec=spec
             )
         assert "xyzzy" not in str(caught.value)
+
+
+async def admin_role(
+    admin: asyncpg.Connection, admin_url: str, name: str, options: str
+) -> tuple[str, str]:
+    """A role of `options` with a password, and a URL naming it (without the password)."""
+    password = "r" * 40
+    await admin.execute(f"CREATE ROLE {name} LOGIN {options} PASSWORD {quote_literal(password)}")
+    parts = urlsplit(admin_url)
+    return parts._replace(netloc=f"{name}@{parts.hostname}:{parts.port}").geturl(), password
+
+
+async def test_an_admin_with_createrole_but_not_superuser_provisions_and_deletes(
+    provider: PostgresProvider,
+    env: str,
+    admin: asyncpg.Connection,
+    admin_url: str,
+    run_prefix: str,
+) -> None:
+    url, password = await admin_role(
+        admin, admin_url, f"{run_prefix}_mgr_{env}", "CREATEDB CREATEROLE"
+    )
+    target = Target(
+        environment=env, settings={"url": url, "password": password, "prefix": run_prefix}
+    )
+    made = await provider.apply(resource=resource("db", env), target=target)
+    role, db = url_of(made)
+    (await login(admin_url, role, made.secrets["password"], db)).terminate()
+    again = await provider.apply(resource=resource("db", env, secrets=made.secrets), target=target)
+    assert again == made
+    await provider.delete(resource=resource("db", env), target=target)
+    assert await exists(admin, db) == (False, False)
+
+
+async def test_too_many_connections_is_temporary(
+    provider: PostgresProvider,
+    env: str,
+    admin: asyncpg.Connection,
+    admin_url: str,
+    run_prefix: str,
+) -> None:
+    url, password = await admin_role(
+        admin, admin_url, f"{run_prefix}_full_{env}", "CREATEDB CREATEROLE CONNECTION LIMIT 0"
+    )
+    target = Target(
+        environment=env, settings={"url": url, "password": password, "prefix": run_prefix}
+    )
+    with pytest.raises(TemporaryError, match="TooManyConnectionsError") as caught:
+        await provider.apply(resource=resource("db", env), target=target)
+    assert password not in str(caught.value)

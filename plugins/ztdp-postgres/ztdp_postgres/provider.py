@@ -85,6 +85,14 @@ class _Found:
     owner: str | None = None  # a database's owner
 
 
+@dataclass(frozen=True)
+class _Server:
+    """What the provider needs to know of a server and its admin role, asked once."""
+
+    version: int  # server_version_num, e.g. 150004
+    superuser: bool
+
+
 def _scrub(text: str, secrets: tuple[str | None, ...]) -> str:
     for secret in secrets:
         if secret:
@@ -111,7 +119,7 @@ class PostgresProvider:
     def __init__(self) -> None:
         self._pools: dict[tuple[str, str | None], asyncpg.Pool] = {}
         self._lock = asyncio.Lock()
-        self._versions: dict[tuple[str, str | None], int] = {}
+        self._servers: dict[tuple[str, str | None], _Server] = {}
 
     # -- the seam --------------------------------------------------------------------------
 
@@ -159,6 +167,12 @@ class PostgresProvider:
             else:
                 self._check_owned(resource, "role", name, role)
                 await self._set_password(conn, name, verifier)
+            server = await self._server(conn, settings)
+            if not server.superuser:
+                # An admin with CREATEROLE but not superuser (a managed server's usual "master
+                # user") may make a database owned by a role, and drop it, only as a member of
+                # that role.
+                await conn.execute(f"GRANT {quote_ident(name)} TO CURRENT_USER")
             database = await self._database(conn, name)
             if database is None:
                 # CREATE DATABASE cannot run in a transaction: its mark follows; a concurrent
@@ -235,7 +249,8 @@ class PostgresProvider:
                 self._check_owned(resource, "role", name, role, dropping=True)
             if database is not None:
                 # WITH (FORCE) ends the applications' sessions (Postgres 13 and later).
-                force = " WITH (FORCE)" if await self._version(conn, settings) >= 130000 else ""
+                server = await self._server(conn, settings)
+                force = " WITH (FORCE)" if server.version >= 130000 else ""
                 if not force:
                     await conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
@@ -326,11 +341,16 @@ class PostgresProvider:
             f"ALTER ROLE {quote_ident(name)} LOGIN PASSWORD {quote_literal(verifier)}"
         )
 
-    async def _version(self, conn: _Conn, settings: PostgresSettings) -> int:
+    async def _server(self, conn: _Conn, settings: PostgresSettings) -> _Server:
         key = (settings.url, settings.admin_password())
-        if key not in self._versions:
-            self._versions[key] = int(await conn.fetchval("SHOW server_version_num"))
-        return self._versions[key]
+        if key not in self._servers:
+            row = await conn.fetchrow(
+                "SELECT current_setting('server_version_num')::int AS version, "
+                "rolsuper AS superuser FROM pg_roles WHERE rolname = current_user"
+            )
+            assert row is not None
+            self._servers[key] = _Server(version=row["version"], superuser=row["superuser"])
+        return self._servers[key]
 
     async def _pool(self, settings: PostgresSettings) -> asyncpg.Pool:
         key = (settings.url, settings.admin_password())
