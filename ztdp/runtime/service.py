@@ -7,7 +7,7 @@ from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
-from ztdp.contracts import provider_section
+from ztdp.contracts import Environment, provider_section
 from ztdp.errors import PermanentError
 from ztdp.graph import EdgeType, Graph, NodeKind, Op, node_id
 from ztdp.planner import (
@@ -20,7 +20,7 @@ from ztdp.planner import (
 )
 from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Provider, Resource, Target
-from ztdp.providers.settings import resolve
+from ztdp.providers.settings import check_sections, resolve
 from ztdp.runtime.actor import ActorState, Status
 from ztdp.runtime.runs import Run, Trigger
 from ztdp.runtime.supervisor import Supervisor
@@ -64,6 +64,7 @@ class Runtime:
         self.supervisor = supervisor
         self._settings = settings
         supervisor.hooks = self
+        catalog.check_environment = self.check_environment
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan of an application, previewed (see `preview`)."""
@@ -191,6 +192,14 @@ class Runtime:
 
     async def runs(self, *, limit: int = 1000) -> list[Run]:
         return await self.supervisor.state.runs(limit=limit)
+
+    def check_environment(self, env: Environment) -> None:
+        """Refuse (InvalidInput naming the field) an environment whose settings section of an
+        installed provider its `settings_model` refuses, merged with the configured default.
+        A section of a provider not installed here is kept: the plan says it is missing."""
+        sections = env.spec.providers
+        configured = {kind: self._settings.provider_defaults(kind) for kind in sections}
+        check_sections(self.supervisor.providers, sections, configured)
 
     # --- the supervisor's step hooks -------------------------------------------------------
 

@@ -69,15 +69,25 @@ class FakeProvider:
     desired state with the key `invalid` is refused (PermanentError), as a real provider refuses
     a spec it cannot realise. `secret_outputs` names the secrets apply generates (like a
     database's password): kept from `Resource.secrets` when given, new ones otherwise.
+    `targets` and `resources` hold each node's latest target and applied resource, for asserts.
     """
 
-    settings_model: type[BaseModel] = FakeSettings
+    settings_model: type[BaseModel] | None = FakeSettings
 
-    def __init__(self, kind: str = "fake", *, secret_outputs: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        kind: str = "fake",
+        *,
+        secret_outputs: Collection[str] = (),
+        settings_model: type[BaseModel] | None = FakeSettings,
+    ) -> None:
         self.kind = kind
+        self.settings_model = settings_model  # None: the merged section is taken as it is
         self.secret_outputs = tuple(secret_outputs)
         self.objects: dict[tuple[str, str], _Object] = {}
         self.calls: list[tuple[str, str]] = []  # (method, node or environment), oldest first
+        self.targets: dict[str, Target] = {}  # node -> the target of its latest call
+        self.resources: dict[str, Resource] = {}  # node -> the resource of its latest apply
         self.failures: list[Failure] = []
         self.closed = False
         self._watchers: dict[str, set[MemoryObjectSendStream[Change]]] = {}
@@ -134,6 +144,7 @@ class FakeProvider:
         ]
 
     async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        self.resources[resource.node] = resource
         space = self._reach("apply", resource.node, target)
         await self.validate(resource=resource)
         key = (space, resource.node)
@@ -195,6 +206,7 @@ class FakeProvider:
             raise error(f"{failure.message} ({self.kind}.{method} of {subject or 'a diff'})")
 
     def _reach(self, method: str, subject: str, target: Target) -> str:
+        self.targets[subject] = target
         self._call(method, subject)
         if target.settings.get("unreachable"):
             raise TemporaryError(
