@@ -92,6 +92,11 @@ async def test_apply_twice_is_idempotent_and_keeps_the_known_password(
     name = url_of(first)[1]
     assert await exists(admin, name) == (True, True)
     assert len(first.secrets["password"]) >= 32
+    shown = repr(first) + repr(resource("db", env, secrets=first.secrets)) + first.message
+    assert first.secrets["password"] not in shown
+    unknown = await provider.observe(resource=resource("db", env), target=target)  # no password
+    assert unknown is not None and unknown.state == first.state and unknown.health == "Ready"
+    assert "login not checked" in unknown.message and unknown.secrets == {}
     assert (
         await admin.fetchval(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", name
@@ -190,7 +195,7 @@ async def test_hostile_resource_names_are_safely_quoted(
     canary = f"{run_prefix}_canary_{env}"
     await admin.execute(f"CREATE DATABASE {quote_ident(canary)}")
     name = hostile.format(canary=canary)
-    made = await provider.apply(resource=resource(name, env), target=target)
+    made = await provider.apply(resource=resource(name, env, config_ref=name), target=target)
     role, db = url_of(made)
     assert db == database_name(run_prefix, env, name) == role
     assert len(db.encode()) <= 63 and db.startswith(f"{run_prefix}_{env}_")
@@ -198,6 +203,8 @@ async def test_hostile_resource_names_are_safely_quoted(
     assert await exists(admin, canary) == (True, False)  # nothing ran but what was meant
     assert await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = 'postgres'") == 1
     (await login(admin_url, role, made.secrets["password"], db)).terminate()
+    seen = await provider.observe(resource=resource(name, env), target=target)
+    assert seen is not None and seen.state == {"type": "postgres", "config_ref": name}
     await provider.delete(resource=resource(name, env), target=target)
     assert await exists(admin, db) == (False, False)
 

@@ -215,12 +215,12 @@ class PostgresProvider:
             return Observation(state={}, health="Degraded", message="; ".join(problems))
         assert database is not None and database.mark is not None
         state = {"type": KIND, "config_ref": database.mark.get("config_ref")}
-        if password is None:
+        if password is None:  # nothing to log in with: existence is all that can be seen
             return Observation(
                 state=state,
-                health="Degraded",
-                message=f"database and role {name} exist, but no password is known for the "
-                "role: apply sets a new one",
+                health="Ready",
+                message=f"database {name} and role {name} exist (login not checked: no "
+                "password known; an apply without one sets a new one)",
             )
         refused = await self._login(settings, resource, name, password)
         if refused:
