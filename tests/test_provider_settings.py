@@ -376,3 +376,35 @@ async def test_generated_secrets_reach_neither_snapshots_nor_observed_state(
     assert isinstance(seen, Observation) and seen.secrets["password"] == generated
     actor = await supervisor.actor("resource/pg-db@dev")
     assert actor is not None and generated not in json.dumps(actor.view())
+
+
+class Fragile(BaseModel):
+    """A plugin's model with a bug: it raises something pydantic does not turn into an error."""
+
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _crash(cls, value: str) -> str:
+        raise TypeError(f"cannot handle {value}")
+
+
+async def test_a_broken_settings_model_is_the_sections_422_and_a_permanent_error() -> None:
+    fragile = FakeProvider("fragile", settings_model=Fragile)
+    reg = registry(fragile)
+    app = create_app(SETTINGS, providers=reg)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        api = Api(c)
+        spec = {"providers": {"fragile": {"url": "postgresql://u:hunter2@x"}}}
+        code, problem = await environment(api, "dev", spec)
+        assert code == 422, problem
+        assert problem["errors"][0]["loc"] == "spec.providers.fragile"
+        assert "hunter2" not in json.dumps(problem)
+    with pytest.raises(PermanentError, match="settings model of provider fragile") as caught:
+        resolve(fragile, "fragile", environment="dev", configured={}, spec={"url": "hunter2"})
+    assert "hunter2" not in caught.value.detail
+
+
+def test_configured_kinds_are_lower_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZTDP_PROVIDERS", '{"Postgres": {"url": "postgresql://a"}}')
+    assert Settings().provider_defaults("postgres") == {"url": "postgresql://a"}

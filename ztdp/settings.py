@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, IPvAnyNetwork
+from pydantic import Field, IPvAnyNetwork, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         description="the configured providers.kubernetes.kubeconfig, as it was spelt first "
         "(ZTDP_PROVIDERS__KUBERNETES__KUBECONFIG wins when both are set)",
     )
+
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _kinds_in_lower_case(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Kinds are lower-case names; nested variables arrive so, JSON keys as written.
+        return {kind.lower(): section for kind, section in value.items()}
 
     def provider_defaults(self, kind: str) -> dict[str, Any]:
         """The configured settings section of provider `kind`."""

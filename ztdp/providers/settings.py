@@ -47,6 +47,9 @@ def section_problems(
             }
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
+    except Exception as exc:  # the plugin's model is broken; the section is what broke it
+        loc = f"spec.providers.{kind}"
+        return [{"loc": loc, "msg": _broken(provider, kind, exc), "type": "plugin_error"}]
     return []
 
 
@@ -83,6 +86,14 @@ def resolve(
             f"environment {environment}: {loc}: {e['msg']} (the {kind} provider's settings, "
             "from the environment and the server's configured default)"
         ) from None
+    except Exception as exc:
+        raise PermanentError(f"environment {environment}: {_broken(provider, kind, exc)}") from None
+
+
+def _broken(provider: Any, kind: str, exc: Exception) -> str:
+    # The exception's type only: its message may quote the section, credentials and all.
+    model = type(provider).__name__
+    return f"the settings model of provider {kind} ({model}) failed: {type(exc).__name__}"
 
 
 def _validated(
