@@ -405,3 +405,21 @@ async def test_too_many_connections_is_temporary(
     with pytest.raises(TemporaryError, match="TooManyConnectionsError") as caught:
         await provider.apply(resource=resource("db", env), target=target)
     assert password not in str(caught.value)
+
+
+async def test_a_database_left_unmarked_by_a_crash_is_finished_or_dropped(
+    provider: PostgresProvider, target: Target, env: str, admin: asyncpg.Connection
+) -> None:
+    """Between `CREATE DATABASE` (outside any transaction) and its `COMMENT` a crash leaves a
+    database without a mark, owned by the node's own role: it is the node's, not a stranger's."""
+    made = await provider.apply(resource=resource("db", env), target=target)
+    name = url_of(made)[1]
+    await admin.execute(f"COMMENT ON DATABASE {quote_ident(name)} IS NULL")
+    seen = await provider.observe(resource=resource("db", env, secrets=made.secrets), target=target)
+    assert seen is not None and seen.health == "Degraded"  # the planner applies again
+    await provider.apply(resource=resource("db", env, secrets=made.secrets), target=target)
+    seen = await provider.observe(resource=resource("db", env, secrets=made.secrets), target=target)
+    assert seen == made
+    await admin.execute(f"COMMENT ON DATABASE {quote_ident(name)} IS NULL")
+    await provider.delete(resource=resource("db", env), target=target)
+    assert await exists(admin, name) == (False, False)

@@ -184,7 +184,7 @@ class PostgresProvider:
                 database = await self._database(conn, name)
                 if database is None:  # created and dropped meanwhile: a retry sorts it out
                     raise TemporaryError(f"{resource.node}: database {name} vanished while made")
-            self._check_owned(resource, "database", name, database)
+            self._check_owned(resource, "database", name, database, role_ours=True)
             if database.owner != name:
                 await conn.execute(
                     f"ALTER DATABASE {quote_ident(name)} OWNER TO {quote_ident(name)}"
@@ -243,10 +243,12 @@ class PostgresProvider:
         async with self._admin(settings, resource, None, lock=name) as conn:
             database = await self._database(conn, name)
             role = await self._role(conn, name)
-            if database is not None:
-                self._check_owned(resource, "database", name, database, dropping=True)
             if role is not None:
                 self._check_owned(resource, "role", name, role, dropping=True)
+            if database is not None:
+                self._check_owned(
+                    resource, "database", name, database, dropping=True, role_ours=role is not None
+                )
             if database is not None:
                 # WITH (FORCE) ends the applications' sessions (Postgres 13 and later).
                 server = await self._server(conn, settings)
@@ -302,15 +304,24 @@ class PostgresProvider:
 
     @staticmethod
     def _check_owned(
-        resource: Resource, what: str, name: str, found: _Found | None, *, dropping: bool = False
+        resource: Resource,
+        what: str,
+        name: str,
+        found: _Found | None,
+        *,
+        dropping: bool = False,
+        role_ours: bool = False,
     ) -> None:
+        """Refuse an object whose mark does not name the node. An unmarked database owned by
+        the node's own role (`role_ours`: checked already) is the node's: what a crash or a
+        concurrent apply leaves between `CREATE DATABASE` and its `COMMENT`."""
         if found is None:
             raise TemporaryError(f"{resource.node}: {what} {name} vanished meanwhile")
         node = found.mark.get(MARK) if found.mark else None
         if node == resource.node:
             return
-        if node is None and what == "database" and found.owner == name and not dropping:
-            return  # just created by a concurrent apply, which is about to mark it
+        if node is None and what == "database" and found.owner == name and role_ours:
+            return
         owner = f"node {node}" if node else "no ZTDP node (it was not made by ZTDP)"
         verb = "drop" if dropping else "take over"
         raise PermanentError(
