@@ -423,3 +423,17 @@ async def test_a_database_left_unmarked_by_a_crash_is_finished_or_dropped(
     await admin.execute(f"COMMENT ON DATABASE {quote_ident(name)} IS NULL")
     await provider.delete(resource=resource("db", env), target=target)
     assert await exists(admin, name) == (False, False)
+
+
+async def test_a_database_opened_to_public_is_degraded_until_applied_again(
+    provider: PostgresProvider, target: Target, env: str, admin: asyncpg.Connection
+) -> None:
+    made = await provider.apply(resource=resource("db", env), target=target)
+    name = url_of(made)[1]
+    await admin.execute(f"GRANT CONNECT ON DATABASE {quote_ident(name)} TO PUBLIC")
+    again = resource("db", env, secrets=made.secrets)
+    seen = await provider.observe(resource=again, target=target)
+    assert seen is not None and seen.health == "Degraded" and "open to PUBLIC" in seen.message
+    assert seen.state == {}  # the planner sees every field to apply
+    await provider.apply(resource=again, target=target)
+    assert await provider.observe(resource=again, target=target) == made

@@ -83,6 +83,7 @@ class _Found:
 
     mark: dict[str, Any] | None  # its ZTDP comment, if it has one
     owner: str | None = None  # a database's owner
+    public: bool = False  # a database PUBLIC (every role) may connect to
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ class PostgresProvider:
                 problems.append(f"{what} {name} is missing")
             elif found.mark is None or found.mark.get(MARK) != resource.node:
                 problems.append(f"{what} {name} exists but is not {resource.node}'s")
+            elif found.public:  # someone granted it back: every role may connect
+                problems.append(f"{what} {name} is open to PUBLIC (CONNECT granted)")
         if problems:  # an empty state: the planner sees every field to apply
             return Observation(state={}, health="Degraded", message="; ".join(problems))
         assert database is not None and database.mark is not None
@@ -341,10 +344,14 @@ class PostgresProvider:
     async def _database(conn: _Conn, name: str) -> _Found | None:
         row = await conn.fetchrow(
             "SELECT shobj_description(oid, 'pg_database') AS comment, "
-            "pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = $1",
+            "pg_get_userbyid(datdba) AS owner, "
+            "has_database_privilege('public', oid, 'CONNECT') AS public "
+            "FROM pg_database WHERE datname = $1",
             name,
         )
-        return None if row is None else _Found(mark=_mark(row["comment"]), owner=row["owner"])
+        if row is None:
+            return None
+        return _Found(mark=_mark(row["comment"]), owner=row["owner"], public=row["public"])
 
     @staticmethod
     async def _set_password(conn: _Conn, name: str, verifier: str) -> None:
