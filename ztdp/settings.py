@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork
+from pydantic import AliasChoices, Field, IPvAnyNetwork
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -142,6 +142,28 @@ class Settings(BaseSettings):
     )
     kubeconfig: str | None = Field(
         default=None, description="cluster for environments without spec.kubernetes"
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, with trace and span ids"
+    )
+    otel_exporter: Literal["otlp", "console", "none"] | None = Field(
+        default=None,
+        description="where spans go; unset: otlp when an OTLP endpoint is set, else none "
+        "(tracing off: no-op spans)",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "otel_endpoint", "ztdp_otel_endpoint", "otel_exporter_otlp_endpoint"
+        ),
+        description="OTLP/HTTP base address, e.g. http://127.0.0.1:4318; also read from the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="serve /metrics without a token (for scrapers behind a network policy); "
+        "by default it needs a token of any role when authentication is on",
     )
 
     @property
