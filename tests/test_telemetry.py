@@ -1,0 +1,224 @@
+"""Traces: one deploy is one connected trace, from the API request to the provider's calls,
+whatever the mailbox; and no secret reaches a span.
+
+Spans go to an in-memory exporter of the test's own (no global tracer provider is set).
+The deploy lands in the Kubernetes sandbox over a real socket, through the real provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from ztdp.api import create_app
+from ztdp.runtime.mailbox import Envelope
+from ztdp.runtime.mailbox.nats import NatsMailbox
+from ztdp.runtime.telemetry import TracedMailbox, handling
+from ztdp.settings import Settings
+from ztdp.telemetry import Telemetry, redact
+from ztdp_kubernetes.sandbox import sandbox
+
+SECRET = "hunter2-do-not-trace-me"
+IMAGE = "registry.k8s.io/pause:3.10"
+
+
+@pytest.fixture
+async def traced() -> AsyncIterator[tuple[Telemetry, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry.exporting_to([SimpleSpanProcessor(exporter)])
+    yield telemetry, exporter
+    await telemetry.aclose()
+
+
+async def until(what: str, check: Callable[[], Any], seconds: float = 20) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+def unbroken(spans: list[ReadableSpan], trace_id: int) -> bool:
+    """Every span of the trace has its parent in it, but one: the root."""
+    of_trace = [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+    ids = {s.context.span_id for s in of_trace if s.context is not None}
+    roots = [s for s in of_trace if s.parent is None or s.parent.span_id not in ids]
+    return len(roots) == 1
+
+
+def ancestors(span: ReadableSpan, spans: list[ReadableSpan]) -> list[str]:
+    by_id = {s.context.span_id: s for s in spans if s.context is not None}
+    names = []
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+async def test_one_deploy_is_one_connected_trace_down_to_the_provider(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    telemetry, exporter = traced
+    async with sandbox() as kube:
+        settings = Settings(kubeconfig=kube.kubeconfig, observe_interval=0, auth="off")
+        app = create_app(settings, telemetry=telemetry)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+            async def ok(method: str, path: str, body: Any = None) -> Any:
+                async with client.request(method, path, json=body) as r:
+                    data = await r.json()
+                    assert r.status < 300, (path, r.status, data)
+                    return data
+
+            await ok(
+                "POST",
+                "/v1/environments",
+                {
+                    "metadata": {"name": "dev", "owner": "platform"},
+                    "spec": {"kubernetes": {"namespace": "traced"}},
+                },
+            )
+            await ok("POST", "/v1/applications", {"metadata": {"name": "shop", "owner": "team"}})
+            await ok("POST", "/v1/applications/shop/environments/allowed", ["dev"])
+            await ok(
+                "POST",
+                "/v1/applications/shop/services",
+                {
+                    "metadata": {"name": "api", "owner": "team"},
+                    "spec": {"application": "shop", "port": 8080},
+                },
+            )
+            await ok(
+                "POST",
+                "/v1/applications/shop/services/api/versions",
+                {
+                    "version": "1.0.0",
+                    "owner": "team",
+                    "image": IMAGE,
+                    "env": {"DB_PASSWORD": SECRET},
+                },
+            )
+            exporter.clear()
+            accepted = await ok(
+                "POST",
+                "/v1/applications/shop/services/api/versions/1.0.0/deploy",
+                {"environment": "dev"},
+            )
+
+            async def finished() -> Any:
+                run = await ok("GET", f"/v1/runs/{accepted['run']}")
+                return run if run["status"] != "Running" else None
+
+            run = await until("the run to finish", finished)
+            assert run["status"] == "Succeeded", run
+
+    def of(name: str) -> ReadableSpan | None:
+        return next((s for s in exporter.get_finished_spans() if s.name == name), None)
+
+    request = of("POST /v1/applications/{app}/services/{svc}/versions/{version}/deploy")
+    assert request is not None and request.kind is SpanKind.SERVER
+    assert request.context is not None
+    trace_id = request.context.trace_id
+
+    async def connected() -> bool:  # the last spans end as the run's coordinator finishes
+        return unbroken(list(exporter.get_finished_spans()), trace_id)
+
+    await until("the trace to be connected", connected, seconds=5)
+    spans = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.context is not None and s.context.trace_id == trace_id
+    ]
+    names = {s.name for s in spans}
+    node = "deployment/shop/api@dev"
+    run_node = f"run/{accepted['run']}"
+    assert {"plan", "send advance", f"advance {run_node}", "send step", f"step {node}"} <= names
+    apply = next(s for s in spans if s.name == "kubernetes.apply")
+    chain = ancestors(apply, spans)
+    # provider call <- the step at its actor <- sent by the run's coordinator <- ... <- request
+    assert chain[:3] == [f"step {node}", "send step", f"advance {run_node}"], chain
+    assert request.name in chain
+    # the Kubernetes client's own HTTP calls (the aiohttp instrumentation) are the apply's
+    assert any(s.kind is SpanKind.CLIENT and s.parent == apply.context for s in spans)
+    # the step messages carried the context: the step spans are consumers of their sends
+    step = next(s for s in spans if s.name == f"step {node}")
+    assert step.kind is SpanKind.CONSUMER and step.attributes is not None
+    assert step.attributes["ztdp.run"] == accepted["run"]
+
+    # the secret env value is nowhere in any span, of any trace
+    for s in exporter.get_finished_spans():
+        text = repr(dict(s.attributes or {})) + repr([dict(e.attributes or {}) for e in s.events])
+        assert SECRET not in text, s.name
+
+
+async def test_the_trace_context_crosses_the_nats_mailbox_in_the_headers(
+    traced: tuple[Telemetry, InMemorySpanExporter], nats_url: str, nats_prefix: str
+) -> None:
+    telemetry, exporter = traced
+    box = await NatsMailbox.connect(nats_url, prefix=nats_prefix, partitions=2, ack_wait=3)
+    mailbox = TracedMailbox(box, telemetry)
+    try:
+        with telemetry.tracing.span("request"):
+            await mailbox.send(Envelope(node="deployment/a/b@dev", kind="observe"), partition=1)
+        async with mailbox.consume(1) as deliveries:
+            async for delivery in deliveries:
+                assert "traceparent" in delivery.envelope.headers
+                with handling(telemetry, [delivery.envelope]):
+                    pass
+                await delivery.ack()
+                break
+    finally:
+        await mailbox.aclose()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    request, send = spans["request"], spans["send observe"]
+    handled = spans["observe deployment/a/b@dev"]
+    assert request.context and send.context and handled.context
+    assert send.context.trace_id == handled.context.trace_id == request.context.trace_id
+    assert send.parent is not None and send.parent.span_id == request.context.span_id
+    assert handled.parent is not None and handled.parent.span_id == send.context.span_id
+    assert handled.parent.is_remote  # it came from the headers, not from this task's context
+    assert handled.kind is SpanKind.CONSUMER
+
+
+def test_tracing_off_injects_nothing_and_costs_a_no_op() -> None:
+    telemetry = Telemetry.from_settings(Settings(otel_exporter=None, otel_endpoint=None))
+    assert not telemetry.tracing.enabled
+    with telemetry.tracing.span("x") as span:
+        assert not span.is_recording()
+        assert telemetry.tracing.inject({"a": "b"}) == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "hidden"),
+    [
+        ("postgresql://app:s3cr3t@db:5432/app", "s3cr3t"),
+        ("ALTER ROLE app LOGIN PASSWORD 's3cr3t''x'", "s3cr3t"),
+        ("CREATE ROLE app PASSWORD $pw$s3cr3t$pw$", "s3cr3t"),
+        ("https://k8s/api?token=s3cr3t&watch=1", "s3cr3t"),
+    ],
+)
+def test_what_could_carry_a_secret_is_redacted(raw: str, hidden: str) -> None:
+    assert hidden not in redact(raw)
+
+
+async def test_spans_of_libraries_are_redacted_before_export(
+    traced: tuple[Telemetry, InMemorySpanExporter],
+) -> None:
+    telemetry, exporter = traced
+    with telemetry.tracing.span(
+        "sql",
+        attributes={"db.statement": "ALTER ROLE r PASSWORD 'pw-123'", "db.password": "pw-123"},
+    ):
+        pass
+    [span] = exporter.get_finished_spans()
+    assert "pw-123" not in repr(dict(span.attributes or {}))
