@@ -8,8 +8,18 @@ The deploy lands in the Kubernetes sandbox over a real socket, through the real 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +29,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from tests.conftest import REPO
+from tests.ports import free_port
 from ztdp.api import create_app
 from ztdp.runtime.mailbox import Envelope
 from ztdp.runtime.mailbox.nats import NatsMailbox
@@ -222,3 +234,70 @@ async def test_spans_of_libraries_are_redacted_before_export(
         pass
     [span] = exporter.get_finished_spans()
     assert "pw-123" not in repr(dict(span.attributes or {}))
+
+
+def test_json_logs_carry_the_trace_of_the_request_in_a_real_process(tmp_path: Path) -> None:
+    """`ztdp serve` with ZTDP_LOG_FORMAT=json: stderr is one JSON object per line; the access
+    line of a request is in the caller's trace; spans go where ZTDP_OTEL_EXPORTER says."""
+    port = free_port()
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    env = {
+        **os.environ,
+        "ZTDP_LOG_FORMAT": "json",
+        "ZTDP_OTEL_EXPORTER": "console",  # spans on stdout, logs on stderr
+        "ZTDP_GRAPH_STORE": "memory",
+        "ZTDP_AUTH": "off",
+    }
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ztdp", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+                time.sleep(0.05)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/healthz?token=not-to-be-logged",
+            headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    lines = [json.loads(line) for line in err.read_text().splitlines() if line.strip()]
+    assert lines, "nothing logged"
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= line.keys(), line
+        datetime.fromisoformat(line["time"])
+    assert any(line["logger"] == "ztdp.cli" and "API on" in line["message"] for line in lines)
+    [access] = [line for line in lines if "/v1/healthz" in line["message"]]
+    assert access["logger"] == "aiohttp.access" and access["trace_id"] == trace_id
+    assert "not-to-be-logged" not in err.read_text()
+    assert f"0x{trace_id}" in out.read_text()  # the request's span, exported, in our trace
+
+
+def test_a_log_line_inside_a_span_names_it() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from ztdp.telemetry import Tracing
+    from ztdp.telemetry.logging import JsonFormatter
+
+    tracing = Tracing(TracerProvider())
+    record = logging.LogRecord("ztdp.x", logging.ERROR, __file__, 1, "broke: %s", ("why",), None)
+    with tracing.span("work") as span:
+        line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "broke: why" and line["level"] == "ERROR"
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert line["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert "trace_id" not in json.loads(JsonFormatter().format(record))  # outside any span

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from opentelemetry.trace import SpanKind
 
@@ -19,6 +20,7 @@ from ztdp.telemetry import Telemetry
 from ztdp.telemetry.metrics import CONTENT_TYPE
 
 UNMATCHED = "unmatched"  # every path no route matches counts as one
+TRACE = web.RequestKey("trace", dict[str, str])  # the request span's ids, for the access log
 
 
 def route_of(request: web.Request) -> str:
@@ -41,6 +43,12 @@ def telemetry_middleware(telemetry: Telemetry) -> Middleware:
                 attributes={"http.request.method": method, "http.route": route},
                 parent=tracing.extract(request.headers) if tracing.enabled else None,
             ) as span:
+                ids = span.get_span_context()
+                if ids.is_valid:
+                    request[TRACE] = {
+                        "trace_id": format(ids.trace_id, "032x"),
+                        "span_id": format(ids.span_id, "016x"),
+                    }
                 try:
                     response = await handler(request)
                 except web.HTTPException as exc:  # aiohttp's own answers (405, a redirect)
@@ -72,3 +80,22 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         actors, depth = await runtime.supervisor.gauges()
         metrics.gauges(actors=actors, depth=depth)
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: client, method, path (never the query: it may hold a token),
+    status, seconds; with the request span's ids, logged after the span has ended."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        ids = request.get(TRACE) if isinstance(request, web.Request) else None
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            time,
+            extra=ids or {},
+        )

@@ -22,12 +22,15 @@ from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, StartRefused, Supervisor
 from ztdp.runtime.backends import open_backends
 from ztdp.settings import Settings
+from ztdp.telemetry.logging import configure_logging, said_as_logs
 
 log = logging.getLogger("ztdp.worker")
 
 
 async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) -> None:
     """Run actors until SIGINT or SIGTERM, then hand the partitions over and stop."""
+    configure_logging(settings.log_format)
+    ready = said_as_logs(ready, settings.log_format)  # the banner too, in JSON mode
     if settings.mailbox != "nats":
         raise StartRefused(
             "a worker shares actors with other processes through NATS: set ZTDP_MAILBOX=nats "

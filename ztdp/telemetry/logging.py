@@ -7,11 +7,15 @@ leads to its trace; an exception adds `exception` (its traceback as text).
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import logging
 import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 from opentelemetry import trace
 
@@ -26,8 +30,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
+        trace_id = getattr(record, "trace_id", None)  # given by the caller (the access log)
+        if trace_id is not None:
+            line["trace_id"], line["span_id"] = trace_id, getattr(record, "span_id", None)
+        elif (context := trace.get_current_span().get_span_context()).is_valid:
             line["trace_id"] = format(context.trace_id, "032x")
             line["span_id"] = format(context.span_id, "016x")
         if record.exc_info:
@@ -50,3 +56,47 @@ def configure_logging(format: Literal["text", "json"], level: int | str | None =
         handler.setFormatter(formatter)
     if level is not None:
         root.setLevel(level)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Lines(io.TextIOBase):
+    """A text stream whose every line becomes a log record."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger, self._partial = logger, ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._logger.info("%s", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial.strip():
+            self._logger.info("%s", self._partial.rstrip())
+        self._partial = ""
+
+
+def said_as_logs(
+    say: Callable[P, R], format: Literal["text", "json"], logger: str = "ztdp.cli"
+) -> Callable[P, R]:
+    """`say` (something that prints to stderr for people, such as the start-up banner) as it
+    is in text mode; in JSON mode its lines become log records, so that stderr stays one JSON
+    object per line for a log shipper."""
+    if format != "json":
+        return say
+
+    @functools.wraps(say)
+    def logged(*args: P.args, **kwargs: P.kwargs) -> R:
+        lines = _Lines(logging.getLogger(logger))
+        with redirect_stderr(lines):
+            try:
+                return say(*args, **kwargs)
+            finally:
+                lines.flush()
+
+    return logged
