@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import REPO
+from tests.cluster import WorkerProcess, declare, finished_run, shared_env
+from tests.conftest import REPO, ServerProcess
 from tests.ports import free_port
 from ztdp.api import create_app
 from ztdp.runtime.mailbox import Envelope
@@ -185,7 +186,7 @@ async def test_the_trace_context_crosses_the_nats_mailbox_in_the_headers(
         async with mailbox.consume(1) as deliveries:
             async for delivery in deliveries:
                 assert "traceparent" in delivery.envelope.headers
-                with handling(telemetry, [delivery.envelope]):
+                with handling(telemetry, [delivery]):
                     pass
                 await delivery.ack()
                 break
@@ -301,3 +302,72 @@ def test_a_log_line_inside_a_span_names_it() -> None:
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert line["span_id"] == format(span.get_span_context().span_id, "016x")
     assert "trace_id" not in json.loads(JsonFormatter().format(record))  # outside any span
+
+
+def exported_spans(text: str) -> list[dict[str, Any]]:
+    """The spans a process printed with ZTDP_OTEL_EXPORTER=console, among its log lines."""
+    decoder, spans, at = json.JSONDecoder(), [], 0
+    while (at := text.find('{\n    "name": ', at)) != -1:
+        span, end = decoder.raw_decode(text, at)
+        spans.append(span)
+        at = end
+    return spans
+
+
+@pytest.mark.redis
+def test_one_apply_is_one_trace_across_the_api_process_nats_and_a_worker(
+    redis_url: str, redis_prefix: str, nats_url: str, nats_prefix: str
+) -> None:
+    """The API process (no actors) and a `ztdp worker` on NATS: the worker's coordinator,
+    steps and provider calls are in the trace of the request the API process answered; the
+    worker's /metrics counts the run it carried out."""
+    metrics_port = free_port()
+    env = shared_env(redis_url, redis_prefix, nats_url, nats_prefix, ZTDP_OTEL_EXPORTER="console")
+    api = ServerProcess({**env, "ZTDP_ACTORS": "off"}).start()
+    worker = WorkerProcess({**env, "ZTDP_WORKER_METRICS_PORT": str(metrics_port)}).start()
+    trace_id = secrets.token_hex(16)
+    try:
+        declare(api.url, 2)
+        request = urllib.request.Request(
+            f"{api.url}/v1/apply?env=dev",
+            method="POST",
+            headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        )
+        with urllib.request.urlopen(request, timeout=15) as response:
+            run_id = json.loads(response.read())["run"]
+        assert finished_run(api.url, run_id)["status"] == "Succeeded"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            figures = response.read().decode()
+    finally:
+        api_out, worker_out = api.stop(), worker.stop()  # their last spans are sent at exit
+
+    def of_trace(out: str) -> list[dict[str, Any]]:
+        return [s for s in exported_spans(out) if s["context"]["trace_id"] == f"0x{trace_id}"]
+
+    at_api, at_worker = of_trace(api_out), of_trace(worker_out)
+    assert {"POST /v1/apply", "plan", "send advance"} <= {s["name"] for s in at_api}
+    assert {f"advance run/{run_id}", "step resource/r000@dev", "recording.apply"} <= {
+        s["name"] for s in at_worker
+    }
+    # the run's coordinator, in the worker, is the child of the API process's send: the
+    # context crossed NATS in the message's headers; and no span of either lost its parent
+    [send] = [s for s in at_api if s["name"] == "send advance"]
+    first = [s for s in at_worker if s["name"] == f"advance run/{run_id}"]
+    assert send["context"]["span_id"] in {s["parent_id"] for s in first}
+    ids = {s["context"]["span_id"] for s in at_api + at_worker}
+    assert all(s["parent_id"] in ids for s in at_api + at_worker if s["name"] != "POST /v1/apply")
+
+    assert value_of(figures, "ztdp_runs_total", trigger="apply", status="Succeeded") == 1
+    assert value_of(figures, "ztdp_step_duration_seconds_count", action="create") == 2
+    assert value_of(figures, "ztdp_partitions_owned") == 8
+
+
+def value_of(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

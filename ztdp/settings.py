@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         description="OTLP/HTTP base address, e.g. http://127.0.0.1:4318; also read from the "
         "standard OTEL_EXPORTER_OTLP_ENDPOINT",
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`ztdp worker` serves /metrics on this port (at ZTDP_HOST); unset: not",
+    )
     metrics_public: bool = Field(
         default=False,
         description="serve /metrics without a token (for scrapers behind a network policy); "

@@ -106,12 +106,13 @@ async def _hosted(*parts: AbstractAsyncContextManager[object]) -> AsyncIterator[
         await task
 
 
-async def _authenticator(
+async def authenticator(
     settings: Settings,
     store: TokenStore,
     limiter: FailureLimiter,
-    announce: Callable[[str], None],
+    announce: Callable[[str], None] | None,
 ) -> Authenticator:
+    """Who is calling; with `announce`, the first start also makes the first admin token."""
     tokens = Tokens(store)
     oidc = None
     if settings.oidc_issuer:
@@ -123,14 +124,14 @@ async def _authenticator(
             roles_claim=settings.oidc_roles_claim,
             name_claim=settings.oidc_name_claim,
         )
-    if settings.auth_enabled:
+    if settings.auth_enabled and announce is not None:
         secret = await tokens.bootstrap_admin()
         if secret is not None:
             announce(
                 "First start with authentication on: created a platform-admin token. "
                 "It is shown only now; store it safely:\n\n    " + secret + "\n"
             )
-    else:
+    elif not settings.auth_enabled:
         log.warning("authentication is OFF: every caller acts as platform-admin")
     return Authenticator(
         tokens,
@@ -341,7 +342,7 @@ def create_app(
             app[CATALOG] = catalog
             app[EVENTS] = events
             app[EVENT_STORE] = backends.event_store
-            app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
+            app[AUTH] = await authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry,
                 state=backends.state,

@@ -597,7 +597,7 @@ class Supervisor:
         """One attempt at `_deliver`; False if a backend was away and it must be tried again."""
         envelope = batch[0].envelope
         try:
-            with handling(self.telemetry, [d.envelope for d in batch]):
+            with handling(self.telemetry, batch):
                 await self._handle_batch(owned, batch)
         except Fenced:
             raise

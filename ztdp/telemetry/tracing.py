@@ -12,6 +12,7 @@ Secrets never reach a span: ZTDP's own spans carry names, kinds and ids only, an
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ztdp import __version__
 
+SHUTDOWN_GRACE = 5.0  # seconds a closing process waits for its last spans to be sent
 PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent / tracestate
 TRACE_HEADERS = frozenset(PROPAGATOR.fields)
 
@@ -90,10 +92,23 @@ class Tracing:
         return links
 
     async def aclose(self) -> None:
-        """Send what is buffered (in a thread: an exporter may wait on the network)."""
+        """Send the spans still buffered, waiting at most `SHUTDOWN_GRACE` seconds: an
+        unreachable collector must not hold a stopping process up (the SDK would wait 30 s)."""
         shutdown = getattr(self.provider, "shutdown", None)
-        if shutdown is not None:
-            await anyio.to_thread.run_sync(shutdown)
+        if shutdown is None:
+            return
+        done = threading.Event()
+
+        def send() -> None:
+            try:
+                shutdown()
+            finally:
+                done.set()
+
+        # A daemon thread of its own: one still waiting on the network does not keep the
+        # process alive at exit, as a worker thread of anyio's would.
+        threading.Thread(target=send, name="ztdp span export", daemon=True).start()
+        await anyio.to_thread.run_sync(done.wait, SHUTDOWN_GRACE)
 
 
 # --- redaction: what could carry a secret is masked before any exporter sees a span ----------
