@@ -33,6 +33,7 @@ from tests.cluster import WorkerProcess, declare, finished_run, shared_env
 from tests.conftest import REPO, ServerProcess
 from tests.ports import free_port
 from ztdp.api import create_app
+from ztdp.providers import ProviderRegistry
 from ztdp.runtime.mailbox import Envelope
 from ztdp.runtime.mailbox.nats import NatsMailbox
 from ztdp.runtime.telemetry import TracedMailbox, handling
@@ -371,3 +372,26 @@ def value_of(text: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-01",  # all-zero ids are invalid
+        "ff-" + "a" * 32 + "-" + "b" * 16 + "-01",  # a version that must not be accepted
+        "00-" + "a" * 32 + "-" + "b" * 16 + "-01-" + "x" * 4000,
+    ],
+)
+async def test_a_bad_traceparent_starts_a_trace_of_its_own(header: str) -> None:
+    exporter = InMemorySpanExporter()
+    # not instrumented: the test client's own span would replace the header
+    telemetry = Telemetry.exporting_to([SimpleSpanProcessor(exporter)], instrument=False)
+    app = create_app(Settings(auth="off"), telemetry=telemetry, providers=ProviderRegistry())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.get("/v1/healthz", headers={"traceparent": header})
+        assert resp.status == 200
+    await telemetry.aclose()
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "GET /v1/healthz"]
+    assert span.parent is None and span.context is not None and span.context.is_valid
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 200
