@@ -21,7 +21,7 @@ DEFAULT_CONFIG_FILE = Path("config/ztdp.toml")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid", populate_by_name=True)
 
     graph_store: Literal["memory", "redis"] = "memory"
     state_store: Literal["memory", "redis"] | None = Field(
@@ -154,9 +154,7 @@ class Settings(BaseSettings):
     )
     otel_endpoint: str | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "otel_endpoint", "ztdp_otel_endpoint", "otel_exporter_otlp_endpoint"
-        ),
+        validation_alias=AliasChoices("ztdp_otel_endpoint", "otel_exporter_otlp_endpoint"),
         description="OTLP/HTTP base address, e.g. http://127.0.0.1:4318; also read from the "
         "standard OTEL_EXPORTER_OTLP_ENDPOINT",
     )
