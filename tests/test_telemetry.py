@@ -157,6 +157,8 @@ async def test_one_deploy_is_one_connected_trace_down_to_the_provider(
     node = "deployment/shop/api@dev"
     run_node = f"run/{accepted['run']}"
     assert {"plan", "send advance", f"advance {run_node}", "send step", f"step {node}"} <= names
+    diff = next(s for s in spans if s.name == "kubernetes.diff")  # the plan's preview
+    assert ancestors(diff, spans)[:2] == ["plan", request.name]
     apply = next(s for s in spans if s.name == "kubernetes.apply")
     chain = ancestors(apply, spans)
     # provider call <- the step at its actor <- sent by the run's coordinator <- ... <- request

@@ -112,7 +112,7 @@ class Runtime:
         return plan
 
     def _provider(self, step: Mapping[str, Any]) -> Provider | None:
-        return self.supervisor.providers.get(step["provider"] or "")
+        return self.supervisor.provider(step["provider"])
 
     def _missing(self, step: Mapping[str, Any]) -> str:
         if step["provider"] is None and step["kind"] == "resource":

@@ -951,7 +951,11 @@ class Supervisor:
         )
 
     def _provider(self, state: ActorState) -> Provider | None:
-        provider = self.providers.get(state.provider or "")
+        return self.provider(state.provider)
+
+    def provider(self, kind: str | None) -> Provider | None:
+        """The installed provider of `kind`, behind its telemetry interceptor."""
+        provider = self.providers.get(kind or "")
         if provider is None:
             return None
         wrapped = self._traced.get(provider.kind)
