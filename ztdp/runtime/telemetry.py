@@ -100,67 +100,71 @@ class TracedProvider:
     def __init__(self, inner: Provider, telemetry: Telemetry) -> None:
         self.inner = inner
         self.kind = inner.kind
-        self._telemetry = telemetry
+        self._tracing = telemetry.tracing
+        self._seconds = telemetry.metrics.provider_seconds
+        self._timers: dict[tuple[str, str], Any] = {}  # (operation, outcome) -> its histogram
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def _call(
-        self, operation: str, call: Callable[[], Awaitable[T]], attributes: Mapping[str, str]
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        resource: Resource | None = None,
+        target: Target | None = None,
     ) -> T:
         outcome = "ok"
         start = time.perf_counter()
         try:
-            with self._telemetry.tracing.span(
+            if not self._tracing.enabled:
+                return await call()
+            with self._tracing.span(
                 f"{self.kind}.{operation}",
                 kind=SpanKind.CLIENT,
-                attributes={"ztdp.provider": self.kind, **attributes},
+                attributes=_of(self.kind, resource, target),
             ):
                 return await call()
         except BaseException as exc:
             outcome = type(exc).__name__
             raise
         finally:
-            self._telemetry.metrics.provider_seconds.labels(self.kind, operation, outcome).observe(
-                time.perf_counter() - start
-            )
+            timer = self._timers.get((operation, outcome))
+            if timer is None:  # a labelled child is found under a lock: once per label set
+                timer = self._timers[operation, outcome] = self._seconds.labels(
+                    self.kind, operation, outcome
+                )
+            timer.observe(time.perf_counter() - start)
 
     async def validate(self, *, resource: Resource) -> None:
-        await self._call("validate", lambda: self.inner.validate(resource=resource), _of(resource))
+        await self._call("validate", lambda: self.inner.validate(resource=resource), resource)
 
     async def diff(
         self, *, desired: Mapping[str, Any], observed: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        return await self._call(
-            "diff", lambda: self.inner.diff(desired=desired, observed=observed), {}
-        )
+        return await self._call("diff", lambda: self.inner.diff(desired=desired, observed=observed))
 
     async def apply(self, *, resource: Resource, target: Target) -> Observation:
         return await self._call(
-            "apply",
-            lambda: self.inner.apply(resource=resource, target=target),
-            _of(resource, target),
+            "apply", lambda: self.inner.apply(resource=resource, target=target), resource, target
         )
 
     async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
         return await self._call(
             "observe",
             lambda: self.inner.observe(resource=resource, target=target),
-            _of(resource, target),
+            resource,
+            target,
         )
 
     async def delete(self, *, resource: Resource, target: Target) -> None:
         await self._call(
-            "delete",
-            lambda: self.inner.delete(resource=resource, target=target),
-            _of(resource, target),
+            "delete", lambda: self.inner.delete(resource=resource, target=target), resource, target
         )
 
     async def health(self, *, resource: Resource, target: Target) -> Health:
         return await self._call(
-            "health",
-            lambda: self.inner.health(resource=resource, target=target),
-            _of(resource, target),
+            "health", lambda: self.inner.health(resource=resource, target=target), resource, target
         )
 
     async def aclose(self) -> None:
@@ -184,9 +188,14 @@ def traced(provider: Provider, telemetry: Telemetry) -> TracedProvider:
     return TracedProvider(provider, telemetry)
 
 
-def _of(resource: Resource, target: Target | None = None) -> dict[str, str]:
+def _of(
+    provider: str, resource: Resource | None, target: Target | None
+) -> dict[str, AttributeValue]:
     """Which node and where: names only, never its desired values (env may hold secrets)."""
-    attributes = {"ztdp.node": resource.node, "ztdp.resource.kind": resource.kind}
+    attributes: dict[str, AttributeValue] = {"ztdp.provider": provider}
+    if resource is not None:
+        attributes["ztdp.node"] = resource.node
+        attributes["ztdp.resource.kind"] = resource.kind
     if target is not None:
         attributes["ztdp.environment"] = target.environment
     return attributes

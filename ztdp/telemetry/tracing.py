@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import anyio.to_thread
@@ -31,6 +31,7 @@ PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent / tracestate
 TRACE_HEADERS = frozenset(PROPAGATOR.fields)
 
 Attributes = Mapping[str, AttributeValue]
+_NOT_TRACED = nullcontext(trace.INVALID_SPAN)
 
 
 class Tracing:
@@ -54,7 +55,6 @@ class Tracing:
     def extract(self, headers: Mapping[str, str]) -> Context:
         return PROPAGATOR.extract(headers)
 
-    @contextmanager
     def span(
         self,
         name: str,
@@ -63,8 +63,23 @@ class Tracing:
         attributes: Attributes | None = None,
         parent: Context | None = None,
         links: Sequence[Link] = (),
+    ) -> AbstractContextManager[Span]:
+        """A current span; an exception escaping it marks it as an error (its type only).
+        With tracing off, a shared null context holding the invalid span: nothing at all is
+        done (not even the no-op tracer's context switch) on paths taken per message."""
+        if not self.enabled:
+            return _NOT_TRACED
+        return self._span(name, kind, attributes, parent, links)
+
+    @contextmanager
+    def _span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes | None,
+        parent: Context | None,
+        links: Sequence[Link],
     ) -> Iterator[Span]:
-        """A current span; an exception escaping it marks it as an error (its type only)."""
         with self.tracer.start_as_current_span(
             name,
             context=parent,
