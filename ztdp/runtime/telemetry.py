@@ -81,6 +81,8 @@ def handling(telemetry: Telemetry, batch: Sequence[Delivery]) -> AbstractContext
         "ztdp.node": first.node,
         "ztdp.message.kind": first.kind,
     }
+    if any(d.redelivered for d in batch):  # a handler before may have died mid-way
+        attributes["ztdp.redelivered"] = True
     run = first.body.get("run") if first.kind == "step" else None
     if run is not None:
         attributes["ztdp.run"] = str(run)
