@@ -157,6 +157,13 @@ async def test_one_deploy_is_one_connected_trace_down_to_the_provider(
     node = "deployment/shop/api@dev"
     run_node = f"run/{accepted['run']}"
     assert {"plan", "send advance", f"advance {run_node}", "send step", f"step {node}"} <= names
+    # nothing of this run went into another trace
+    of_run = [
+        s
+        for s in exporter.get_finished_spans()
+        if run_node in s.name or (s.attributes or {}).get("ztdp.run") == accepted["run"]
+    ]
+    assert len(of_run) >= 3 and all(s in spans for s in of_run)
     diff = next(s for s in spans if s.name == "kubernetes.diff")  # the plan's preview
     assert ancestors(diff, spans)[:2] == ["plan", request.name]
     apply = next(s for s in spans if s.name == "kubernetes.apply")
