@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,9 @@ DEFAULT_CONFIG_FILE = Path("config/ztdp.toml")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="ZTDP_", extra="forbid", env_nested_delimiter="__", populate_by_name=True
+    )
 
     graph_store: Literal["memory", "redis"] = "memory"
     state_store: Literal["memory", "redis"] | None = Field(
@@ -164,6 +166,32 @@ class Settings(BaseSettings):
         # ZTDP_KUBECONFIG predates provider sections; it stays, as one field of one section.
         old = {"kubeconfig": self.kubeconfig} if kind == "kubernetes" and self.kubeconfig else {}
         return {**old, **self.providers.get(kind, {})}
+
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, with trace and span ids"
+    )
+    otel_exporter: Literal["otlp", "console", "none"] | None = Field(
+        default=None,
+        description="where spans go; unset: otlp when an OTLP endpoint is set, else none "
+        "(tracing off: no-op spans)",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ztdp_otel_endpoint", "otel_exporter_otlp_endpoint"),
+        description="OTLP/HTTP base address, e.g. http://127.0.0.1:4318; also read from the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`ztdp worker` serves /metrics on this port (at ZTDP_HOST); unset: not",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="serve /metrics without a token (for scrapers behind a network policy); "
+        "by default it needs a token of any role when authentication is on",
+    )
 
     @property
     def distributed(self) -> bool:

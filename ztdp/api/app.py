@@ -25,8 +25,10 @@ from ztdp.api.keys import (
     GRAPH_CACHE,
     RUNTIME,
     SETTINGS,
+    TELEMETRY,
 )
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
+from ztdp.api.telemetry import metrics_endpoint, telemetry_middleware
 from ztdp.api.v1 import router
 from ztdp.auth import (
     Authenticator,
@@ -49,6 +51,7 @@ from ztdp.runtime import Runtime, Supervisor
 from ztdp.runtime.backends import open_backends
 from ztdp.settings import Settings
 from ztdp.state import StateStore
+from ztdp.telemetry import Telemetry
 
 log = logging.getLogger("ztdp.api")
 
@@ -103,12 +106,13 @@ async def _hosted(*parts: AbstractAsyncContextManager[object]) -> AsyncIterator[
         await task
 
 
-async def _authenticator(
+async def authenticator(
     settings: Settings,
     store: TokenStore,
     limiter: FailureLimiter,
-    announce: Callable[[str], None],
+    announce: Callable[[str], None] | None,
 ) -> Authenticator:
+    """Who is calling; with `announce`, the first start also makes the first admin token."""
     tokens = Tokens(store)
     oidc = None
     if settings.oidc_issuer:
@@ -120,14 +124,14 @@ async def _authenticator(
             roles_claim=settings.oidc_roles_claim,
             name_claim=settings.oidc_name_claim,
         )
-    if settings.auth_enabled:
+    if settings.auth_enabled and announce is not None:
         secret = await tokens.bootstrap_admin()
         if secret is not None:
             announce(
                 "First start with authentication on: created a platform-admin token. "
                 "It is shown only now; store it safely:\n\n    " + secret + "\n"
             )
-    else:
+    elif not settings.auth_enabled:
         log.warning("authentication is OFF: every caller acts as platform-admin")
     return Authenticator(
         tokens,
@@ -256,17 +260,32 @@ def create_app(
     tokens: TokenStore | None = None,
     providers: ProviderRegistry | None = None,
     announce: Callable[[str], None] = _stderr,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
-    """Build the API. Stores passed in are the caller's to close; others are opened here.
+    """Build the API. Stores (and a `telemetry`) passed in are the caller's to close; others
+    are opened here.
 
     `announce` receives what must reach the operator but never a log: the first admin token.
     """
     _redact_parser_errors()
+    observing = telemetry if telemetry is not None else Telemetry.from_settings(settings)
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_origins), problem_middleware, limits_middleware],
+        middlewares=[
+            telemetry_middleware(observing),  # outermost: it sees every answer, as sent
+            cors_middleware(settings.cors_origins),
+            problem_middleware,
+            limits_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[TELEMETRY] = observing
+    if telemetry is None:
+
+        async def close_telemetry(app: web.Application) -> None:
+            await observing.aclose()
+
+        app.on_cleanup.append(close_telemetry)
     app[GRAPH_CACHE] = {}
     app[CLOSING] = asyncio.Event()
 
@@ -287,6 +306,7 @@ def create_app(
         return web.Response(text=_DOCS_INIT, content_type="text/javascript")
 
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/docs", docs)
     app.router.add_get("/docs/init.js", docs_init)
     app.router.add_static("/docs/static", SWAGGER_STATIC)
@@ -322,7 +342,7 @@ def create_app(
             app[CATALOG] = catalog
             app[EVENTS] = events
             app[EVENT_STORE] = backends.event_store
-            app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
+            app[AUTH] = await authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry,
                 state=backends.state,
@@ -330,6 +350,7 @@ def create_app(
                 mailbox=backends.mailbox,
                 settings=settings,
                 run_actors=settings.actors == "on",
+                telemetry=observing,
             )
             app[RUNTIME] = Runtime(catalog, supervisor, settings, history=backends.event_store)
             async with _hosted(backends.event_keeper, supervisor):

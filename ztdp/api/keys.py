@@ -12,6 +12,7 @@ from ztdp.catalog import Catalog
 from ztdp.events import EventBus, EventStore
 from ztdp.runtime import Runtime
 from ztdp.settings import Settings
+from ztdp.telemetry import Telemetry
 
 CATALOG = web.AppKey("catalog", Catalog)
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,6 +21,7 @@ AUTH = web.AppKey("auth", Authenticator)
 RUNTIME = web.AppKey("runtime", Runtime)
 EVENTS = web.AppKey("events", EventBus)
 EVENT_STORE = web.AppKey("event_store", EventStore)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 # Set when the server starts shutting down: live streams end so that shutdown need not wait.
 CLOSING = web.AppKey("closing", asyncio.Event)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller

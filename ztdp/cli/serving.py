@@ -20,9 +20,11 @@ from aiohttp.web_runner import GracefulExit
 from pydantic import ValidationError
 
 from ztdp.api.app import PARSER_LIMIT, create_app
+from ztdp.api.telemetry import AccessLog
 from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.errors import ZtdpError
 from ztdp.settings import Settings
+from ztdp.telemetry.logging import configure_logging, said_as_logs
 
 log = logging.getLogger("ztdp")
 
@@ -51,6 +53,8 @@ def load_settings(**overrides: object) -> Settings:
 
 def serve(settings: Settings, *, ready: Callable[[], None], keep_start_logs: bool) -> None:
     """Serve until SIGINT or SIGTERM; `ready()` once the server listens."""
+    configure_logging(settings.log_format)
+    ready = said_as_logs(ready, settings.log_format)  # the banner too, in JSON mode
     loop = loop_factory(settings.event_loop)()
     asyncio.set_event_loop(loop)
     main = loop.create_task(_serve(settings, ready, keep_start_logs))
@@ -75,7 +79,11 @@ async def _serve(settings: Settings, ready: Callable[[], None], keep_start_logs:
 
     api.on_startup.append(settle)
     runner = web.AppRunner(
-        api, handle_signals=True, max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT
+        api,
+        handle_signals=True,
+        max_line_size=PARSER_LIMIT,
+        max_field_size=PARSER_LIMIT,
+        access_log_class=AccessLog,
     )
     try:
         with _held_back(keep_start_logs) as release:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+from aiohttp import web
 
 from ztdp import __version__
+from ztdp.api.app import authenticator, open_failure_limiter, open_token_store
+from ztdp.api.keys import AUTH, RUNTIME, SETTINGS, TELEMETRY
+from ztdp.api.problems import problem_middleware
+from ztdp.api.telemetry import metrics_endpoint
 from ztdp.catalog import Catalog
 from ztdp.errors import ZtdpError
 from ztdp.graph.store import open_graph_store
@@ -22,12 +27,16 @@ from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, StartRefused, Supervisor
 from ztdp.runtime.backends import open_backends
 from ztdp.settings import Settings
+from ztdp.telemetry import Telemetry
+from ztdp.telemetry.logging import configure_logging, said_as_logs
 
 log = logging.getLogger("ztdp.worker")
 
 
 async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) -> None:
     """Run actors until SIGINT or SIGTERM, then hand the partitions over and stop."""
+    configure_logging(settings.log_format)
+    ready = said_as_logs(ready, settings.log_format)  # the banner too, in JSON mode
     if settings.mailbox != "nats":
         raise StartRefused(
             "a worker shares actors with other processes through NATS: set ZTDP_MAILBOX=nats "
@@ -35,6 +44,8 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
             "mailboxes `ztdp serve` runs the actors itself"
         )
     async with AsyncExitStack() as opened:
+        telemetry = Telemetry.from_settings(settings)
+        opened.push_async_callback(telemetry.aclose)
         registry = ProviderRegistry.from_entry_points()
         opened.push_async_callback(registry.aclose)
         graph = open_graph_store(settings)
@@ -53,11 +64,12 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
             events=backends.events,
             mailbox=backends.mailbox,
             settings=settings,
+            telemetry=telemetry,
         )
         # The step hooks; a status history only where this worker's store has one.
-        Runtime(catalog, supervisor, settings, history=backends.event_store)
+        runtime = Runtime(catalog, supervisor, settings, history=backends.event_store)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with backends.event_keeper, supervisor:
+            async with backends.event_keeper, supervisor, _metrics(settings, telemetry, runtime):
                 log.info(
                     "ZTDP %s worker %s: providers %s",
                     __version__,
@@ -67,6 +79,39 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
                 ready(supervisor)
                 async for _ in signals:
                     break
+
+
+@asynccontextmanager
+async def _metrics(
+    settings: Settings, telemetry: Telemetry, runtime: Runtime
+) -> AsyncIterator[None]:
+    """`/metrics` on ZTDP_WORKER_METRICS_PORT, if set: the figures of the runs and steps this
+    worker carries out, under the same rule as the API's (a token unless public)."""
+    if settings.worker_metrics_port is None:
+        yield
+        return
+    async with AsyncExitStack() as opened:
+        tokens = open_token_store(settings)
+        opened.push_async_callback(tokens.aclose)
+        limiter = open_failure_limiter(settings)
+        opened.push_async_callback(limiter.aclose)
+        app = web.Application(middlewares=[problem_middleware])
+        app[SETTINGS], app[TELEMETRY], app[RUNTIME] = settings, telemetry, runtime
+        app[AUTH] = await authenticator(settings, tokens, limiter, announce=None)
+        app.router.add_get("/metrics", metrics_endpoint)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        opened.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.worker_metrics_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ZtdpError(
+                f"cannot serve metrics on {settings.host}:{settings.worker_metrics_port}: "
+                f"{exc.strerror or exc}; choose another ZTDP_WORKER_METRICS_PORT"
+            ) from exc
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+        yield
 
 
 __all__ = ["ZtdpError", "run_worker"]

@@ -78,7 +78,9 @@ class Runtime:
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan of an application, previewed (see `preview`)."""
-        return await self.preview(await self.catalog.plan(app, environment))
+        attributes = {"ztdp.application": app, "ztdp.environment": environment or ""}
+        with self.supervisor.telemetry.tracing.span("plan", attributes=attributes):
+            return await self.preview(await self.catalog.plan(app, environment))
 
     async def preview(self, plan: Plan) -> Plan:
         """Complete a plan as a run of it would find it now, changing nothing.
@@ -119,7 +121,7 @@ class Runtime:
         return plan
 
     def _provider(self, step: Mapping[str, Any]) -> Provider | None:
-        return self.supervisor.providers.get(step["provider"] or "")
+        return self.supervisor.provider(step["provider"])
 
     def _missing(self, step: Mapping[str, Any]) -> str:
         if step["provider"] is None and step["kind"] == "resource":
@@ -174,7 +176,8 @@ class Runtime:
         return plans, runs
 
     async def apply(self, env: str) -> tuple[Plan, Run]:
-        plan = await self.catalog.plan_environment(env)
+        with self.supervisor.telemetry.tracing.span("plan", attributes={"ztdp.environment": env}):
+            plan = await self.catalog.plan_environment(env)
         return plan, await self._start(plan, trigger="apply", environment=env, application=None)
 
     async def _start(

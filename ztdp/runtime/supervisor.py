@@ -66,6 +66,7 @@ from ztdp.runtime.actor import (
 )
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
+from ztdp.runtime.telemetry import TracedMailbox, TracedProvider, handling, traced
 from ztdp.settings import Settings
 from ztdp.state import (
     DeleteObserved,
@@ -81,6 +82,7 @@ from ztdp.state import (
     Write,
     partition_of,
 )
+from ztdp.telemetry import Telemetry
 
 log = logging.getLogger("ztdp.runtime")
 
@@ -246,10 +248,14 @@ class Supervisor:
         run_actors: bool = True,
         exclusive: bool | None = None,
         member: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.providers = providers
         self.state = state
-        self.mailbox = mailbox
+        self.telemetry = telemetry = telemetry or Telemetry()
+        self._local = isinstance(mailbox, MemoryMailbox)  # in-process: sends cost no round trip
+        self.mailbox = TracedMailbox(mailbox, telemetry) if telemetry.tracing.enabled else mailbox
+        self._traced: dict[str, TracedProvider] = {}  # providers behind their interceptor
         self.hooks: StepHooks | None = None  # set by the layer above before any step runs
         self._events = events
         self._settings = settings
@@ -370,7 +376,7 @@ class Supervisor:
     async def send_all(self, envelopes: Iterable[Envelope]) -> None:
         """Send many at once (a round trip each over NATS, so not one after another)."""
         batch = list(envelopes)
-        if len(batch) == 1 or isinstance(self.mailbox, MemoryMailbox):
+        if len(batch) == 1 or self._local:
             # In-process mailboxes queue without a round trip: a task each would cost more.
             for envelope in batch:
                 await self.send(envelope)
@@ -444,6 +450,20 @@ class Supervisor:
             await self.send(Envelope(node=run_node(run.id), kind="advance", body={"resume": True}))
         if resumed:
             log.warning("resuming %d run(s) left running by a previous process", len(resumed))
+
+    async def gauges(self) -> tuple[dict[str, int], dict[int, int]]:
+        """This process's actors by status (those of the partitions it owns, as cached) and
+        the messages waiting in each partition it owns: what the metrics' gauges show."""
+        actors: dict[str, int] = {}
+        depth: dict[int, int] = {}
+        for partition, owned in list(self._owned.items()):
+            for state in owned.actors.values():
+                actors[state.status.value] = actors.get(state.status.value, 0) + 1
+            try:
+                depth[partition] = await self.mailbox.pending(partition)
+            except BackendUnavailable:
+                continue  # not known now: absent from this scrape rather than a wrong zero
+        return actors, depth
 
     async def owners(self) -> dict[str, list[int]]:
         """Each worker that holds leases, with the partitions it owns."""
@@ -579,19 +599,8 @@ class Supervisor:
         """One attempt at `_deliver`; False if a backend was away and it must be tried again."""
         envelope = batch[0].envelope
         try:
-            if envelope.node.startswith(RUN_PREFIX):
-                try:
-                    await self._advance(
-                        owned, [d.envelope for d in batch], any(d.redelivered for d in batch)
-                    )
-                except (BackendUnavailable, Fenced, _NotRecordedYet):
-                    raise
-                except NotFound as exc:  # trimmed, or never recorded (its start expired)
-                    log.warning("%s: dropped", exc.detail)
-                except Exception as exc:  # a broken run fails alone
-                    await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
-            else:
-                await self._handle(owned, envelope, batch[0].redelivered)
+            with handling(self.telemetry, batch):
+                await self._handle_batch(owned, batch)
         except Fenced:
             raise
         except _NotRecordedYet:
@@ -614,6 +623,22 @@ class Supervisor:
         for delivery in batch:
             await _quietly(delivery.ack())
         return True
+
+    async def _handle_batch(self, owned: _Owned, batch: list[Delivery]) -> None:
+        envelope = batch[0].envelope
+        if envelope.node.startswith(RUN_PREFIX):
+            try:
+                await self._advance(
+                    owned, [d.envelope for d in batch], any(d.redelivered for d in batch)
+                )
+            except (BackendUnavailable, Fenced, _NotRecordedYet):
+                raise
+            except NotFound as exc:  # trimmed, or never recorded (its start expired)
+                log.warning("%s: dropped", exc.detail)
+            except Exception as exc:  # a broken run fails alone
+                await self._run_broke(owned, envelope.node.removeprefix(RUN_PREFIX), exc)
+        else:
+            await self._handle(owned, envelope, batch[0].redelivered)
 
     async def _answer_unrecorded(self, envelope: Envelope, error: str) -> None:
         """Tell a step's run it failed when the actor could not record it: the coordinator
@@ -787,6 +812,7 @@ class Supervisor:
 
     async def _publish(self, event: Any) -> None:
         await self._events.publish(event)
+        self.telemetry.metrics.event(event.type)
 
     async def _status(
         self,
@@ -939,7 +965,17 @@ class Supervisor:
         )
 
     def _provider(self, state: ActorState) -> Provider | None:
-        return self.providers.get(state.provider or "")
+        return self.provider(state.provider)
+
+    def provider(self, kind: str | None) -> Provider | None:
+        """The installed provider of `kind`, behind its telemetry interceptor."""
+        provider = self.providers.get(kind or "")
+        if provider is None:
+            return None
+        wrapped = self._traced.get(provider.kind)
+        if wrapped is None or wrapped.inner is not provider:
+            wrapped = self._traced[provider.kind] = traced(provider, self.telemetry)
+        return wrapped
 
     async def _call(
         self,
@@ -1265,6 +1301,7 @@ class Supervisor:
         run.status, run.finished_at = "Failed", now
         writes.append(PutRun(run))
         await self.state.commit(writes, fence=owned.fence)
+        self._ended(run)
         try:
             await self._publish(_finished(run))  # whoever follows the run learns it ended
         except (BackendUnavailable, Fenced):
@@ -1346,9 +1383,22 @@ class Supervisor:
         run.finished_at = datetime.now(UTC)
         await self.state.commit([PutRun(run)], fence=owned.fence)
         owned.runs.pop(run.id, None)
+        self._ended(run)
         await self._publish(_finished(run, failed))
 
+    def _ended(self, run: Run) -> None:
+        if run.finished_at is not None:
+            metrics = self.telemetry.metrics
+            metrics.runs.labels(run.trigger, run.status).inc()
+            seconds = (run.finished_at - run.created_at).total_seconds()
+            metrics.run_seconds.labels(run.trigger, run.status).observe(max(seconds, 0.0))
+
     async def _step_event(self, run_id: str, actor: str, rs: RunStep) -> None:
+        if rs.finished_at is not None and rs.started_at is not None:
+            seconds = (rs.finished_at - rs.started_at).total_seconds()
+            self.telemetry.metrics.step_seconds.labels(rs.action, rs.status).observe(
+                max(seconds, 0.0)
+            )
         await self._publish(
             make_event(
                 "run.step",
