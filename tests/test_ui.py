@@ -35,6 +35,8 @@ needs_chromium = pytest.mark.skipif(
 IMAGE = "registry.k8s.io/pause:3.10"
 DEPLOYMENT = "deployment/shop/web@dev"
 WAIT_MS = 20_000
+# Text from the server that a page building HTML from strings would run.
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
 @dataclass
@@ -85,7 +87,11 @@ async def _graph(s: Server) -> None:
     service worker that web uses."""
     env = {"metadata": {"name": "dev"}, "spec": {"kubernetes": {"namespace": s.namespace}}}
     await s.call("POST", "/v1/environments", env)
-    await s.call("POST", "/v1/applications", {"metadata": {"name": "shop", "owner": "team-x"}})
+    await s.call(
+        "POST",
+        "/v1/applications",
+        {"metadata": {"name": "shop", "owner": "team-x"}, "spec": {"description": HOSTILE}},
+    )
     await s.call("POST", "/v1/applications/shop/environments/allowed", ["dev"])
     for svc in ("web", "worker"):
         await s.call(
@@ -168,6 +174,13 @@ async def test_the_page_logs_in_draws_the_graph_shows_a_node_and_follows_status(
     assert IMAGE in (spec or "")
     assert "deployed nowhere" in (await page.text_content("#node-plan") or "")
     assert "not realised" in (await page.text_content("#node-status") or "")
+
+    # text from the server is shown as text, never run
+    await page.click('#nodes li[data-id="application/shop"] button')
+    await page.wait_for_selector('#node[data-id="application/shop"]', timeout=WAIT_MS)
+    assert HOSTILE.replace('"', '\\"') in (await page.text_content("#node-spec") or "")
+    assert await page.locator("#details img, #details script").count() == 0
+    assert await page.evaluate("window.pwned") is None
 
     # a deploy: the deployment appears and its status arrives from the event stream
     bus = server.app[EVENTS]
