@@ -85,7 +85,11 @@ async def browser() -> AsyncIterator[Any]:
 async def _graph(s: Server) -> None:
     """dev (in the sandbox's namespace), an application shop with a service web 1.0.0 and a
     service worker that web uses."""
-    env = {"metadata": {"name": "dev"}, "spec": {"kubernetes": {"namespace": s.namespace}}}
+    env = {
+        "metadata": {"name": "dev"},
+        # drift is reported, not repaired: the page can show it and its plan diff
+        "spec": {"kubernetes": {"namespace": s.namespace}, "reconcile": "report-only"},
+    }
     await s.call("POST", "/v1/environments", env)
     await s.call(
         "POST",
@@ -217,6 +221,26 @@ async def test_the_page_logs_in_draws_the_graph_shows_a_node_and_follows_status(
     colour = await page.evaluate(f"window.ztdp.cy.getElementById('{DEPLOYMENT}').data('colour')")
     assert colour == "#188038"
 
+    # someone changes the image behind ZTDP's back: Drifted, and its drift event
+    # says how
+    real = dep["metadata"]["name"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]["name"]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": "x:1"}]}}}}
+    path = f"/apis/apps/v1/namespaces/{server.namespace}/deployments/{real}"
+    code, _ = await server.box.request("PATCH", path, patch, merge=True)
+    assert code == 200
+    await page.wait_for_selector(
+        f'#nodes li[data-id="{DEPLOYMENT}"][data-status=Drifted]', timeout=WAIT_MS
+    )
+    await page.click(f'#nodes li[data-id="{DEPLOYMENT}"] button')
+    # the live object against what was applied, from the drift event; the plan stays a
+    # no-op (it compares with what ZTDP applied, and report-only does not repair)
+    drift = "#node-events table.drift"
+    await page.wait_for_selector(drift, timeout=WAIT_MS)
+    rows = await page.locator(drift + " tr").all_text_contents()
+    assert any("x:1" in r and IMAGE in r for r in rows), rows
+    await page.wait_for_selector('.plan[data-plan="shop@dev"] .no-change', timeout=WAIT_MS)
+
     # a change to the graph arrives too: a new version is drawn without a reload
     await server.call(
         "POST",
@@ -345,3 +369,22 @@ async def test_swagger_ui_is_told_not_to_call_the_validator(server: Server) -> N
             html = await r.text()
     assert "validatorUrl: null" in init
     assert not re.search(r"https?://", init + html)
+
+
+@needs_chromium
+async def test_with_authentication_off_the_page_opens_directly(browser: Any) -> None:
+    app = create_app(Settings(auth="off"))
+    async with TestServer(app, host="127.0.0.1") as ts:
+        url = str(ts.make_url("")).rstrip("/")
+        page = await browser.new_page()
+        outside, refused = _watch_page(page, urlsplit(url).netloc)
+        await page.goto(url + "/ui")
+        await page.wait_for_selector("#live[data-state=live]", timeout=WAIT_MS)
+        assert await page.text_content("#who") == "authentication off"
+        assert await page.is_hidden("#login") and await page.is_hidden("#logout")
+        # ZTDP seeds the resource type postgres: the graph is drawn, with it
+        await page.wait_for_selector('#nodes li[data-id="resourcetype/postgres"]', timeout=WAIT_MS)
+        await page.click('#nodes li[data-id="resourcetype/postgres"] button')
+        await page.wait_for_selector("#node-plan p:text('not realised')", timeout=WAIT_MS)
+        assert outside == [] and refused == [], (outside, refused)
+        await page.close()

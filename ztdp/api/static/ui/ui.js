@@ -454,6 +454,10 @@
     if (detail) li.append(document.createTextNode(" " + detail));
     const why = d.error || d.message || d.reason;
     if (why) li.append(el("div", why, "muted"));
+    if (Array.isArray(d.changes) && d.changes.length) {
+      // drift: what the live object has (before) against what ZTDP applied (after)
+      li.append(diffTable("live object / applied", d.changes, "drift"));
+    }
     return li;
   }
 
@@ -553,6 +557,21 @@
     return value === undefined ? "" : JSON.stringify(value);
   }
 
+  function diffTable(title, changes, cls) {
+    const t = el("table", null, "diff " + cls);
+    const head = el("tr");
+    const th = el("th", title);
+    th.colSpan = 3;
+    head.append(th);
+    t.append(head);
+    for (const change of changes) {
+      const tr = el("tr");
+      tr.append(el("td", change.path), el("td", show(change.before), "before"), el("td", show(change.after), "after"));
+      t.append(tr);
+    }
+    return t;
+  }
+
   function renderPlan(plan, app, env, mine) {
     const div = el("div", null, "plan");
     div.dataset.plan = app + "@" + env;
@@ -564,19 +583,9 @@
       return div;
     }
     for (const step of changing) {
-      const t = el("table", null, "diff");
+      const t = diffTable(step.action + " " + step.node, step.diff || [], "diff");
       t.dataset.node = step.node;
       t.dataset.action = step.action;
-      const head = el("tr");
-      const th = el("th", step.action + " " + step.node);
-      th.colSpan = 3;
-      head.append(th);
-      t.append(head);
-      for (const change of step.diff || []) {
-        const tr = el("tr");
-        tr.append(el("td", change.path), el("td", show(change.before), "before"), el("td", show(change.after), "after"));
-        t.append(tr);
-      }
       if (step.blocked_by) {
         const tr = el("tr");
         const td = el("td", "blocked: " + step.blocked_by);
