@@ -388,3 +388,66 @@ async def test_with_authentication_off_the_page_opens_directly(browser: Any) -> 
         await page.wait_for_selector("#node-plan p:text('not realised')", timeout=WAIT_MS)
         assert outside == [] and refused == [], (outside, refused)
         await page.close()
+
+
+@needs_chromium
+async def test_a_blocked_deploy_shows_its_plan_diff_and_why(server: Server, browser: Any) -> None:
+    await _graph(server)
+    # a resource whose provider is not installed here, used by the worker
+    await server.call(
+        "POST",
+        "/v1/resources",
+        {"kind": "ResourceType", "metadata": {"name": "queue"}, "spec": {"provider": "no-such"}},
+    )
+    await server.call(
+        "POST",
+        "/v1/resources",
+        {"metadata": {"name": "jobs", "owner": "team-x"}, "spec": {"type": "queue"}},
+    )
+    await server.call("POST", "/v1/applications/shop/resources/jobs")
+    await server.call("POST", "/v1/applications/shop/services/worker/resources/jobs")
+    await server.call(
+        "POST",
+        "/v1/applications/shop/services/worker/versions",
+        {"version": "2.0.0", "owner": "team-x", "image": IMAGE},
+    )
+    page = await browser.new_page()
+    outside, refused = _watch_page(page, urlsplit(server.url).netloc)
+    await page.goto(server.url + "/ui")
+    await page.fill("#token", server.admin)
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#live[data-state=live]", timeout=WAIT_MS)
+    await page.wait_for_selector('#nodes li[data-id="resource/jobs"]', timeout=WAIT_MS)
+
+    worker = "deployment/shop/worker@dev"
+    await server.call(
+        "POST",
+        "/v1/applications/shop/services/worker/versions/2.0.0/deploy",
+        {"environment": "dev"},
+    )
+    await page.wait_for_selector(
+        f'#nodes li[data-id="{worker}"][data-status=Blocked]', timeout=WAIT_MS
+    )
+    # what it needs failed: no provider can realise it
+    await page.wait_for_selector(
+        '#nodes li[data-id="resource/jobs@dev"][data-status=Failed]', timeout=WAIT_MS
+    )
+    edges = await page.evaluate(
+        "window.ztdp.cy.edges().map(e => [e.data('source'), e.data('type'), e.data('target')])"
+    )
+    assert [worker, "depends_on", "resource/jobs@dev"] in edges
+    assert ["service/shop/worker", "uses", "resource/jobs"] in edges
+
+    # the application's plan in dev: both steps still to create, with their diff and why not
+    await page.click('#nodes li[data-id="application/shop"] button')
+    plan = '.plan[data-plan="shop@dev"]'
+    step = f'{plan} table.diff[data-node="{worker}"][data-action=create]'
+    await page.wait_for_selector(step, timeout=WAIT_MS)
+    rows = await page.locator(step + " tr").all_text_contents()
+    assert any("image" in r and IMAGE in r for r in rows), rows
+    assert any("blocked" in r and "resource/jobs@dev" in r for r in rows), rows
+    resource = f'{plan} table.diff[data-node="resource/jobs@dev"][data-action=create]'
+    rows = await page.locator(resource + " tr").all_text_contents()
+    assert any("no-such" in r for r in rows), rows
+    assert outside == [] and refused == [], (outside, refused)
+    await page.close()

@@ -75,8 +75,9 @@ REALISED_KIND: dict[str, Literal["deployment", "resource-instance"]] = {
 async def get_live_graph(request: web.Request, body: None) -> Reply:
     """Every node and edge of `GET /v1/graph`, plus one node per realisation: a `deployment`
     (`deployment/{app}/{svc}@{env}`) for each version deployed to an environment, and a
-    `resource-instance` (`resource/{res}@{env}`) for each resource realised there, with its
-    actor's status. Follow changes with `GET /v1/events` and `Accept: text/event-stream`:
+    `resource-instance` (`resource/{res}@{env}`) for each resource realised there or needed by
+    a deployment there, with its actor's status (Pending where nothing realised it yet).
+    Follow changes with `GET /v1/events` and `Accept: text/event-stream`:
     `io.ztdp.actor.status` events carry a realised node's new status (their subject is its id),
     `io.ztdp.graph.changed` events say the graph changed."""
     graph = await request.app[CATALOG].graph()
@@ -89,8 +90,10 @@ async def get_live_graph(request: web.Request, body: None) -> Reply:
             desired[nid] = (env, d)
     states = await request.app[RUNTIME].supervisor.actor_states(sorted(desired))
     nodes, edges = whole["nodes"], whole["edges"]
-    # A resource is wanted wherever its application is, but realised only once applied there.
+    # A resource is wanted wherever its application is, but shown only where it was applied
+    # (it has an actor) or where a deployment needs it.
     shown = {nid for nid, (_, d) in desired.items() if d.kind != "resource" or nid in states}
+    shown |= {dep for nid in list(shown) for dep in desired[nid][1].depends_on if dep in desired}
     for nid in sorted(shown):
         env, d = desired[nid]
         state = states.get(nid)
