@@ -234,7 +234,11 @@
         if (!seen.has(e.id())) e.remove();
       });
     });
-    if (added) cy.layout({ name: "cose", animate: false, randomize: false, nodeDimensionsIncludeLabels: true }).run();
+    if (added) {
+      // The force-directed layout reads well but costs O(n^2): a large graph is laid on a grid.
+      const big = cy.nodes().length > 400;
+      cy.layout(big ? { name: "grid", avoidOverlap: true } : { name: "cose", animate: false, randomize: false, nodeDimensionsIncludeLabels: true }).run();
+    }
     renderList();
     if (selected && cy.getElementById(selected).nonempty()) showStatus(selected);
   }
