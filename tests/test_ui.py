@@ -75,7 +75,9 @@ async def server() -> AsyncIterator[Server]:
 async def browser() -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as p:
         # Root in a container has no user namespaces for Chromium's sandbox.
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             yield b
         finally:

@@ -151,7 +151,6 @@
   function makeGraph() {
     cy = cytoscape({
       container: $("graph"),
-      wheelSensitivity: 0.3,
       style: [
         {
           selector: "node",
