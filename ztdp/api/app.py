@@ -29,6 +29,7 @@ from ztdp.api.keys import (
 )
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
 from ztdp.api.telemetry import metrics_endpoint, telemetry_middleware
+from ztdp.api.ui import DOCS_CSP, install_ui
 from ztdp.api.v1 import router
 from ztdp.auth import (
     Authenticator,
@@ -70,8 +71,10 @@ _DOCS_PAGE = """<!doctype html>
 <script src="/docs/static/swagger-ui-standalone-preset.js"></script>
 <script src="/docs/init.js"></script></body></html>
 """
+# validatorUrl null: Swagger UI would otherwise send the document to validator.swagger.io.
 _DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout"});
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout",
+  validatorUrl: null});
 """
 
 
@@ -300,7 +303,9 @@ def create_app(
         return web.Response(body=spec, content_type="application/json")
 
     async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=_DOCS_PAGE, content_type="text/html")
+        return web.Response(
+            text=_DOCS_PAGE, content_type="text/html", headers={"Content-Security-Policy": DOCS_CSP}
+        )
 
     async def docs_init(request: web.Request) -> web.Response:
         return web.Response(text=_DOCS_INIT, content_type="text/javascript")
@@ -310,6 +315,7 @@ def create_app(
     app.router.add_get("/docs", docs)
     app.router.add_get("/docs/init.js", docs_init)
     app.router.add_static("/docs/static", SWAGGER_STATIC)
+    install_ui(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as opened:  # closed in reverse, however far start-up got

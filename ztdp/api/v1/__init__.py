@@ -9,6 +9,7 @@ from ztdp.api.v1 import (  # noqa: F401  (imported to register their routes)
     applications,
     contracts,
     environments,
+    graph,
     identity,
     observation,
     policies,

@@ -122,9 +122,11 @@ async def _stream_events(request: web.Request, bus: Any, flt: EventFilter) -> we
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
     closing = request.app[CLOSING]
     async with bus.subscribe(flt) as events, anyio.create_task_group() as tg:
+        # Answered only once subscribed: a client that reads the state when the stream answers
+        # (as /ui does) misses no event between its read and the stream.
+        await response.prepare(request)
 
         async def end_when_closing() -> None:
             await closing.wait()  # the server is shutting down: end the stream, not the wait
