@@ -20,6 +20,7 @@ from ztdp.api.keys import (
     AUTH,
     CATALOG,
     CLOSING,
+    DEFAULT_TARGET,
     EVENT_STORE,
     EVENTS,
     GRAPH_CACHE,
@@ -256,10 +257,14 @@ def create_app(
     tokens: TokenStore | None = None,
     providers: ProviderRegistry | None = None,
     announce: Callable[[str], None] = _stderr,
+    sandbox: str | None = None,
 ) -> web.Application:
     """Build the API. Stores passed in are the caller's to close; others are opened here.
 
     `announce` receives what must reach the operator but never a log: the first admin token.
+    `sandbox` says what the default cluster is when the caller started a local sandbox as it
+    (`settings.kubeconfig` is then the sandbox's); reads of the status and of environments
+    repeat it, so that nobody takes the emulator for a cluster.
     """
     _redact_parser_errors()
     app = web.Application(
@@ -268,6 +273,10 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[GRAPH_CACHE] = {}
+    if sandbox is not None:
+        app[DEFAULT_TARGET] = sandbox
+    elif settings.kubeconfig:
+        app[DEFAULT_TARGET] = f"the cluster of kubeconfig {settings.kubeconfig}"
     app[CLOSING] = asyncio.Event()
 
     async def closing(app: web.Application) -> None:

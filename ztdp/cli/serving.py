@@ -4,22 +4,32 @@ In this order, so that a failure is found before anything else is said: the sett
 port, then the application's start-up (plugins, stores, the runtime). Whatever is logged
 while starting is held back until the server listens; if it never does, the caller gets one
 `StartFailed` naming the cause, and the held-back lines are dropped unless asked for.
+
+The port answers from the moment it is bound: while the application loads (its imports, the
+OpenAPI document, the plugins, the stores, a sandbox) every request gets a 503 saying ZTDP
+is starting (`/v1/healthz`: `{"status": "starting"}`), so a probe or a script knows at once
+that the process is up and when to come back. The loading runs in a thread where it can, so
+those answers are not held up by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import logging
+import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager, suppress
+from importlib.metadata import EntryPoint, entry_points
 from logging.handlers import MemoryHandler
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 from pydantic import ValidationError
 
-from ztdp.api.app import PARSER_LIMIT, create_app
 from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.errors import ZtdpError
 from ztdp.settings import Settings
@@ -49,11 +59,34 @@ def load_settings(**overrides: object) -> Settings:
         raise StartFailed(f"cannot read the settings: {exc}", exit_code=2) from exc
 
 
-def serve(settings: Settings, *, ready: Callable[[], None], keep_start_logs: bool) -> None:
-    """Serve until SIGINT or SIGTERM; `ready()` once the server listens."""
+SandboxFactory = Callable[..., AbstractAsyncContextManager[Any]]
+
+# What the sandbox is, in the words every place that mentions it uses.
+SANDBOX_NOTE = "sandbox (Kubernetes API emulator: nothing runs)"
+
+
+def find_sandbox() -> EntryPoint | None:
+    """The Kubernetes sandbox's entry point, if its plugin is installed (`make setup` installs
+    it); loaded only once the port answers, since it imports the emulator.
+
+    Found by entry point, as providers are: the core names no provider."""
+    found = entry_points(group="ztdp.sandboxes", name="kubernetes")
+    return next(iter(found)) if found else None
+
+
+def serve(
+    settings: Settings,
+    *,
+    ready: Callable[[Settings, Any], None],
+    keep_start_logs: bool,
+    sandbox: EntryPoint | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM; `ready(settings, sandbox)` once the application is up.
+
+    With `sandbox`, it is started first and its kubeconfig becomes the default cluster."""
     loop = loop_factory(settings.event_loop)()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(settings, ready, keep_start_logs))
+    main = loop.create_task(_serve(settings, ready, keep_start_logs, sandbox))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):  # asked to stop: shut down gracefully
@@ -66,32 +99,111 @@ def serve(settings: Settings, *, ready: Callable[[], None], keep_start_logs: boo
         asyncio.set_event_loop(None)
 
 
-async def _serve(settings: Settings, ready: Callable[[], None], keep_start_logs: bool) -> None:
+async def _serve(
+    settings: Settings,
+    ready: Callable[[Settings, Any], None],
+    keep_start_logs: bool,
+    sandbox: EntryPoint | None,
+) -> None:
     sock = _bind(settings.host, settings.port)
-    api = create_app(settings)
-
-    async def settle(_: web.Application) -> None:
-        settle_heap()  # last of the start-up hooks: the stores and plugins are loaded
-
-    api.on_startup.append(settle)
-    runner = web.AppRunner(
-        api, handle_signals=True, max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT
-    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop cleanly while starting, too
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, _graceful_exit)
+    starting = web.Server(_starting, access_log=None)
+    front = _Front(starting)
+    listener = await loop.create_server(front, sock=sock)
+    runner: web.AppRunner | None = None
     try:
-        with _held_back(keep_start_logs) as release:
-            try:
-                await runner.setup()
-            except ZtdpError as exc:  # plugins, stores: ZTDP says what is wrong
-                raise StartFailed(exc.detail) from exc
-            except Exception as exc:
-                raise StartFailed(f"{type(exc).__name__}: {exc}") from exc
-            await web.SockSite(runner, sock).start()
-            ready()
-            release()
-        await asyncio.Event().wait()  # until a signal ends it
+        async with AsyncExitStack() as stack:
+            with _held_back(keep_start_logs) as release:
+                box = None
+                if sandbox is not None:
+                    try:
+                        factory: SandboxFactory = await asyncio.to_thread(sandbox.load)
+                        box = await stack.enter_async_context(factory(controller=True))
+                    except Exception as exc:
+                        raise StartFailed(f"the Kubernetes sandbox did not start: {exc}") from exc
+                    settings = settings.model_copy(update={"kubeconfig": box.kubeconfig})
+                await asyncio.to_thread(_warm_imports)
+                app_module = importlib.import_module("ztdp.api.app")
+                notice = SANDBOX_NOTE if box is not None else None
+                api = await asyncio.to_thread(app_module.create_app, settings, sandbox=notice)
+
+                async def settle(_: web.Application) -> None:
+                    settle_heap()  # last of the start-up hooks: the stores and plugins are loaded
+
+                api.on_startup.append(settle)
+                limit = app_module.PARSER_LIMIT
+                runner = web.AppRunner(
+                    api, handle_signals=True, max_line_size=limit, max_field_size=limit
+                )
+                try:
+                    await runner.setup()
+                except ZtdpError as exc:  # plugins, stores: ZTDP says what is wrong
+                    raise StartFailed(exc.detail) from exc
+                except Exception as exc:
+                    raise StartFailed(f"{type(exc).__name__}: {exc}") from exc
+                assert runner.server is not None
+                front.serve(runner.server)  # new connections reach the application
+                await starting.shutdown(1.0)
+                ready(settings, box)
+                release()
+            await asyncio.Event().wait()  # until a signal ends it
     finally:
-        await runner.cleanup()
+        listener.close()
+        if runner is not None:
+            await runner.cleanup()
+        await starting.shutdown(0.1)
         sock.close()
+
+
+def _graceful_exit() -> None:
+    raise GracefulExit()
+
+
+class _Front:
+    """The listening socket's protocol factory: the "starting" server until the application
+    is up, then the application's. A connection stays with the server that accepted it."""
+
+    def __init__(self, factory: web.Server) -> None:
+        self._factory = factory
+
+    def serve(self, factory: web.Server) -> None:
+        self._factory = factory
+
+    def __call__(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self._factory()
+        return protocol
+
+
+async def _starting(request: web.BaseRequest) -> web.StreamResponse:
+    """Every answer while the application loads: 503, come back in a second."""
+    headers = {"Retry-After": "1", "Connection": "close"}
+    if request.path == "/v1/healthz":
+        body: dict[str, Any] = {"status": "starting"}
+        return web.json_response(body, status=503, headers=headers)
+    body = {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "ZTDP is starting; retry in a second",
+    }
+    return web.Response(
+        text=json.dumps(body),
+        status=503,
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _warm_imports() -> None:
+    """Import the application and the provider plugins (most of the start-up time) off the
+    event loop, so that the "starting" answers are not held up by it."""
+    importlib.import_module("ztdp.api.app")
+    for found in entry_points(group="ztdp.providers"):
+        with suppress(Exception):  # a broken plugin is reported by the start-up proper
+            found.load()
 
 
 def _bind(host: str, port: int) -> socket.socket:
