@@ -465,7 +465,8 @@ def events(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
 ) -> None:
-    """The latest events; with --follow, then every new one as it happens (Ctrl-C stops)."""
+    """The latest events; with --follow, every new one as it happens (Ctrl-C stops; -o json
+    writes one event a line)."""
     api = _api(ctx)
     params = {k: v for k, v in {"node": node, "run": run, "type": type_}.items() if v}
     out = _out()
@@ -473,11 +474,14 @@ def events(
     def show(event: dict[str, Any]) -> None:
         if output is Output.table:
             out.print(_event_line(event))
+        elif output is Output.json:  # one event a line (JSON Lines), for tools to read
+            import json
+
+            sys.stdout.write(json.dumps(event) + "\n")
         else:
             _print(event, output, lambda: None)
-            if output is Output.yaml:
-                sys.stdout.write("---\n")
-            sys.stdout.flush()
+            sys.stdout.write("---\n")
+        sys.stdout.flush()
 
     if follow:
         for event in api.stream_events(params):
