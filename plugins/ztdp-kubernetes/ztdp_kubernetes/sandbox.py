@@ -692,12 +692,15 @@ async def sandbox(*, controller: bool = False) -> AsyncIterator[Sandbox]:
                 if not controller:
                     yield box
                     return
-                async with asyncio.TaskGroup() as tasks:
-                    playing = tasks.create_task(box.play_controller())
-                    try:
-                        yield box
-                    finally:
-                        playing.cancel()
+                # Owned by this block, and not by a TaskGroup, which would wrap whatever the
+                # block raises (a failed start of the caller's) in an ExceptionGroup.
+                playing = asyncio.create_task(box.play_controller())
+                try:
+                    yield box
+                finally:
+                    playing.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await playing
         finally:
             # Open watches would hold the server's shutdown until its grace period ends.
             await emulator.close_watches()
