@@ -102,6 +102,8 @@ def applied(server: ServerProcess, contracts: Path) -> subprocess.CompletedProce
     assert "+ create deployment/shop/api@dev" in dry.stdout
     assert "image: + ghcr.io/acme/api:1.0.0" in dry.stdout  # the diff
     assert "builtin-allowed-environments" in dry.stdout  # the verdicts
+    # decided on the set as it would be: shop is allowed in dev by the same set
+    assert "denied" not in dry.stdout, dry.stdout
     empty = ztdp("get", "environments", "-o", "json", server=server.url)
     assert json.loads(empty.stdout) == []
     done = ztdp("apply", "-f", str(contracts), "--yes", server=server.url)

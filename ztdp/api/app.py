@@ -284,10 +284,17 @@ def create_app(
 
     app.on_shutdown.append(closing)
     router.install(app)
-    spec = json.dumps(openapi_document(settings)).encode()
+    # Written when first asked for, off the event loop: it is most of the time building the
+    # application takes (a quarter of a second), which `ztdp serve` would otherwise wait for.
+    spec: list[bytes] = []
+    writing = asyncio.Lock()
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=spec, content_type="application/json")
+        async with writing:
+            if not spec:
+                document = await asyncio.to_thread(openapi_document, settings)
+                spec.append(json.dumps(document).encode())
+        return web.Response(body=spec[0], content_type="application/json")
 
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=_DOCS_PAGE, content_type="text/html")
