@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -59,8 +61,8 @@ APP = """
 def ztdp(
     *args: str, server: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **(env or {}), "NO_COLOR": "1", "COLUMNS": "200"}
-    full.pop("ZTDP_TOKEN", None)
+    full = {k: v for k, v in os.environ.items() if k not in ("ZTDP_TOKEN", "ZTDP_SERVER")}
+    full.update({**(env or {}), "NO_COLOR": "1", "COLUMNS": "200"})
     if server is not None:
         full["ZTDP_SERVER"] = server
     full["ZTDP_CLIENT_CONFIG"] = "/nonexistent/ztdp-config.toml"
@@ -148,7 +150,22 @@ def test_status_says_the_sandbox_is_an_emulator(server: ServerProcess, applied: 
         assert json.load(answer)["target"].startswith("sandbox (Kubernetes API emulator")
     banner = server.text()
     assert "sandbox (Kubernetes API emulator: nothing runs)" in banner
-    assert "kubectl get deployments" in banner and "KUBECONFIG=" in banner
+    # What the banner says to run shows what was created.
+    [url] = re.findall(r"curl (http://\S+/apis/apps/v1/deployments)", banner)
+    with urllib.request.urlopen(url) as answer:
+        [dep] = [d for d in json.load(answer)["items"] if d["metadata"]["namespace"] == "dev"]
+    assert dep["metadata"]["annotations"]["ztdp.io/node"] == "deployment/shop/api@dev"
+    [kubeconfig] = re.findall(r"KUBECONFIG=(\S+) kubectl get", banner)
+    if shutil.which("kubectl"):
+        listed = subprocess.run(
+            ["kubectl", "get", "namespaces,deployments,services", "-A"],
+            env={**os.environ, "KUBECONFIG": kubeconfig},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert f"deployment.apps/{dep['metadata']['name']}" in listed.stdout
 
 
 def test_a_policy_denial_exits_3_and_writes_nothing(
@@ -331,3 +348,19 @@ def test_serve_answers_healthz_at_once_and_is_up_soon() -> None:
     print(f"ztdp serve: first answer {first:.3f} s, up {up:.3f} s" if up and first else "")
     assert first is not None and first < 1.5
     assert up is not None and up < 10
+
+
+def test_authentication_on_needs_the_token(tmp_path: Path) -> None:
+    secured = ServerProcess({"ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "on"}).start()
+    try:
+        token = secured.admin_token()
+        assert token is not None
+        refused = ztdp("get", "env", server=secured.url)
+        assert refused.returncode == 1 and "[401]" in refused.stderr
+        assert "ZTDP_TOKEN" in refused.stderr and refused.stderr.count("\n") == 1
+        allowed = ztdp("get", "env", "-o", "json", server=secured.url, env={"ZTDP_TOKEN": token})
+        assert allowed.returncode == 0, allowed.stderr
+        flag = ztdp("--token", token, "status", server=secured.url)
+        assert flag.returncode == 0 and "authentication on" in flag.stdout
+    finally:
+        secured.stop()

@@ -202,8 +202,8 @@ def _banner(console: Any, settings: Settings, box: Any) -> None:
             f"[bold yellow]Kubernetes: {SANDBOX_NOTE}[/bold yellow] on {box.url}, started "
             "because no kubeconfig is set (ZTDP_KUBECONFIG). Deployments are stored and reported "
             "Ready, but no container runs. See what was created:\n"
-            f"  KUBECONFIG={box.kubeconfig} kubectl get deployments,services -A\n"
-            f"  curl {box.url}/apis/apps/v1/namespaces/default/deployments"
+            f"  KUBECONFIG={box.kubeconfig} kubectl get namespaces,deployments,services -A\n"
+            f"  curl {box.url}/apis/apps/v1/deployments"
         )
     elif settings.kubeconfig:
         console.print(f"Kubernetes: the cluster of kubeconfig {settings.kubeconfig}")

@@ -452,11 +452,23 @@ class _Emulator(kmock.KubernetesEmulator):
             listed = await super()._serve_list(request)
             version = self.history.version
         assert isinstance(listed, dict)
+        res = request.resource
+        api_version = f"{res.group}/{res.version}".lstrip("/") if res else "v1"
+        info = RESOURCES.get(f"{api_version}/{res.plural}") if res else None
         return {
             **listed,
+            # what kubectl needs to read a list (kmock 0.8 leaves both out)
+            "apiVersion": api_version,
+            "kind": f"{info.kind}List" if info else "List",
             "metadata": {"resourceVersion": str(version)},
             "items": [obj for obj in listed["items"] if selector.matches(obj)],
         }
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        """kmock's, but the core group's version is `v1`, not `/v1` (kubectl's discovery)."""
+        found = await super()._serve_version(request)
+        assert isinstance(found, dict)
+        return {**found, "groupVersion": str(found.get("groupVersion", "")).lstrip("/")}
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         self._known(request)
