@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/cel_budget.py
 	$(PY) benchmarks/event_store.py
+	$(PY) benchmarks/reconcile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

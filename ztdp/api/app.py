@@ -347,7 +347,7 @@ def create_app(
                 settings=settings,
                 run_actors=settings.actors == "on",
             )
-            app[RUNTIME] = Runtime(catalog, supervisor, settings)
+            app[RUNTIME] = Runtime(catalog, supervisor, settings, history=backends.event_store)
             async with _hosted(backends.event_keeper, supervisor):
                 log.info(
                     "ZTDP %s ready: graph store %s, event store %s, providers: %s",
