@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import signal
 import socket
@@ -24,15 +23,16 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager, suppress
 from importlib.metadata import EntryPoint, entry_points
 from logging.handlers import MemoryHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import web
-from aiohttp.web_runner import GracefulExit
 from pydantic import ValidationError
 
 from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.errors import ZtdpError
 from ztdp.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("ztdp")
 
@@ -89,7 +89,7 @@ def serve(
     main = loop.create_task(_serve(settings, ready, keep_start_logs, sandbox))
     try:
         loop.run_until_complete(main)
-    except (GracefulExit, KeyboardInterrupt):  # asked to stop: shut down gracefully
+    except (SystemExit, KeyboardInterrupt):  # asked to stop (aiohttp's GracefulExit, ours)
         main.cancel()
         with suppress(asyncio.CancelledError):
             loop.run_until_complete(main)
@@ -110,8 +110,7 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):  # stop cleanly while starting, too
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, _graceful_exit)
-    starting = web.Server(_starting, access_log=None)
-    front = _Front(starting)
+    front = _Front()
     listener = await loop.create_server(front, sock=sock)
     runner: web.AppRunner | None = None
     try:
@@ -126,6 +125,8 @@ async def _serve(
                         raise StartFailed(f"the Kubernetes sandbox did not start: {exc}") from exc
                     settings = settings.model_copy(update={"kubeconfig": box.kubeconfig})
                 await asyncio.to_thread(_warm_imports)
+                from aiohttp import web
+
                 app_module = importlib.import_module("ztdp.api.app")
                 notice = SANDBOX_NOTE if box is not None else None
                 api = await asyncio.to_thread(app_module.create_app, settings, sandbox=notice)
@@ -146,60 +147,98 @@ async def _serve(
                     raise StartFailed(f"{type(exc).__name__}: {exc}") from exc
                 assert runner.server is not None
                 front.serve(runner.server)  # new connections reach the application
-                await starting.shutdown(1.0)
                 ready(settings, box)
                 release()
             await asyncio.Event().wait()  # until a signal ends it
     finally:
         listener.close()
+        front.close_starting()
         if runner is not None:
             await runner.cleanup()
-        await starting.shutdown(0.1)
         sock.close()
 
 
+class _Stop(SystemExit):
+    """SIGINT or SIGTERM while starting (aiohttp's GracefulExit takes over once it runs)."""
+
+
 def _graceful_exit() -> None:
-    raise GracefulExit()
+    raise _Stop()
 
 
 class _Front:
-    """The listening socket's protocol factory: the "starting" server until the application
-    is up, then the application's. A connection stays with the server that accepted it."""
+    """The listening socket's protocol factory: `_Starting` until the application is up,
+    then the application's server. A connection stays with the server that accepted it."""
 
-    def __init__(self, factory: web.Server) -> None:
-        self._factory = factory
+    def __init__(self) -> None:
+        self._app: Callable[[], asyncio.Protocol] | None = None
+        self._starting: set[_Starting] = set()
 
-    def serve(self, factory: web.Server) -> None:
-        self._factory = factory
+    def serve(self, app: Callable[[], asyncio.Protocol]) -> None:
+        self._app = app
+        self.close_starting()  # a connection still silent is told to come back
+
+    def close_starting(self) -> None:
+        for protocol in list(self._starting):
+            protocol.close()
 
     def __call__(self) -> asyncio.Protocol:
-        protocol: asyncio.Protocol = self._factory()
-        return protocol
+        if self._app is not None:
+            return self._app()
+        return _Starting(self._starting)
 
 
-async def _starting(request: web.BaseRequest) -> web.StreamResponse:
-    """Every answer while the application loads: 503, come back in a second."""
-    headers = {"Retry-After": "1", "Connection": "close"}
-    if request.path == "/v1/healthz":
-        body: dict[str, Any] = {"status": "starting"}
-        return web.json_response(body, status=503, headers=headers)
-    body = {
-        "type": "about:blank",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": "ZTDP is starting; retry in a second",
-    }
-    return web.Response(
-        text=json.dumps(body),
-        status=503,
-        content_type="application/problem+json",
-        headers=headers,
-    )
+_STARTING_HEALTH = b'{"status": "starting"}'
+_STARTING_PROBLEM = (
+    b'{"type": "about:blank", "title": "Service Unavailable", "status": 503, '
+    b'"detail": "ZTDP is starting; retry in a second"}'
+)
+
+
+class _Starting(asyncio.Protocol):
+    """One connection while the application loads: each request is answered 503, come back
+    in a second (`Retry-After: 1`), and the connection closed. Plain asyncio, since importing
+    aiohttp is itself a good part of the start; it reads no more than a request's head."""
+
+    def __init__(self, open_: set[_Starting]) -> None:
+        self._open = open_
+        self._buffer = b""
+        self._transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
+        self._open.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open.discard(self)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n\r\n" not in self._buffer and len(self._buffer) < 65536:
+            return
+        words = self._buffer.split(b"\r\n", 1)[0].split()
+        method = words[0] if words else b""
+        path = words[1].split(b"?", 1)[0] if len(words) > 1 else b""
+        health = path == b"/v1/healthz"
+        body = _STARTING_HEALTH if health else _STARTING_PROBLEM
+        kind = b"application/json" if health else b"application/problem+json"
+        head = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\n\r\n" % (kind, len(body))
+        )
+        assert self._transport is not None
+        self._transport.write(head if method == b"HEAD" else head + body)
+        self._transport.close()
 
 
 def _warm_imports() -> None:
-    """Import the application and the provider plugins (most of the start-up time) off the
-    event loop, so that the "starting" answers are not held up by it."""
+    """Import aiohttp, the application and the provider plugins (most of the start-up time)
+    off the event loop, so that the "starting" answers are not held up by it."""
+    importlib.import_module("aiohttp.web")
     importlib.import_module("ztdp.api.app")
     for found in entry_points(group="ztdp.providers"):
         with suppress(Exception):  # a broken plugin is reported by the start-up proper
