@@ -398,3 +398,35 @@ def test_while_starting_every_path_is_a_503_and_sigterm_stops_it() -> None:
             proc.communicate()
     assert proc.returncode == 0, out
     assert b"Traceback" not in out, out
+
+
+def test_a_command_sent_while_the_server_starts_waits_for_it() -> None:
+    """`ztdp serve & ztdp apply ...`: the 503s of the start are retried as they ask."""
+    port = free_port()
+    env = {**os.environ, "ZTDP_SANDBOX": "off", "ZTDP_GRAPH_STORE": "memory"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ztdp", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:  # until the port answers at all: it is starting
+            try:
+                urllib.request.urlopen(f"{url}/v1/healthz")
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.01)
+                continue
+            pytest.skip("the server was up before its first answer could be seen")
+        else:
+            pytest.fail("ztdp serve did not answer within 20 s")
+        status = ztdp("status", server=url)
+        assert status.returncode == 0, status.stderr
+        assert "graph store memory" in status.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

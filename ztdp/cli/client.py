@@ -9,6 +9,7 @@ the variable (`ZTDP_SERVER`, `ZTDP_TOKEN`), the file `$XDG_CONFIG_HOME/ztdp/conf
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+RETRY_FOR = 20.0  # seconds a 503 with Retry-After is retried
 
 # Exit codes (README, "The CLI"): typer's own usage errors are 2 as well.
 OK, FAILED, USAGE, DENIED = 0, 1, 2, 3
@@ -86,18 +88,28 @@ class Api:
         body: Any = None,
         params: dict[str, str] | None = None,
     ) -> Any:
-        """The decoded answer of a 2xx; otherwise a `CliError` naming the problem."""
-        try:
-            response = httpx.request(
-                method,
-                self.server + path,
-                json=body,
-                params=params,
-                headers=self._headers(),
-                timeout=self.timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach ZTDP at {self.server}: {_reason(exc)}") from exc
+        """The decoded answer of a 2xx; otherwise a `CliError` naming the problem.
+
+        A 503 with `Retry-After` (a server still starting, a store briefly away) is tried
+        again after the time it asks, for up to `RETRY_FOR` seconds: ZTDP applies nothing it
+        answers 503 to, so a write is retried as safely as a read."""
+        give_up = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                response = httpx.request(
+                    method,
+                    self.server + path,
+                    json=body,
+                    params=params,
+                    headers=self._headers(),
+                    timeout=self.timeout,
+                )
+            except httpx.HTTPError as exc:
+                raise CliError(f"cannot reach ZTDP at {self.server}: {_reason(exc)}") from exc
+            wait = _retry_after(response)
+            if wait is None or time.monotonic() + wait > give_up:
+                break
+            time.sleep(wait)
         if response.status_code >= 400:
             raise problem_error(method, path, response.status_code, response.content)
         if not response.content:
@@ -129,6 +141,16 @@ class Api:
                             yield event
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach ZTDP at {self.server}: {_reason(exc)}") from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds a 503 asks to wait before trying again; None for any other answer."""
+    if response.status_code != 503:
+        return None
+    try:
+        return min(max(float(response.headers.get("Retry-After", "")), 0.1), 5.0)
+    except ValueError:
+        return None
 
 
 def _json(text: str) -> Any:

@@ -56,7 +56,9 @@ def _api(ctx: typer.Context) -> Api:
 def _out() -> Console:
     from rich.console import Console
 
-    return Console(soft_wrap=True, highlight=False)
+    # Into a pipe or a file, a table row stays one line (rich would fold it at 80 columns).
+    width = None if sys.stdout.isatty() else 1000
+    return Console(soft_wrap=True, highlight=False, width=width)
 
 
 def _err() -> Console:
@@ -236,14 +238,16 @@ def _rows(kind: Kind, items: list[dict[str, Any]]) -> tuple[list[str], list[list
         ]
         return head, rows
     if kind is Kind.runs:
-        head = ["ID", "ENVIRONMENT", "STATUS", "STEPS", "STARTED"]
+        head = ["ID", "TRIGGER", "APPLICATION", "ENVIRONMENT", "STATUS", "STEPS", "CREATED"]
         rows = [
             [
                 str(r.get("id", "")),
+                str(r.get("trigger") or ""),
+                str(r.get("application") or ""),
                 str(r.get("environment") or ""),
                 _styled(r.get("status")),
                 str(len(r.get("steps") or [])),
-                str(r.get("started_at") or r.get("started") or ""),
+                str(r.get("created_at") or "")[:19].replace("T", " "),
             ]
             for r in items
         ]
@@ -561,7 +565,8 @@ def show_submission(out: Console, answer: dict[str, Any], *, dry: bool) -> None:
     step's diff and policy verdicts."""
     from rich.markup import escape
 
-    out.print("[bold]Contracts[/bold]" + (" (dry run: nothing written)" if dry else ""))
+    if answer.get("results"):
+        out.print("[bold]Contracts[/bold]" + (" (dry run: nothing written)" if dry else ""))
     for result in answer.get("results", []):
         out.print(f"  {_mark(str(result.get('action')))} {result.get('kind')} {result.get('name')}")
         decision = result.get("decision")
