@@ -1,23 +1,33 @@
 # One command each: `make serve` sets up and starts ZTDP; `make test` sets up and runs the tests.
+# `serve` and `demo` install what the server needs (ZTDP, its plugins, the Kubernetes sandbox);
+# `setup`, `lint` and `test` add the test tools.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PLUGINS := plugins/ztdp-kubernetes/pyproject.toml plugins/ztdp-eventstore-postgres/pyproject.toml \
+	plugins/ztdp-postgres/pyproject.toml
 
-.PHONY: setup serve demo test lint bench clean
+.PHONY: setup runtime serve demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml \
-		plugins/ztdp-eventstore-postgres/pyproject.toml plugins/ztdp-postgres/pyproject.toml
+$(VENV)/.runtime: pyproject.toml $(PLUGINS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e . -e 'plugins/ztdp-kubernetes[sandbox]' \
+		-e plugins/ztdp-eventstore-postgres -e plugins/ztdp-postgres
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]' \
 		-e 'plugins/ztdp-eventstore-postgres[test]' -e 'plugins/ztdp-postgres[test]'
 	touch $@
 
+runtime: $(VENV)/.runtime
+
 setup: $(VENV)/.installed
 
-serve: setup
+serve: runtime
 	$(VENV)/bin/ztdp serve
 
-demo: setup
+demo: runtime
 	$(VENV)/bin/ztdp demo
 
 lint: setup

@@ -8,11 +8,12 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -282,7 +283,8 @@ class ServerProcess:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        # No Kubernetes sandbox unless the test asks for one (ZTDP_SANDBOX=auto or on).
+        self.env = {**os.environ, "ZTDP_SANDBOX": "off", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkdtemp(prefix="ztdp-serve-")) / "output.log"
 
@@ -296,15 +298,23 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    out = self.stop()
-                    pytest.fail(f"ztdp serve did not start: {out}")
-                time.sleep(0.05)
+        while not self.started():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                out = self.stop()
+                pytest.fail(f"ztdp serve did not start: {out}")
+            time.sleep(0.05)
+        return self
+
+    def started(self) -> bool:
+        """Whether the application is up: the port answers from the start, with 503
+        `{"status": "starting"}` on /v1/healthz until then."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/healthz", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except urllib.error.HTTPError as err:
+            return b"starting" not in err.read()
+        except OSError:
+            return False
 
     def text(self) -> str:
         return self.log.read_text()

@@ -26,10 +26,10 @@ MODELS: dict[str, Any] = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_example_contract_is_valid(name: str) -> None:
-    data = json.loads((REPO / "config" / "examples" / f"{name}.json").read_text())
+    data = json.loads((REPO / "config" / "examples" / "api" / f"{name}.json").read_text())
     TypeAdapter(MODELS[name]).validate_python(data)
 
 
 def test_every_example_is_checked() -> None:
-    files = {p.stem for p in (REPO / "config" / "examples").glob("*.json")}
+    files = {p.stem for p in (REPO / "config" / "examples" / "api").glob("*.json")}
     assert files == set(MODELS)

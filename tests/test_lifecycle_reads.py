@@ -73,7 +73,9 @@ async def with_runtime(store: GraphStore, *providers: FakeProvider, **settings: 
 
 async def test_an_environment_is_read_and_changed(api: Api) -> None:
     created = await api.environment("dev")
-    assert await api.ok("GET", "/v1/environments/dev") == created
+    read = await api.ok("GET", "/v1/environments/dev")
+    assert read.pop("status") == {"target": None}  # no cluster configured, no sandbox
+    assert read == created
     change = {
         "metadata": {"name": "dev"},  # no owner: the stored one is kept
         "spec": {
@@ -85,7 +87,9 @@ async def test_an_environment_is_read_and_changed(api: Api) -> None:
     assert changed["metadata"]["owner"] == "platform-team"
     # The former spelling is read as spec.providers.kubernetes, and shown so.
     assert changed["spec"]["providers"]["kubernetes"]["context"] == "dev-1"
-    assert (await api.ok("GET", "/v1/environments/dev"))["spec"]["reconcile"] == "report-only"
+    read = await api.ok("GET", "/v1/environments/dev")
+    assert read["spec"]["reconcile"] == "report-only"
+    assert read["status"] == {"target": "the cluster of kubeconfig /etc/k/dev"}
     stale = f'"{created["metadata"]["revision"]}"'
     code, problem = await api.call(
         "PUT", "/v1/environments/dev", change, headers={"If-Match": stale}

@@ -30,7 +30,10 @@ def api(client: TestClient) -> Api:  # type: ignore[type-arg]
 
 
 def test_the_flow_script_runs_against_ztdp_serve() -> None:
-    server = ServerProcess({"ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "off"}).start()
+    """As on a fresh machine: the embedded default with its sandbox, and the flow ends with
+    checkout-api Ready in dev, then in prod."""
+    env = {"ZTDP_GRAPH_STORE": "memory", "ZTDP_AUTH": "off", "ZTDP_SANDBOX": "auto"}
+    server = ServerProcess(env).start()
     try:
         done = subprocess.run(
             ["bash", str(FLOW)],
@@ -45,6 +48,9 @@ def test_the_flow_script_runs_against_ztdp_serve() -> None:
     assert "Traceback" not in out, out
     [version] = [line for line in done.stdout.splitlines() if "worker/versions -> 201" in line]
     assert '"owner": "team-x"' in version  # inherited from its service, and that from checkout
+    assert "/v1/environments/dev/deployments/checkout/checkout-api: Ready" in done.stdout
+    assert "/v1/environments/prod/deployments/checkout/checkout-api: Ready" in done.stdout
+    assert "sandbox (Kubernetes API emulator: nothing runs)" in out
 
 
 def _readme_flow() -> str:

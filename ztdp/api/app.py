@@ -20,6 +20,7 @@ from ztdp.api.keys import (
     AUTH,
     CATALOG,
     CLOSING,
+    DEFAULT_TARGET,
     EVENT_STORE,
     EVENTS,
     GRAPH_CACHE,
@@ -264,11 +265,15 @@ def create_app(
     providers: ProviderRegistry | None = None,
     announce: Callable[[str], None] = _stderr,
     telemetry: Telemetry | None = None,
+    sandbox: str | None = None,
 ) -> web.Application:
     """Build the API. Stores (and a `telemetry`) passed in are the caller's to close; others
     are opened here.
 
     `announce` receives what must reach the operator but never a log: the first admin token.
+    `sandbox` says what the default cluster is when the caller started a local sandbox as it
+    (`settings.kubeconfig` is then the sandbox's); reads of the status and of environments
+    repeat it, so that nobody takes the emulator for a cluster.
     """
     _redact_parser_errors()
     observing = telemetry if telemetry is not None else Telemetry.from_settings(settings)
@@ -290,6 +295,10 @@ def create_app(
 
         app.on_cleanup.append(close_telemetry)
     app[GRAPH_CACHE] = {}
+    if sandbox is not None:
+        app[DEFAULT_TARGET] = sandbox
+    elif settings.kubeconfig:
+        app[DEFAULT_TARGET] = f"the cluster of kubeconfig {settings.kubeconfig}"
     app[CLOSING] = asyncio.Event()
 
     async def closing(app: web.Application) -> None:
@@ -297,10 +306,17 @@ def create_app(
 
     app.on_shutdown.append(closing)
     router.install(app)
-    spec = json.dumps(openapi_document(settings)).encode()
+    # Written when first asked for, off the event loop: it is most of the time building the
+    # application takes (a quarter of a second), which `ztdp serve` would otherwise wait for.
+    spec: list[bytes] = []
+    writing = asyncio.Lock()
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=spec, content_type="application/json")
+        async with writing:
+            if not spec:
+                document = await asyncio.to_thread(openapi_document, settings)
+                spec.append(json.dumps(document).encode())
+        return web.Response(body=spec[0], content_type="application/json")
 
     async def docs(request: web.Request) -> web.Response:
         return web.Response(

@@ -24,6 +24,9 @@ EVENT_STORE = web.AppKey("event_store", EventStore)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 # Set when the server starts shutting down: live streams end so that shutdown need not wait.
 CLOSING = web.AppKey("closing", asyncio.Event)
+# Where deployments land when an environment names no cluster of its own: the local sandbox
+# (said plainly: nothing runs there), the configured kubeconfig, or None (nowhere yet).
+DEFAULT_TARGET = web.AppKey("default_target", str)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller
 
 

@@ -1,28 +1,38 @@
-"""The `ztdp` command."""
+"""The `ztdp` command.
+
+Only typer is imported here: each command imports what it needs when it runs, so that
+`ztdp --help` and the client commands start at once (the server's modules take a second).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
 import typer
-from rich.console import Console
 
 from ztdp import __version__
-from ztdp.cli.serving import StartFailed, load_settings
-from ztdp.cli.serving import serve as serve_api
-from ztdp.settings import Settings
+from ztdp.cli import commands
 
-app = typer.Typer(help="ZTDP, the Zero Touch Developer Platform.", no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)  # a line is a line, whatever the width
+if TYPE_CHECKING:
+    from ztdp.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
 
 
-@app.callback()
-def main() -> None:
-    """ZTDP, the Zero Touch Developer Platform."""
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)  # a line is a line, whatever the width
+
+
+app.callback()(commands.main)
+commands.register(app)
 
 
 @app.command()
@@ -38,15 +48,25 @@ def demo(
     ] = None,
 ) -> None:
     """Run the README flow end to end and narrate it: declare, plan, deploy, Ready, deny."""
+    import anyio
+    from rich.console import Console
+
     from ztdp.cli.demo import DemoFailed, run_demo
+    from ztdp.settings import Settings
 
     logging.basicConfig(level="WARNING")
     config = kubeconfig or Settings().kubeconfig
     try:
         anyio.run(run_demo, config, Console())
     except DemoFailed as exc:
-        console.print(f"[red]demo failed:[/red] {exc}")
+        _console().print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+class Sandbox(StrEnum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
 
 
 class LogLevel(StrEnum):
@@ -66,12 +86,25 @@ def serve(
     debug: Annotated[
         bool, typer.Option("--debug", help="log at debug level; a failure shows its traceback")
     ] = False,
+    sandbox: Annotated[
+        Sandbox,
+        typer.Option(
+            envvar="ZTDP_SANDBOX",
+            help="auto: with no kubeconfig set, the embedded default (memory store, actors "
+            "here) starts a local Kubernetes API emulator and deploys there; on: always when "
+            "no kubeconfig is set; off: never",
+        ),
+    ] = Sandbox.AUTO,
 ) -> None:
     """Serve the v1 REST API (settings from config/ztdp.toml and ZTDP_* variables).
 
     If it cannot start, it says why in one line and exits non-zero: 2 for a bad setting,
     1 for anything else (the port, Redis, a plugin).
     """
+    from ztdp.cli.serving import StartFailed, find_sandbox, load_settings
+    from ztdp.cli.serving import serve as serve_api
+
+    console = _console()
     debug = debug or log_level is LogLevel.DEBUG
     logging.basicConfig(
         level=logging.DEBUG if debug else log_level.value.upper(),
@@ -80,7 +113,22 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     try:
         settings = load_settings(**overrides)
-        serve_api(settings, ready=lambda: _banner(settings), keep_start_logs=debug)
+        factory = None
+        wanted = sandbox is Sandbox.ON or (sandbox is Sandbox.AUTO and not settings.distributed)
+        if wanted and not settings.kubeconfig:
+            factory = find_sandbox()
+            if factory is None and sandbox is Sandbox.ON:
+                raise StartFailed(
+                    "ZTDP_SANDBOX=on but the Kubernetes sandbox is not installed: pip install "
+                    "-e 'plugins/ztdp-kubernetes[sandbox]' (make setup does)",
+                    exit_code=2,
+                )
+        serve_api(
+            settings,
+            ready=lambda s, box: _banner(console, s, box),
+            keep_start_logs=debug,
+            sandbox=factory,
+        )
     except StartFailed as exc:
         if debug:
             console.print_exception()
@@ -98,9 +146,14 @@ def worker(
 
     Stops on SIGINT or SIGTERM, handing its actors to the other workers at once.
     """
+    import asyncio
+
     from ztdp.cli.process import loop_factory
+    from ztdp.cli.serving import StartFailed, load_settings
     from ztdp.cli.worker import run_worker
     from ztdp.errors import ZtdpError
+
+    console = _console()
 
     logging.basicConfig(
         level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -124,8 +177,12 @@ def worker(
         raise typer.Exit(1) from None
 
 
-def _banner(settings: Settings) -> None:
-    """Said once the server listens, never before: a failed start says only why."""
+def _banner(console: Any, settings: Settings, box: Any) -> None:
+    """Said once the server is up, never before: a failed start says only why."""
+    import asyncio
+
+    from ztdp.cli.serving import SANDBOX_NOTE
+
     where = settings.redis_url if settings.graph_store == "redis" else "this process's memory"
     console.print(f"ZTDP {__version__}: graph store [bold]{settings.graph_store}[/bold] ({where})")
     actors = "on NATS, shared with workers" if settings.mailbox == "nats" else "in this process"
@@ -139,5 +196,20 @@ def _banner(settings: Settings) -> None:
         console.print(
             "[bold yellow]authentication OFF[/bold yellow]: anyone who reaches this port acts "
             "as platform-admin (set ZTDP_AUTH=on to require tokens)"
+        )
+    if box is not None:
+        console.print(
+            f"[bold yellow]Kubernetes: {SANDBOX_NOTE}[/bold yellow] on {box.url}, started "
+            "because no kubeconfig is set (ZTDP_KUBECONFIG). Deployments are stored and reported "
+            "Ready, but no container runs. See what was created:\n"
+            f"  KUBECONFIG={box.kubeconfig} kubectl get namespaces,deployments,services -A\n"
+            f"  curl {box.url}/apis/apps/v1/deployments"
+        )
+    elif settings.kubeconfig:
+        console.print(f"Kubernetes: the cluster of kubeconfig {settings.kubeconfig}")
+    else:
+        console.print(
+            "Kubernetes: none (no kubeconfig set, sandbox off): deploys to environments that "
+            "name no cluster fail"
         )
     console.print(f"event loop: {type(asyncio.get_event_loop()).__module__.split('.')[0]}")

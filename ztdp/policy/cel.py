@@ -114,9 +114,15 @@ _OPERATORS = frozenset(
 )
 _CALLS = frozenset({"member_dot_arg"})
 
-# Creating the environment also raises the recursion limit to 2,500, which `Limits.depth`
-# relies on: cel-python does it on purpose for CEL's nesting minimums.
-_CEL = celpy.Environment()
+
+@lru_cache(maxsize=1)
+def _cel() -> celpy.Environment:
+    """The CEL environment, made at the first expression rather than at import: building its
+    parser is a tenth of a second of every start, most of which never see an expression.
+
+    Creating it also raises the recursion limit to 2,500, which `Limits.depth` relies on:
+    cel-python does it on purpose for CEL's nesting minimums; every use goes through here."""
+    return celpy.Environment()
 
 
 class _OverBudget(Exception):
@@ -172,7 +178,7 @@ def _checked(expression: str, limits: Limits) -> lark.Tree[Any]:
             len(expression),
         )
     try:
-        tree = _CEL.compile(expression)
+        tree = _cel().compile(expression)
     except CELParseError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise _Refused(f"is not valid CEL: {first_line}") from None
@@ -364,7 +370,8 @@ def _run(
 ) -> celpy.celtypes.Value:
     meter.spend(0)  # a budget spent by earlier expressions of the decision stops this one
     functions = {name: _charged(base_functions[name], meter, limits) for name in _SIZED_OPERATIONS}
-    activation = Activation(annotations=_CEL.annotations, package=_CEL.package, functions=functions)
+    cel = _cel()
+    activation = Activation(annotations=cel.annotations, package=cel.package, functions=functions)
     evaluator = StepBudgetedEvaluator(tree, activation, meter, limits)
     return evaluator.evaluate({name: json_to_cel(value) for name, value in variables.items()})
 

@@ -82,14 +82,16 @@ class Runtime:
         with self.supervisor.telemetry.tracing.span("plan", attributes=attributes):
             return await self.preview(await self.catalog.plan(app, environment))
 
-    async def preview(self, plan: Plan) -> Plan:
+    async def preview(self, plan: Plan, *, graph: Graph | None = None) -> Plan:
         """Complete a plan as a run of it would find it now, changing nothing.
 
         Each deployment's create or update gets the policy decision on its transition (as
         the caller would get it for a deploy); each step its provider's diff, or, if its
         provider is not installed, says so; `blocked_by` says why a step would not run.
+        `graph`: the graph the plan was made on, when it is not the stored one (a dry run's
+        scratch copy: its policies and allowed environments decide, not the stored ones).
         """
-        graph = await self.catalog.graph()
+        graph = graph if graph is not None else await self.catalog.graph()
         actor = current_actor()
         reasons: dict[str, str] = {}
         health = await self._health_of_plan(plan)

@@ -79,14 +79,15 @@ async def api(kube: Any) -> AsyncIterator[Api]:
     try:
         async with aiohttp.ClientSession() as session:
             a = Api(session, f"http://127.0.0.1:{port}")
-            for _ in range(200):
+            for _ in range(400):  # the port answers 503 "starting" until the server is up
                 try:
-                    await a.call("GET", "/v1/healthz")
-                    break
+                    if (await a.call("GET", "/v1/healthz"))[0] == 200:
+                        break
                 except aiohttp.ClientError:
-                    if proc.poll() is not None:
-                        pytest.fail(log.read_text())
-                    await asyncio.sleep(0.05)
+                    pass
+                if proc.poll() is not None:
+                    pytest.fail(log.read_text())
+                await asyncio.sleep(0.05)
             yield a
     finally:
         proc.terminate()

@@ -18,12 +18,14 @@ import copy
 import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import RawTestServer
+from aiohttp.web_runner import ServerRunner
 
 try:
     import kmock
@@ -450,11 +452,23 @@ class _Emulator(kmock.KubernetesEmulator):
             listed = await super()._serve_list(request)
             version = self.history.version
         assert isinstance(listed, dict)
+        res = request.resource
+        api_version = f"{res.group}/{res.version}".lstrip("/") if res else "v1"
+        info = RESOURCES.get(f"{api_version}/{res.plural}") if res else None
         return {
             **listed,
+            # what kubectl needs to read a list (kmock 0.8 leaves both out)
+            "apiVersion": api_version,
+            "kind": f"{info.kind}List" if info else "List",
             "metadata": {"resourceVersion": str(version)},
             "items": [obj for obj in listed["items"] if selector.matches(obj)],
         }
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        """kmock's, but the core group's version is `v1`, not `/v1` (kubectl's discovery)."""
+        found = await super()._serve_version(request)
+        assert isinstance(found, dict)
+        return {**found, "groupVersion": str(found.get("groupVersion", "")).lstrip("/")}
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         self._known(request)
@@ -619,6 +633,32 @@ class Sandbox:
         if code != 200:
             raise RuntimeError(f"status patch of {namespace}/{name} answered {code}: {body}")
 
+    async def play_controller(self, interval: float = 0.2) -> None:
+        """Play the Deployment controller for good: every Deployment whose current generation
+        is not reported rolled out is marked ready, as soon as it is seen (until cancelled).
+
+        For `ztdp serve`'s sandbox, where no test is there to call `mark_ready`: a deploy then
+        ends Ready, as on a cluster where the image pulls and the pods start. It polls, since
+        this is the emulator's stand-in for a controller, not something to wait on."""
+        while True:
+            with suppress(aiohttp.ClientError, LookupError, RuntimeError):  # try again soon
+                await self._roll_out_all()
+            await asyncio.sleep(interval)
+
+    async def _roll_out_all(self) -> None:
+        code, namespaces = await self.get("/api/v1/namespaces")
+        for ns in namespaces.get("items", []) if code == 200 else []:
+            name = ns.get("metadata", {}).get("name")
+            code, deployments = await self.get(f"/apis/apps/v1/namespaces/{name}/deployments")
+            for dep in deployments.get("items", []) if code == 200 else []:
+                meta, status = dep.get("metadata", {}), dep.get("status") or {}
+                replicas = (dep.get("spec") or {}).get("replicas", 1)
+                if (
+                    status.get("observedGeneration") != meta.get("generation")
+                    or status.get("availableReplicas") != replicas
+                ):
+                    await self.mark_ready(name, meta["name"])
+
     # --- what a real API server does to watches now and then, on demand ------------------------
 
     async def drop_watches(self, *, abort: bool = True) -> None:
@@ -642,15 +682,37 @@ class Sandbox:
         self.emulator.history.forget()
 
 
+class _QuietServer(RawTestServer):
+    """kmock's server without an access log: a served sandbox is polled all the time."""
+
+    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> ServerRunner:
+        return await super()._make_runner(debug=debug, access_log=None, **kwargs)
+
+
 @asynccontextmanager
-async def sandbox() -> AsyncIterator[Sandbox]:
-    async with _Emulator() as emulator, kmock.Server(emulator) as server:
+async def sandbox(*, controller: bool = False) -> AsyncIterator[Sandbox]:
+    """A sandbox for as long as the block lasts; with `controller`, Deployments it holds are
+    reported ready by themselves (`Sandbox.play_controller`), and requests are not logged."""
+    server_cls = _QuietServer if controller else RawTestServer
+    async with _Emulator() as emulator, kmock.Server(emulator, server_cls=server_cls) as server:
         url = str(server.url).rstrip("/")
         try:
             with tempfile.TemporaryDirectory(prefix="ztdp-kube-") as tmp:
                 path = Path(tmp) / "kubeconfig"
                 path.write_text(KUBECONFIG.format(url=url))
-                yield Sandbox(url=url, kubeconfig=str(path), emulator=emulator)
+                box = Sandbox(url=url, kubeconfig=str(path), emulator=emulator)
+                if not controller:
+                    yield box
+                    return
+                # Owned by this block, and not by a TaskGroup, which would wrap whatever the
+                # block raises (a failed start of the caller's) in an ExceptionGroup.
+                playing = asyncio.create_task(box.play_controller())
+                try:
+                    yield box
+                finally:
+                    playing.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await playing
         finally:
             # Open watches would hold the server's shutdown until its grace period ends.
             await emulator.close_watches()

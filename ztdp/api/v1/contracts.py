@@ -540,7 +540,10 @@ async def _plans(
             for vid in after.successors(sid, EdgeType.HAS_VERSION):
                 envs.update(e.rsplit("/", 1)[1] for e in after.successors(vid, EdgeType.DEPLOY))
     runtime = request.app[RUNTIME]
-    return [await runtime.preview(await catalog.plan_on(after, env, apps)) for env in sorted(envs)]
+    return [
+        await runtime.preview(await catalog.plan_on(after, env, apps), graph=after)
+        for env in sorted(envs)
+    ]
 
 
 def _applications(c: _Contract) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -13,7 +14,7 @@ from ztdp.api.access import (
     path_app,
     team,
 )
-from ztdp.api.keys import CATALOG, EVENT_STORE, EVENTS, RUNTIME
+from ztdp.api.keys import CATALOG, DEFAULT_TARGET, EVENT_STORE, EVENTS, RUNTIME
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import (
@@ -46,6 +47,37 @@ from ztdp.planner import deployment_node
 from ztdp.runtime import ActorState
 
 
+class EnvironmentStatus(BaseModel):
+    target: str | None = Field(
+        description="where this environment's deployments land: its own cluster, else the "
+        "server's default ('sandbox (Kubernetes API emulator: nothing runs)' when `ztdp serve` "
+        "started its local sandbox), or null: nowhere, its deploys fail"
+    )
+
+
+class EnvironmentRead(Environment):
+    """An environment as read: its contract, and `status` (not part of what is written)."""
+
+    status: EnvironmentStatus | None = None
+
+
+def _with_status(request: web.Request, env: dict[str, Any]) -> dict[str, Any]:
+    own = _kubeconfig_in(env.get("spec"))
+    target = f"the cluster of kubeconfig {own}" if own else request.app.get(DEFAULT_TARGET)
+    return {**env, "status": {"target": target}}
+
+
+def _kubeconfig_in(spec: object) -> str | None:
+    """A `kubeconfig` the spec names anywhere (`spec.kubernetes`, `spec.providers.*`)."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            found = value if key == "kubeconfig" and isinstance(value, str) else None
+            found = found or _kubeconfig_in(value)
+            if found:
+                return found
+    return None
+
+
 @router.add(
     "POST",
     "/v1/environments",
@@ -64,11 +96,12 @@ async def create_environment(request: web.Request, body: Environment) -> Reply:
     "/v1/environments",
     "List environments",
     tag="environments",
-    responses={200: list[Environment]},
+    responses={200: list[EnvironmentRead]},
     access=READ,
 )
 async def list_environments(request: web.Request, body: None) -> Reply:
-    return 200, await request.app[CATALOG].list_environments()
+    envs = await request.app[CATALOG].list_environments()
+    return 200, [_with_status(request, env) for env in envs]
 
 
 @router.add(
@@ -76,11 +109,12 @@ async def list_environments(request: web.Request, body: None) -> Reply:
     "/v1/environments/{env}",
     "Read an environment",
     tag="environments",
-    responses={200: Environment, **READ_ERRORS},
+    responses={200: EnvironmentRead, **READ_ERRORS},
     access=READ,
 )
 async def get_environment(request: web.Request, body: None) -> Reply:
-    return 200, await request.app[CATALOG].get_environment(param(request, "env"))
+    env = await request.app[CATALOG].get_environment(param(request, "env"))
+    return 200, _with_status(request, env)
 
 
 @router.add(

@@ -14,7 +14,7 @@ from ztdp.api.access import (
     READ,
     admin,
 )
-from ztdp.api.keys import AUTH, CATALOG, GRAPH_CACHE, RUNTIME, SETTINGS
+from ztdp.api.keys import AUTH, CATALOG, DEFAULT_TARGET, GRAPH_CACHE, RUNTIME, SETTINGS
 from ztdp.api.problems import Problem
 from ztdp.api.routing import Query, Reply
 from ztdp.api.v1.common import READ_ERRORS, param, router
@@ -46,6 +46,12 @@ class Status(BaseModel):
     nodes: dict[str, int] = Field(description="number of nodes per kind")
     edges: int
     workers: list[Worker] = Field(description="processes running actors, by what they own")
+    target: str | None = Field(
+        default=None,
+        description="where deployments land when an environment names no cluster of its own: "
+        "'sandbox (Kubernetes API emulator: nothing runs)' when `ztdp serve` started its local "
+        "sandbox, the configured kubeconfig's cluster, or null (nowhere: such deploys fail)",
+    )
 
 
 class Health(BaseModel):
@@ -122,6 +128,7 @@ async def get_status(request: web.Request, body: None) -> Reply:
         nodes=graph.counts(),
         edges=graph.edge_count(),
         workers=[Worker(member=m, partitions=p) for m, p in sorted(owners.items())],
+        target=request.app.get(DEFAULT_TARGET),
     )
 
 
