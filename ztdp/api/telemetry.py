@@ -84,12 +84,12 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 class AccessLog(AbstractAccessLogger):
     """One line per request: client, method, path (never the query: it may hold a token),
-    status, seconds; with the request span's ids, logged after the span has ended."""
+    status, seconds, user agent; with the request span's ids, logged after the span ended."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         ids = request.get(TRACE) if isinstance(request, web.Request) else None
         self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %.3fs',
+            '%s "%s %s HTTP/%d.%d" %d %.3fs "%s"',
             request.remote,
             request.method,
             request.path,
@@ -97,5 +97,6 @@ class AccessLog(AbstractAccessLogger):
             request.version.minor,
             response.status,
             time,
+            request.headers.get("User-Agent", "-")[:200],
             extra=ids or {},
         )
