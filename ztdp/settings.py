@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -143,6 +143,23 @@ class Settings(BaseSettings):
     kubeconfig: str | None = Field(
         default=None, description="cluster for environments without spec.kubernetes"
     )
+    secret_store: Literal["memory", "redis"] | None = Field(
+        default=None,
+        description="where secrets are kept, encrypted; unset: follows the graph store",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="the key encrypting secrets: 32 random bytes in base64; required with the "
+        "redis secret store, else a key is made for the process and dies with it",
+    )
+    secrets_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="older keys (base64, JSON list), still decrypting what they encrypted "
+        "until every secret is encrypted again with secrets_key (docs/secrets.md)",
+    )
+    secret_max_bytes: int = Field(
+        default=65536, ge=1, le=1_048_576, description="largest value of one secret, in bytes"
+    )
 
     @property
     def distributed(self) -> bool:
@@ -153,6 +170,11 @@ class Settings(BaseSettings):
         """The state store: as set, else where the graph is (so processes that share a graph
         share what was realised of it, instead of each repairing from its own memory)."""
         return self.state_store or self.graph_store
+
+    @property
+    def secrets_backend(self) -> Literal["memory", "redis"]:
+        """The secret store: as set, else where the graph is."""
+        return self.secret_store or self.graph_store
 
     @property
     def event_backend(self) -> Literal["memory", "nats"]:
