@@ -24,6 +24,7 @@ from ztdp.api.keys import (
     EVENTS,
     GRAPH_CACHE,
     RUNTIME,
+    SECRETS,
     SETTINGS,
 )
 from ztdp.api.problems import Handler, limits_middleware, problem_middleware
@@ -47,6 +48,7 @@ from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, Supervisor
 from ztdp.runtime.backends import open_backends
+from ztdp.secrets import SecretStore, open_secret_store
 from ztdp.settings import Settings
 from ztdp.state import StateStore
 
@@ -255,6 +257,7 @@ def create_app(
     state: StateStore | None = None,
     tokens: TokenStore | None = None,
     providers: ProviderRegistry | None = None,
+    secrets: SecretStore | None = None,
     announce: Callable[[str], None] = _stderr,
 ) -> web.Application:
     """Build the API. Stores passed in are the caller's to close; others are opened here.
@@ -297,6 +300,10 @@ def create_app(
             registry = providers or ProviderRegistry.from_entry_points()
             if providers is None:
                 opened.push_async_callback(registry.aclose)
+            # Then the secrets' key: a shared store without one refuses to start.
+            secret_store = secrets if secrets is not None else open_secret_store(settings)
+            if secrets is None:
+                opened.push_async_callback(secret_store.aclose)
             graph_store = store if store is not None else open_graph_store(settings)
             if store is None:
                 opened.push_async_callback(graph_store.aclose)
@@ -322,6 +329,7 @@ def create_app(
             app[CATALOG] = catalog
             app[EVENTS] = events
             app[EVENT_STORE] = backends.event_store
+            app[SECRETS] = secret_store
             app[AUTH] = await _authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry,
@@ -331,7 +339,7 @@ def create_app(
                 settings=settings,
                 run_actors=settings.actors == "on",
             )
-            app[RUNTIME] = Runtime(catalog, supervisor, settings)
+            app[RUNTIME] = Runtime(catalog, supervisor, settings, secret_store)
             async with _hosted(backends.event_keeper, supervisor):
                 log.info(
                     "ZTDP %s ready: graph store %s, event store %s, providers: %s",

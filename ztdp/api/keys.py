@@ -11,6 +11,7 @@ from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
 from ztdp.events import EventBus, EventStore
 from ztdp.runtime import Runtime
+from ztdp.secrets import SecretStore
 from ztdp.settings import Settings
 
 CATALOG = web.AppKey("catalog", Catalog)
@@ -20,6 +21,7 @@ AUTH = web.AppKey("auth", Authenticator)
 RUNTIME = web.AppKey("runtime", Runtime)
 EVENTS = web.AppKey("events", EventBus)
 EVENT_STORE = web.AppKey("event_store", EventStore)
+SECRETS = web.AppKey("secrets", SecretStore)
 # Set when the server starts shutting down: live streams end so that shutdown need not wait.
 CLOSING = web.AppKey("closing", asyncio.Event)
 IDENTITY = web.RequestKey("identity", Identity)  # the authenticated caller

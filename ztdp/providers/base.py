@@ -37,6 +37,7 @@ class Resource:
     application: str
     desired: Mapping[str, Any]
     depends_on: tuple[str, ...] = ()
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Observation:
     state: Mapping[str, Any]  # the fields the planner compares with the desired state
     health: Health
     message: str = ""
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @runtime_checkable

@@ -21,7 +21,16 @@ from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Provider, Resource, Target
 from ztdp.runtime.actor import ActorState, Status
 from ztdp.runtime.runs import Run, Trigger
+from ztdp.runtime.secrets import RuntimeSecrets
 from ztdp.runtime.supervisor import Supervisor
+from ztdp.secrets import (
+    EncryptedSecretStore,
+    Keyring,
+    MemoryRecords,
+    SecretInfo,
+    SecretStore,
+    new_key,
+)
 from ztdp.settings import Settings
 
 HealthOf = Callable[[str, str, str], NodeHealth | None]
@@ -51,10 +60,19 @@ def describe(node: str) -> tuple[str, str, str]:
 class Runtime:
     """Deploys, applies and deletes as runs; the supervisor's step hooks (target, check)."""
 
-    def __init__(self, catalog: Catalog, supervisor: Supervisor, settings: Settings) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        supervisor: Supervisor,
+        settings: Settings,
+        secrets: SecretStore | None = None,
+    ) -> None:
         self.catalog = catalog
         self.supervisor = supervisor
         self._settings = settings
+        store = secrets or EncryptedSecretStore(MemoryRecords(), Keyring(new_key()))
+        self.secrets = RuntimeSecrets(store, catalog, supervisor.providers)
+        catalog.secrets_seen = self.secrets.seen
         supervisor.hooks = self
 
     async def plan(self, app: str, environment: str | None) -> Plan:
@@ -220,6 +238,39 @@ class Runtime:
             environment=env, settings=settings, defaults={"kubeconfig": self._settings.kubeconfig}
         )
         return resource, target
+
+    async def resolve(self, resource: Resource, target: Target) -> Resource:
+        return await self.secrets.resolve(resource, target)
+
+    async def generated(
+        self, resource: Resource, target: Target, secrets: Mapping[str, str]
+    ) -> None:
+        await self.secrets.generated(resource, target, secrets)
+
+    async def regenerate(self, info: SecretInfo) -> tuple[SecretInfo, Run | None]:
+        """Rotate a provider-generated secret: its resource is applied again without its
+        outputs (its provider generates new ones) and the deployments using them follow in the
+        same run. None: the resource is not realised there (nothing to apply now)."""
+        marked = await self.secrets.request_new(info, current_actor())
+        plan = await self.catalog.plan(info.application, info.environment)
+        node = info.generated_by
+        found = False
+        for wave in plan.waves:
+            for step in wave["steps"]:
+                if step["node"] == node and step["action"] == "noop":
+                    step["action"] = "update"  # same desired state; new outputs wanted
+                    plan.summary["noop"] -= 1
+                    plan.summary["update"] += 1
+                found = found or step["node"] == node
+        if not found:
+            return marked, None
+        run = await self._start(
+            await self.preview(plan),
+            trigger="apply",
+            environment=info.environment,
+            application=info.application,
+        )
+        return marked, run
 
     async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
         """Policy is evaluated again before each step: it may have changed since the plan."""

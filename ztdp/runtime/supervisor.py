@@ -976,9 +976,20 @@ class Supervisor:
         assert state.resource is not None and state.target is not None
         resource, target = state.resource, state.target
         await self._status(owned, state, starting, run=run, intent=step)
-        return await self._call(
-            owned, state, run, provider, lambda: action(provider, resource, target), what, step
-        )
+
+        async def call() -> Observation:
+            # Secrets are read for each attempt (an apply, not a delete): never kept.
+            given = (
+                resource if action is _delete_resource else await self._resolved(resource, target)
+            )
+            return await action(provider, given, target)
+
+        return await self._call(owned, state, run, provider, call, what, step)
+
+    async def _resolved(self, resource: Resource, target: Target) -> Resource:
+        # Hooks without secrets (a test's own, say) hand the resource over as it is.
+        resolve = getattr(self.hooks, "resolve", None)
+        return resource if resolve is None else await resolve(resource, target)
 
     async def _apply(
         self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
@@ -1031,6 +1042,9 @@ class Supervisor:
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
+        keep = getattr(self.hooks, "generated", None)
+        if observation.secrets and keep is not None:  # kept there, and nowhere else
+            await keep(state.resource, state.target, observation.secrets)
         seen = ObservedResource(
             node=state.node,
             source=state.node,
@@ -1078,11 +1092,12 @@ class Supervisor:
             return
         try:
             with anyio.fail_after(self._settings.step_timeout):
-                seen = await provider.observe(resource=state.resource, target=state.target)
+                resource = await self._resolved(state.resource, state.target)
+                seen = await provider.observe(resource=resource, target=state.target)
                 changes = (
                     []
                     if seen is None
-                    else await provider.diff(desired=state.resource.desired, observed=seen.state)
+                    else await provider.diff(desired=resource.desired, observed=seen.state)
                 )
         except (ZtdpError, TimeoutError, OSError) as exc:
             await self._publish(
