@@ -58,8 +58,18 @@ async def test_another_team_cannot_touch_the_secrets(world: World) -> None:  # n
 @pytest.mark.parametrize(
     ("path", "body", "status", "named"),
     [
-        ("/v1/applications/nope/environments/dev/secrets", {"name": "a", "value": "b"}, 404, "nope"),
-        ("/v1/applications/checkout/environments/nope/secrets", {"name": "a", "value": "b"}, 404, "nope"),
+        (
+            "/v1/applications/nope/environments/dev/secrets",
+            {"name": "a", "value": "b"},
+            404,
+            "nope",
+        ),
+        (
+            "/v1/applications/checkout/environments/nope/secrets",
+            {"name": "a", "value": "b"},
+            404,
+            "nope",
+        ),
         (BASE, {"name": "Bad_Name", "value": "b"}, 422, "name"),
         (BASE, {"name": "a.b", "value": "b"}, 422, "name"),
         (BASE, {"name": "a", "value": ""}, 422, "value"),
