@@ -64,6 +64,7 @@ from ztdp.runtime.actor import (
 )
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
+from ztdp.secrets.redaction import scrubbed
 from ztdp.settings import Settings
 from ztdp.state import (
     DeleteObserved,
@@ -982,7 +983,12 @@ class Supervisor:
             given = (
                 resource if action is _delete_resource else await self._resolved(resource, target)
             )
-            return await action(provider, given, target)
+            try:
+                return await action(provider, given, target)
+            except Exception as exc:  # its text may quote a secret: never pass that on
+                if not given.secrets or isinstance(exc, BackendUnavailable | Fenced):
+                    raise
+                raise scrubbed(exc, given.secrets.values(), f"provider {provider.kind}") from None
 
         return await self._call(owned, state, run, provider, call, what, step)
 
@@ -1093,7 +1099,12 @@ class Supervisor:
         try:
             with anyio.fail_after(self._settings.step_timeout):
                 resource = await self._resolved(state.resource, state.target)
-                seen = await provider.observe(resource=resource, target=state.target)
+                try:
+                    seen = await provider.observe(resource=resource, target=state.target)
+                except Exception as exc:  # its text may quote a secret
+                    if not resource.secrets:
+                        raise
+                    raise scrubbed(exc, resource.secrets.values(), provider.kind) from None
                 changes = (
                     []
                     if seen is None

@@ -62,6 +62,14 @@ class SecretMetadata(BaseModel):
     )
 
 
+class SecretRotated(SecretMetadata):
+    run: str | None = Field(
+        default=None,
+        description="a provider-generated secret: the run applying its resource again and "
+        "the deployments using it (/v1/runs/{id}); its new value is the next version",
+    )
+
+
 BASE = "/v1/applications/{app}/environments/{env}/secrets"
 ONE = BASE + "/{secret}"
 MANAGE = team("manage this application's secrets", path_app)
@@ -164,7 +172,7 @@ async def get_secret(request: web.Request, body: None) -> Reply:
     "Rotate a secret: a new value, the next version; deployments using it are rolled",
     tag="secrets",
     body=SecretRotation,
-    responses={200: SecretMetadata, **WRITE},
+    responses={200: SecretRotated, **WRITE},
     access=MANAGE,
 )
 async def rotate_secret(request: web.Request, body: SecretRotation) -> Reply:
@@ -174,13 +182,15 @@ async def rotate_secret(request: web.Request, body: SecretRotation) -> Reply:
     name = param(request, "secret")
     store = request.app[SECRETS]
     current = await store.info(application=app, environment=env, name=name)
+    run = None
     if body.value is None:
         if current.generated_by is None:
             raise InvalidInput(
                 f"value: required to rotate secret {name}, which no provider generated",
                 field="value",
             )
-        info, _run = await request.app[RUNTIME].regenerate(current)
+        info, started = await request.app[RUNTIME].regenerate(current)
+        run = None if started is None else started.id
     else:
         if current.generated_by is not None:
             raise InvalidInput(
@@ -196,7 +206,7 @@ async def rotate_secret(request: web.Request, body: SecretRotation) -> Reply:
             actor=identity_of(request).principal,
         )
     await _record(request, "rotated", info)
-    return 200, _shown(info)
+    return 200, SecretRotated(**info.as_json(), run=run)
 
 
 @router.add(
