@@ -253,6 +253,11 @@ class ResourceSpec(Strict):
         description="set by the platform team (needs platform-admin): any team may link it "
         "to its applications; otherwise linking needs the resource's team too",
     )
+    inject_as: EnvName | None = Field(
+        default=None,
+        description="the environment variable in which a service using this resource gets "
+        "the URL its provider generated (through a Kubernetes Secret); default DATABASE_URL",
+    )
 
 
 class Resource(Envelope):
