@@ -90,7 +90,7 @@ async def _event_store_dump(url: str) -> str:
     dsn, _, schema = url.partition("?schema=")
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        rows = await conn.fetch(f"SELECT * FROM {schema}.ztdp_events ORDER BY seq")  # noqa: S608
+        rows = await conn.fetch(f"SELECT * FROM {schema}.ztdp_events ORDER BY seq")
     finally:
         await conn.close()
     assert rows, "the event store holds nothing: the test reads the wrong place"
