@@ -83,7 +83,8 @@ async def test_an_environment_is_read_and_changed(api: Api) -> None:
     }
     changed = await api.ok("PUT", "/v1/environments/dev", change)
     assert changed["metadata"]["owner"] == "platform-team"
-    assert changed["spec"]["kubernetes"]["context"] == "dev-1"
+    # The former spelling is read as spec.providers.kubernetes, and shown so.
+    assert changed["spec"]["providers"]["kubernetes"]["context"] == "dev-1"
     assert (await api.ok("GET", "/v1/environments/dev"))["spec"]["reconcile"] == "report-only"
     stale = f'"{created["metadata"]["revision"]}"'
     code, problem = await api.call(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,7 @@ DEFAULT_CONFIG_FILE = Path("config/ztdp.toml")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="ZTDP_", extra="forbid", env_nested_delimiter="__")
 
     graph_store: Literal["memory", "redis"] = "memory"
     state_store: Literal["memory", "redis"] | None = Field(
@@ -140,9 +140,19 @@ class Settings(BaseSettings):
     observe_interval: float = Field(
         default=30.0, ge=0, description="seconds between observations of each node; 0: never"
     )
-    kubeconfig: str | None = Field(
-        default=None, description="cluster for environments without spec.kubernetes"
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each provider's configured settings, by kind: what an environment's "
+        "spec.providers.<kind> overrides field by field. The place for a server's credentials "
+        "(environments are readable by every viewer). JSON, or one field at a time: "
+        "ZTDP_PROVIDERS__POSTGRES__URL",
     )
+    kubeconfig: str | None = Field(
+        default=None,
+        description="the configured providers.kubernetes.kubeconfig, as it was spelt first "
+        "(ZTDP_PROVIDERS__KUBERNETES__KUBECONFIG wins when both are set)",
+    )
+
     secret_store: Literal["memory", "redis"] | None = Field(
         default=None,
         description="where secrets are kept, encrypted; unset: follows the graph store",
@@ -160,6 +170,18 @@ class Settings(BaseSettings):
     secret_max_bytes: int = Field(
         default=65536, ge=1, le=1_048_576, description="largest value of one secret, in bytes"
     )
+
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _kinds_in_lower_case(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Kinds are lower-case names; nested variables arrive so, JSON keys as written.
+        return {kind.lower(): section for kind, section in value.items()}
+
+    def provider_defaults(self, kind: str) -> dict[str, Any]:
+        """The configured settings section of provider `kind`."""
+        # ZTDP_KUBECONFIG predates provider sections; it stays, as one field of one section.
+        old = {"kubeconfig": self.kubeconfig} if kind == "kubernetes" and self.kubeconfig else {}
+        return {**old, **self.providers.get(kind, {})}
 
     @property
     def distributed(self) -> bool:

@@ -171,6 +171,8 @@ class Catalog:
         self._state = state
         self._retries = write_retries
         self._lock = asyncio.Lock()  # one writer per process; other processes via revisions
+        # Set by the runtime: the installed providers validate an environment's sections.
+        self.check_environment: Callable[[Environment], None] | None = None
         # Set by the runtime: what plans show of secrets (versions, injected outputs).
         self.secrets_seen: SecretsSource | None = None
 
@@ -186,7 +188,9 @@ class Catalog:
         """A catalog over a copy of the current graph, for trying a whole set of writes: it
         writes to nothing else and publishes no event, but reads the same observed state."""
         graph = (await self._store.read()).copy()
-        return Catalog(MemoryGraphStore(graph), self._state, write_retries=1)
+        scratch = Catalog(MemoryGraphStore(graph), self._state, write_retries=1)
+        scratch.check_environment = self.check_environment
+        return scratch
 
     async def ping(self) -> None:
         await self._store.ping()
@@ -319,6 +323,8 @@ class Catalog:
 
     async def create_environment(self, env: Environment) -> dict[str, Any]:
         nid = node_id(NodeKind.ENVIRONMENT, env.metadata.name)
+        if self.check_environment is not None:
+            self.check_environment(env)
 
         def build(graph: Graph, rev: int) -> tuple[list[Op], dict[str, Any]]:
             if nid in graph:
@@ -1110,6 +1116,8 @@ class Catalog:
         self, name: str, env: Environment, *, if_match: int | None = None
     ) -> dict[str, Any]:
         """Change an environment; its realised nodes take it up at their next run there."""
+        if self.check_environment is not None:
+            self.check_environment(env)
         return await self._replace(NodeKind.ENVIRONMENT, name, env, if_match=if_match)
 
     async def update_service(

@@ -21,6 +21,7 @@ from ztdp.contracts.models import (
     TransitionRequest,
     VersionRef,
     credential_reason,
+    provider_section,
 )
 from ztdp.contracts.principal import (
     ANONYMOUS_PRINCIPAL,
@@ -59,4 +60,5 @@ __all__ = [
     "VersionRef",
     "credential_reason",
     "principal_of",
+    "provider_section",
 ]

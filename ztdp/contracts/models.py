@@ -6,12 +6,21 @@ responses are the same models with the fields ZTDP fills in.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ztdp.contracts.base import (
     DnsLabel,
@@ -207,18 +216,86 @@ class ServiceVersion(ServiceVersionIn):
 # --- Environment ---------------------------------------------------------------------------
 
 
-class KubernetesTarget(Strict):
-    kubeconfig: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    context: Annotated[str, StringConstraints(max_length=253)] | None = None
-    namespace: DnsLabel | None = None
+# A provider's section is free-form JSON its plugin validates (its `settings_model`); here it
+# is only bounded, since any viewer reads it back and every run reads it again.
+MAX_PROVIDER_SECTIONS = 16
+MAX_SECTION_BYTES = 8192
+MAX_SECTION_DEPTH = 8
+# The environment's Kubernetes settings were `spec.kubernetes` before every provider had a
+# section; that spelling is still read, as `spec.providers.kubernetes`.
+OLD_SECTION = "kubernetes"
+
+SectionField = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+]
+
+
+def _bounded_section(value: dict[str, Any]) -> dict[str, Any]:
+    _finite(value)
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_SECTION_BYTES:
+        raise ValueError(f"is {size} bytes of JSON; at most {MAX_SECTION_BYTES} are allowed")
+
+    def depth(v: Any) -> int:
+        if isinstance(v, dict):
+            return 1 + max(map(depth, v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max(map(depth, v), default=0)
+        return 0
+
+    if depth(value) > MAX_SECTION_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_SECTION_DEPTH} levels")
+    return value
+
+
+ProviderSection = Annotated[dict[SectionField, Any], AfterValidator(_bounded_section)]
+
+
+def provider_section(spec: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The environment's own settings section for provider `kind`, from a spec as stored
+    (stored environments may still spell the Kubernetes one `spec.kubernetes`)."""
+    section = (spec.get("providers") or {}).get(kind)
+    if section is None and kind == OLD_SECTION:
+        section = spec.get(OLD_SECTION)
+    return dict(section or {})
 
 
 class EnvironmentSpec(Strict):
     description: ShortText = ""
-    kubernetes: KubernetesTarget | None = None
+    providers: dict[DnsLabel, ProviderSection] = Field(
+        default_factory=dict,
+        max_length=MAX_PROVIDER_SECTIONS,
+        description="each provider's settings in this environment, by provider kind (e.g. "
+        "kubernetes: kubeconfig, context, namespace); each overrides the server's configured "
+        "default field by field and is validated by its provider. Readable by every viewer: "
+        "never put credentials here (docs/providers.md)",
+        examples=[{"kubernetes": {"namespace": "dev"}}],
+    )
+    kubernetes: ProviderSection | None = Field(
+        default=None,
+        exclude=True,
+        description="the former spelling of providers.kubernetes, read as that",
+    )
     reconcile: Literal["repair", "report-only"] = Field(
         default="repair", description="on drift: repair it, or only record it"
     )
+
+    @field_validator("kubernetes", mode="after")
+    @classmethod
+    def _same_as_providers(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        given = (info.data.get("providers") or {}).get(OLD_SECTION)
+        if value is not None and given is not None and given != value:
+            raise ValueError(
+                "differs from spec.providers.kubernetes; give only spec.providers.kubernetes"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _old_spelling(self) -> EnvironmentSpec:
+        if self.kubernetes is not None:
+            self.providers.setdefault(OLD_SECTION, self.kubernetes)
+            self.kubernetes = None
+        return self
 
 
 class Environment(Envelope):

@@ -21,7 +21,10 @@ from ztdp.graph import EdgeType, Graph, NodeKind, node_id
 from ztdp.state import ObservedResource
 
 Action = Literal["create", "update", "delete", "noop"]
-KUBERNETES = "kubernetes"
+# The provider that realises deployments (a service version run as containers). A resource's
+# provider is named by its resource type; a deployment has no type to name one, so this is the
+# one provider kind the core names.
+DEPLOYMENT_PROVIDER = "kubernetes"
 
 
 class FieldChange(TypedDict):
@@ -209,7 +212,7 @@ def desired_in_environment(
                         secrets,
                     ),
                 }
-                desired = out[nid] = Desired(nid, vid, "deployment", KUBERNETES, state)
+                desired = out[nid] = Desired(nid, vid, "deployment", DEPLOYMENT_PROVIDER, state)
                 users.append((desired, graph.out(owned, EdgeType.USES)))
     # A dependency outside this plan (another application's service) is not ordered here.
     for desired, used in users:

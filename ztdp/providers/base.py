@@ -5,6 +5,11 @@ Providers raise `TemporaryError` for what a retry may fix (unreachable, busy) an
 `PermanentError` for what it cannot (refused spec); anything else counts as permanent.
 
 A provider may also offer change notifications (`Watching`); one without them is polled.
+
+A provider may declare its settings section as a pydantic model, the class attribute
+`settings_model`: the core validates with it the configured default (`Settings.providers[kind]`)
+overlaid by the environment's `spec.providers.<kind>`, and hands the result over as
+`Target.settings`. A provider without one gets the merged section unchecked.
 """
 
 from __future__ import annotations
@@ -18,13 +23,23 @@ Health = Literal["Ready", "Progressing", "Degraded"]
 ChangeEvent = Literal["added", "modified", "deleted"]
 
 
+Reconcile = Literal["repair", "report-only"]
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where a node is realised: its environment and that environment's provider settings."""
+    """Where a node is realised: its environment and that environment's provider settings.
+
+    `settings` is the provider's validated section: the configured default overlaid by the
+    environment's own section. It may hold what the server's configuration holds (a password in
+    a URL, say), so only `spec`, the environment's own section, is ever persisted; the settings
+    are derived again from it where they are needed (`ztdp.providers.settings`).
+    """
 
     environment: str
-    settings: Mapping[str, Any] = field(default_factory=dict)  # e.g. spec.kubernetes
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"kubeconfig": ...}
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    reconcile: Reconcile = "repair"  # the environment's spec.reconcile
+    spec: Mapping[str, Any] = field(default_factory=dict)  # spec.providers.<kind> as written
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,10 @@ class Resource:
     application: str
     desired: Mapping[str, Any]
     depends_on: tuple[str, ...] = ()
+    # Resolved secret values for this call only (apply and observe), never persisted. A
+    # deployment: env var name -> value of each env var that references a secret. A resource:
+    # the outputs the provider generated earlier, so apply stays idempotent; empty means none
+    # yet, or rotation asked: generate new ones.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -45,6 +64,8 @@ class Observation:
     state: Mapping[str, Any]  # the fields the planner compares with the desired state
     health: Health
     message: str = ""
+    # Values the provider generated (a password, a URL with it): the core keeps them in the
+    # secret store and nowhere else.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 

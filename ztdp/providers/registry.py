@@ -10,6 +10,7 @@ from typing import Any
 
 from ztdp.errors import PluginInvalid
 from ztdp.providers.base import REQUIRED_METHODS, Provider
+from ztdp.providers.settings import check_model
 
 GROUP = "ztdp.providers"
 
@@ -61,6 +62,7 @@ class ProviderRegistry:
                 f"{where} says its kind is {getattr(provider, 'kind', None)!r}, "
                 f"but is registered as {info.kind!r}"
             )
+        check_model(provider, where)
         if info.kind in self._providers:
             raise PluginInvalid(
                 f"{where}: a provider of kind {info.kind!r} is already loaded "

@@ -66,6 +66,7 @@ class StepHooks(Protocol):
 
 
 def encode_resource(r: Resource) -> dict[str, Any]:
+    """What is kept of a resource: never its `secrets` (handed over for one call only)."""
     return {
         "node": r.node,
         "kind": r.kind,
@@ -88,18 +89,21 @@ def decode_resource(raw: Mapping[str, Any]) -> Resource:
 
 
 def encode_target(t: Target) -> dict[str, Any]:
-    return {
-        "environment": t.environment,
-        "settings": dict(t.settings),
-        "defaults": dict(t.defaults),
-    }
+    """What is kept of a target: the environment's own section, never the merged settings
+    (they may hold the server's credentials); they are derived again where used."""
+    return {"environment": t.environment, "reconcile": t.reconcile, "spec": dict(t.spec)}
 
 
 def decode_target(raw: Mapping[str, Any]) -> Target:
+    """A kept target, its settings not yet merged with the configured default (the
+    supervisor does that before each provider call)."""
+    if "spec" not in raw:  # kept before provider sections: {"environment", "settings", "defaults"}
+        spec = {k: v for k, v in raw.get("settings", {}).items() if k != "reconcile"}
+        reconcile = raw.get("settings", {}).get("reconcile", "repair")
+        return Target(environment=raw["environment"], settings=spec, reconcile=reconcile, spec=spec)
+    spec = dict(raw["spec"])
     return Target(
-        environment=raw["environment"],
-        settings=dict(raw["settings"]),
-        defaults=dict(raw["defaults"]),
+        environment=raw["environment"], settings=spec, reconcile=raw["reconcile"], spec=spec
     )
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
+from ztdp.contracts import Environment, provider_section
 from ztdp.errors import PermanentError
-from ztdp.graph import Graph, NodeKind, Op, node_id
+from ztdp.graph import EdgeType, Graph, NodeKind, Op, node_id
 from ztdp.planner import (
     Plan,
     StepDecision,
@@ -19,6 +20,7 @@ from ztdp.planner import (
 )
 from ztdp.policy import Decision, NodeHealth, Transition, evaluate
 from ztdp.providers import Provider, Resource, Target
+from ztdp.providers.settings import check_sections, resolve
 from ztdp.runtime.actor import ActorState, Status
 from ztdp.runtime.runs import Run, Trigger
 from ztdp.runtime.secrets import RuntimeSecrets
@@ -57,6 +59,12 @@ def describe(node: str) -> tuple[str, str, str]:
     return (kind, parts[0], parts[1]) if len(parts) == 2 else (kind, "", parts[0])
 
 
+def _owner(graph: Graph, nid: str) -> str:
+    """The name of the application that owns graph node `nid`, or "" if none does (now)."""
+    owners = graph.predecessors(nid, EdgeType.OWNS) if nid in graph else []
+    return next((o.rsplit("/", 1)[1] for o in sorted(owners)), "")
+
+
 class Runtime:
     """Deploys, applies and deletes as runs; the supervisor's step hooks (target, check)."""
 
@@ -74,6 +82,7 @@ class Runtime:
         self.secrets = RuntimeSecrets(store, catalog, supervisor.providers)
         catalog.secrets_seen = self.secrets.seen
         supervisor.hooks = self
+        catalog.check_environment = self.check_environment
 
     async def plan(self, app: str, environment: str | None) -> Plan:
         """The catalog's plan of an application, previewed (see `preview`)."""
@@ -202,6 +211,14 @@ class Runtime:
     async def runs(self, *, limit: int = 1000) -> list[Run]:
         return await self.supervisor.state.runs(limit=limit)
 
+    def check_environment(self, env: Environment) -> None:
+        """Refuse (InvalidInput naming the field) an environment whose settings section of an
+        installed provider its `settings_model` refuses, merged with the configured default.
+        A section of a provider not installed here is kept: the plan says it is missing."""
+        sections = env.spec.providers
+        configured = {kind: self._settings.provider_defaults(kind) for kind in sections}
+        check_sections(self.supervisor.providers, sections, configured)
+
     # --- the supervisor's step hooks -------------------------------------------------------
 
     async def target(
@@ -224,8 +241,8 @@ class Runtime:
                 "not known; refusing to guess a cluster to act on"
             )
         spec = env_data.get("spec", {})
-        settings = dict(spec.get("kubernetes") or {})
-        settings["reconcile"] = spec.get("reconcile", "repair")
+        if not app and kind == "resource":  # a resource node's id does not name its owner
+            app = _owner(graph, node_id(NodeKind.RESOURCE, name))
         resource = Resource(
             node=step["node"],
             kind=kind,
@@ -234,8 +251,23 @@ class Runtime:
             desired=dict(step["desired"]),
             depends_on=tuple(step["depends_on"]),
         )
+        kind_of_provider = step.get("provider") or ""
+        section = provider_section(spec, kind_of_provider)
+        provider = self.supervisor.providers.get(kind_of_provider)
+        settings = section
+        if provider is not None:  # a missing provider fails the step with its own words
+            settings = resolve(
+                provider,
+                kind_of_provider,
+                environment=env,
+                configured=self._settings.provider_defaults(kind_of_provider),
+                spec=section,
+            )
         target = Target(
-            environment=env, settings=settings, defaults={"kubeconfig": self._settings.kubeconfig}
+            environment=env,
+            settings=settings,
+            reconcile=spec.get("reconcile", "repair"),
+            spec=section,
         )
         return resource, target
 

@@ -14,6 +14,7 @@ and finishes the run when every step has.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -51,6 +52,7 @@ from ztdp.providers import (
     Target,
     Watching,
 )
+from ztdp.providers.settings import resolve
 from ztdp.runtime.actor import (
     RUN_PREFIX,
     ActorState,
@@ -658,6 +660,18 @@ class Supervisor:
 
     # --- watches: a provider's notifications make an actor observe at once -----------------
 
+    def _settled(self, provider: Any, target: Target) -> Target:
+        """`target` with its provider's settings: the configured default overlaid by the
+        environment's section, validated again (a kept target keeps only the section)."""
+        settings = resolve(
+            provider,
+            provider.kind,
+            environment=target.environment,
+            configured=self._settings.provider_defaults(provider.kind),
+            spec=target.spec,
+        )
+        return dataclasses.replace(target, settings=settings)
+
     def _watched(self, state: ActorState) -> None:
         """Make sure the target of a realised node is watched, if its provider can."""
         if not self._reconciling or state.target is None or state.status is Status.DELETED:
@@ -679,7 +693,7 @@ class Supervisor:
         backoff = WATCH_BACKOFF
         while True:
             try:
-                async with provider.watch(target=target) as changes:
+                async with provider.watch(target=self._settled(provider, target)) as changes:
                     backoff = WATCH_BACKOFF
                     for node in list(self._watch_nodes.get(key, ())):
                         self._notify(node)
@@ -980,11 +994,12 @@ class Supervisor:
 
         async def call() -> Observation:
             # Secrets are read for each attempt (an apply, not a delete): never kept.
+            settled = self._settled(provider, target)
             given = (
-                resource if action is _delete_resource else await self._resolved(resource, target)
+                resource if action is _delete_resource else await self._resolved(resource, settled)
             )
             try:
-                return await action(provider, given, target)
+                return await action(provider, given, settled)
             except Exception as exc:  # its text may quote a secret: never pass that on
                 if not given.secrets or isinstance(exc, BackendUnavailable | Fenced):
                     raise
@@ -1098,9 +1113,10 @@ class Supervisor:
             return
         try:
             with anyio.fail_after(self._settings.step_timeout):
-                resource = await self._resolved(state.resource, state.target)
+                target = self._settled(provider, state.target)
+                resource = await self._resolved(state.resource, target)
                 try:
-                    seen = await provider.observe(resource=resource, target=state.target)
+                    seen = await provider.observe(resource=resource, target=target)
                 except Exception as exc:  # its text may quote a secret
                     if not resource.secrets:
                         raise
@@ -1116,7 +1132,7 @@ class Supervisor:
             )
             return
         if seen is None or changes:
-            repair = (state.target.settings or {}).get("reconcile", "repair") == "repair"
+            repair = state.target.reconcile == "repair"
             if repair or state.status is not Status.DRIFTED:
                 await self._publish(
                     make_event(
@@ -1383,9 +1399,10 @@ def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
 
 
 def _target_key(provider: str, target: Target) -> str:
-    """One watch per provider and target: what tells targets apart is all they hold."""
+    """One watch per provider and target: what tells targets apart is all they hold that is
+    their own (the merged settings may hold the server's credentials; the key is logged)."""
     return json.dumps(
-        [provider, target.environment, target.settings, target.defaults],
+        [provider, target.environment, target.spec],
         sort_keys=True,
         default=str,
     )

@@ -58,8 +58,7 @@ async def gone(kube: Any, path: str) -> None:
 def target(kube: Any, namespace: str) -> Target:
     return Target(
         environment="dev",
-        settings={"namespace": namespace},
-        defaults={"kubeconfig": kube.kubeconfig},
+        settings={"namespace": namespace, "kubeconfig": kube.kubeconfig},
     )
 
 
@@ -211,8 +210,7 @@ async def test_an_unreachable_cluster_is_a_temporary_error(
     )
     t = Target(
         environment="dev",
-        settings={"namespace": namespace},
-        defaults={"kubeconfig": str(kubeconfig)},
+        settings={"namespace": namespace, "kubeconfig": str(kubeconfig)},
     )
     with pytest.raises(TemporaryError, match="cannot reach the cluster"):
         await provider.apply(resource=resource(), target=t)

@@ -55,9 +55,7 @@ async def gone(kube: Any, path: str) -> None:
 
 def target(kube: Any, namespace: str) -> Target:
     return Target(
-        environment="dev",
-        settings={"namespace": namespace},
-        defaults={"kubeconfig": kube.kubeconfig},
+        environment="dev", settings={"namespace": namespace, "kubeconfig": kube.kubeconfig}
     )
 
 

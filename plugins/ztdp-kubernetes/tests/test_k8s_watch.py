@@ -40,8 +40,7 @@ def resource(application: str = "shop", **changes: Any) -> Resource:
 def target(kube: Any, namespace: str) -> Target:
     return Target(
         environment="dev",
-        settings={"namespace": namespace},
-        defaults={"kubeconfig": kube.kubeconfig},
+        settings={"namespace": namespace, "kubeconfig": kube.kubeconfig},
     )
 
 
@@ -349,8 +348,7 @@ async def test_a_watch_that_cannot_reach_the_cluster_does_not_start(
     )
     t = Target(
         environment="dev",
-        settings={"namespace": namespace},
-        defaults={"kubeconfig": str(kubeconfig)},
+        settings={"namespace": namespace, "kubeconfig": str(kubeconfig)},
     )
     with pytest.raises(TemporaryError, match="cannot reach the cluster"):
         async with provider.watch(target=t):

@@ -35,6 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ztdp.errors import PermanentError, TemporaryError
 from ztdp.planner import diff as field_diff
 from ztdp.providers import Change, Health, Observation, Provider, Resource, Target, Watching
+from ztdp_kubernetes.settings import KubernetesSettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
@@ -478,6 +479,7 @@ def _degraded(rule: str, message: str | None) -> str:
 
 class KubernetesProvider:
     kind = "kubernetes"
+    settings_model = KubernetesSettings
 
     def __init__(
         self,
@@ -494,11 +496,12 @@ class KubernetesProvider:
         """The client of `target`'s cluster; watches have one of their own per cluster, with
         no limit on its connections: each watch holds two for as long as it runs, and must not
         leave applies and observations waiting for one (the client's pool holds 100)."""
-        kubeconfig = target.settings.get("kubeconfig") or target.defaults.get("kubeconfig")
+        kubeconfig = target.settings.get("kubeconfig")
         if not kubeconfig:
             raise PermanentError(
                 f"environment {target.environment} names no cluster: set its "
-                "spec.kubernetes.kubeconfig or the ZTDP_KUBECONFIG setting"
+                "spec.providers.kubernetes.kubeconfig or the configured default "
+                "(ZTDP_PROVIDERS__KUBERNETES__KUBECONFIG, or ZTDP_KUBECONFIG)"
             )
         key = (str(kubeconfig), target.settings.get("context"), watches)
         async with self._lock:
