@@ -201,12 +201,12 @@ def _b64(key: bytes) -> str:
 
 def test_redis_store_without_key_refuses_to_start() -> None:
     with pytest.raises(InvalidInput, match="ZTDP_SECRETS_KEY is not set"):
-        open_secret_store(Settings(secret_store="redis"))
+        open_secret_store(Settings(secret_store="redis", secrets_key=None))
 
 
 def test_memory_store_without_key_makes_one(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="ztdp.secrets"):
-        open_secret_store(Settings(secret_store="memory"))
+        open_secret_store(Settings(secret_store="memory", secrets_key=None))
     assert "ZTDP_SECRETS_KEY is not set" in caplog.text
 
 
@@ -230,3 +230,13 @@ def test_configured_keys_are_used() -> None:
     assert _b64(current) not in repr(settings)  # a key never reaches a log through settings
     store = open_secret_store(settings)
     assert isinstance(store, EncryptedSecretStore)
+
+
+def test_serve_on_redis_without_a_key_is_one_line_naming_it(redis_url: str) -> None:
+    from tests.test_serve import one_line, serve_fails
+
+    code, out = serve_fails(
+        {"ZTDP_GRAPH_STORE": "redis", "ZTDP_REDIS_URL": redis_url, "ZTDP_SECRETS_KEY": ""}
+    )
+    assert code == 1
+    assert "ZTDP_SECRETS_KEY is not set" in one_line(out), out

@@ -21,6 +21,7 @@ from ztdp.graph.store import open_graph_store
 from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, StartRefused, Supervisor
 from ztdp.runtime.backends import open_backends
+from ztdp.secrets import open_secret_store
 from ztdp.settings import Settings
 
 log = logging.getLogger("ztdp.worker")
@@ -37,6 +38,8 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
     async with AsyncExitStack() as opened:
         registry = ProviderRegistry.from_entry_points()
         opened.push_async_callback(registry.aclose)
+        secrets = open_secret_store(settings)  # the API's: it resolves what steps reference
+        opened.push_async_callback(secrets.aclose)
         graph = open_graph_store(settings)
         opened.push_async_callback(graph.aclose)
         backends = await opened.enter_async_context(open_backends(settings, queries=False))
@@ -54,7 +57,7 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
             mailbox=backends.mailbox,
             settings=settings,
         )
-        Runtime(catalog, supervisor, settings)  # gives the supervisor its step hooks
+        Runtime(catalog, supervisor, settings, secrets)  # gives the supervisor its step hooks
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with backends.event_keeper, supervisor:
                 log.info(

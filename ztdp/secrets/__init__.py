@@ -20,7 +20,7 @@ def keyring(settings: Settings) -> Keyring:
     """The configured keys; without `ZTDP_SECRETS_KEY`, a key made for this process alone,
     which only a store that dies with the process (memory) may use."""
     older = [decode_key(k.get_secret_value(), "ZTDP_SECRETS_KEYS") for k in settings.secrets_keys]
-    if settings.secrets_key is not None:
+    if settings.secrets_key is not None and settings.secrets_key.get_secret_value():
         return Keyring(
             decode_key(settings.secrets_key.get_secret_value(), "ZTDP_SECRETS_KEY"), older
         )
