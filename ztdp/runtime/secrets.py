@@ -140,6 +140,8 @@ class RuntimeSecrets:
             return
         env = target.environment
         for output, value in sorted(secrets.items()):
+            if not value:  # nothing generated (an empty value is the mark of a rotation)
+                continue
             name = f"{resource.name}.{output}"
             try:
                 SecretRef(secret=name)
