@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 .PHONY: setup serve demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml plugins/ztdp-kubernetes/pyproject.toml \
-		plugins/ztdp-eventstore-postgres/pyproject.toml
+		plugins/ztdp-eventstore-postgres/pyproject.toml plugins/ztdp-postgres/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]' \
-		-e 'plugins/ztdp-eventstore-postgres[test]'
+		-e 'plugins/ztdp-eventstore-postgres[test]' -e 'plugins/ztdp-postgres[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -27,7 +27,7 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest tests plugins/ztdp-kubernetes/tests
+	$(PY) -m pytest tests plugins/ztdp-kubernetes/tests plugins/ztdp-postgres/tests
 
 bench: setup
 	$(PY) benchmarks/plan.py
@@ -35,6 +35,7 @@ bench: setup
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/cel_budget.py
 	$(PY) benchmarks/event_store.py
+	$(PY) benchmarks/postgres_provider.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

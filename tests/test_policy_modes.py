@@ -216,29 +216,39 @@ async def test_a_plan_step_carries_the_verdict_of_policy_on_its_transition(api: 
 
 
 async def test_a_plan_step_names_the_provider_that_is_not_installed(api: Api) -> None:
+    # A type whose provider no installed plugin offers (postgres and kubernetes are installed).
+    await api.ok(
+        "POST",
+        "/v1/resources",
+        {
+            "kind": "ResourceType",
+            "metadata": {"name": "queue", "owner": "platform-team"},
+            "spec": {"provider": "rabbitmq"},
+        },
+    )
     await api.ok(
         "POST",
         "/v1/resources",
         {
             "kind": "resource",
-            "metadata": {"name": "pg-db", "owner": "team-x"},
-            "spec": {"type": "postgres", "config_ref": "config/postgres/pg-db"},
+            "metadata": {"name": "jobs", "owner": "team-x"},
+            "spec": {"type": "queue", "config_ref": "config/queue/jobs"},
         },
     )
-    await api.ok("POST", "/v1/applications/checkout/resources/pg-db", status=201)
+    await api.ok("POST", "/v1/applications/checkout/resources/jobs", status=201)
     await api.ok(
-        "POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db", status=201
+        "POST", "/v1/applications/checkout/services/checkout-api/resources/jobs", status=201
     )
     await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
     plan = steps(await api.ok("GET", DEV_PLAN))
-    missing = "no provider 'postgres' is installed (installed: kubernetes)"
-    database = plan["resource/pg-db@dev"]
-    assert database["provider"] == "postgres" and database["decision"] is None
-    assert database["blocked_by"] == missing
+    missing = "no provider 'rabbitmq' is installed (installed: "
+    queue = plan["resource/jobs@dev"]
+    assert queue["provider"] == "rabbitmq" and queue["decision"] is None
+    assert queue["blocked_by"].startswith(missing)
     # as in a run: what waits for a blocked step is blocked by it
     deployment = plan[DEPLOYMENT]
     assert deployment["decision"] == {"allowed": True, "failed": []}
-    assert deployment["blocked_by"] == f"blocked by resource/pg-db@dev: {missing}"
+    assert deployment["blocked_by"] == f"blocked by resource/jobs@dev: {queue['blocked_by']}"
 
 
 async def test_plan_steps_are_declared_with_their_verdict_in_the_openapi_document(

@@ -137,6 +137,13 @@ def _stamp(model: E, revision: int) -> dict[str, Any]:
     return data
 
 
+def _checked(env: Environment) -> None:
+    """Refuse an environment whose rules between fields its model cannot state."""
+    conflict = env.spec.conflict()
+    if conflict is not None:
+        raise InvalidInput(conflict, field="spec.kubernetes")
+
+
 def _owned(model: E, owner_of: dict[str, Any]) -> E:
     """`model`, owned by `owner_of`'s owner if it names none: a service's application, or the
     stored object an update replaces."""
@@ -323,6 +330,7 @@ class Catalog:
 
     async def create_environment(self, env: Environment) -> dict[str, Any]:
         nid = node_id(NodeKind.ENVIRONMENT, env.metadata.name)
+        _checked(env)
         if self.check_environment is not None:
             self.check_environment(env)
 
@@ -1116,6 +1124,7 @@ class Catalog:
         self, name: str, env: Environment, *, if_match: int | None = None
     ) -> dict[str, Any]:
         """Change an environment; its realised nodes take it up at their next run there."""
+        _checked(env)
         if self.check_environment is not None:
             self.check_environment(env)
         return await self._replace(NodeKind.ENVIRONMENT, name, env, if_match=if_match)
