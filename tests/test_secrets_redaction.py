@@ -1,7 +1,7 @@
 """No secret value appears anywhere but in the secret store (encrypted) and the Kubernetes
 Secret: a real `ztdp serve` process (Redis graph, state and secret stores, the Postgres event
-store, the Kubernetes sandbox, a provider that generates secrets) creates, rotates, injects,
-regenerates and fails with them; then its output, events, event store, plans, state in Redis,
+store, the Kubernetes sandbox, the Postgres provider on a real server and a test provider that
+generates secrets) creates, rotates, injects, regenerates and fails with them; then its output, events, event store, plans, state in Redis,
 API answers and errors are searched for every value, plain and in base64."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import asyncpg
@@ -107,10 +108,26 @@ def _leaks(values: dict[str, str], where: dict[str, str]) -> list[str]:
     return found
 
 
+async def _drop_prefixed(url: str, prefix: str) -> None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for (name,) in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
+        ):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for (name,) in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1", prefix + "%"
+        ):
+            await conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
 async def test_no_secret_value_appears_anywhere(
-    redis_url: str, redis_prefix: str, postgres_url: str
+    redis_url: str, redis_prefix: str, postgres_url: str, postgres_database: str
 ) -> None:
     namespace = f"t-{uuid.uuid4().hex[:8]}"
+    pg_prefix = f"zr{uuid.uuid4().hex[:8]}"
     user_values = {"db-pass v1": f"v1-{uuid.uuid4().hex}", "db-pass v2": f"v2-{uuid.uuid4().hex}"}
     async with sandbox() as kube:
         server = ServerProcess(
@@ -124,7 +141,10 @@ async def test_no_secret_value_appears_anywhere(
                 "ZTDP_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode(),
                 "ZTDP_EVENT_STORE": "postgres",
                 "ZTDP_EVENT_STORE_URL": postgres_url,
-                "ZTDP_SEED_RESOURCE_TYPES": '{"gen": "generating"}',
+                "ZTDP_SEED_RESOURCE_TYPES": '{"gen": "generating", "postgres": "postgres"}',
+                "ZTDP_PROVIDERS": json.dumps(
+                    {"postgres": {"url": postgres_database, "prefix": pg_prefix}}
+                ),
                 "ZTDP_OBSERVE_INTERVAL": "0.5",
                 "ZTDP_PROVIDER_RETRIES": "0",
             }
@@ -151,6 +171,7 @@ async def test_no_secret_value_appears_anywhere(
                     await api.ok("GET", path)
         finally:
             output = await asyncio.to_thread(server.stop)
+            await _drop_prefixed(postgres_database, pg_prefix)
     values = {**user_values, **generated}
     where = {
         "the process's output (stderr and stdout)": output,
@@ -175,17 +196,21 @@ async def _scenario(
     )
     await api.ok("POST", "/v1/applications", {"metadata": {"name": "shop"}})
     await api.ok("POST", APP + "/environments/allowed", ["dev"])
-    for res, inject in (("orders-db", None), ("bad-db", "BAD_URL")):
+    for res, rtype, inject in (
+        ("orders-db", "gen", None),
+        ("bad-db", "gen", "BAD_URL"),
+        ("pg-db", "postgres", "PG_URL"),
+    ):
         await api.ok(
             "POST",
             "/v1/resources",
-            {"metadata": {"name": res}, "spec": {"type": "gen", "inject_as": inject}},
+            {"metadata": {"name": res}, "spec": {"type": rtype, "inject_as": inject}},
         )
         await api.ok("POST", APP + f"/resources/{res}")
     await api.ok(
         "POST", APP + "/services", {"metadata": {"name": "api"}, "spec": {"application": "shop"}}
     )
-    for res in ("orders-db", "bad-db"):
+    for res in ("orders-db", "bad-db", "pg-db"):
         await api.ok("POST", APP + f"/services/api/resources/{res}")
     await api.ok("POST", SECRETS, {"name": "db-pass", "value": user_values["db-pass v1"]})
     await api.ok("POST", SECRETS + "/db-pass/rotate", {"value": user_values["db-pass v2"]})
@@ -207,10 +232,12 @@ async def _scenario(
     first = await _kube_secret(kube, namespace)
     assert first["DB_PASSWORD"] == user_values["db-pass v2"]
 
-    rotated = await api.ok("POST", SECRETS + "/orders-db.url/rotate", {})
-    assert (await api.finished(rotated["run"]))["status"] == "Succeeded"
+    for generated_secret in ("orders-db.url", "pg-db.password"):
+        rotated = await api.ok("POST", SECRETS + f"/{generated_secret}/rotate", {})
+        assert (await api.finished(rotated["run"]))["status"] == "Succeeded"
     second = await _kube_secret(kube, namespace)
     assert second["DATABASE_URL"] != first["DATABASE_URL"]
+    assert second["PG_URL"] != first["PG_URL"]
 
     # A careless provider quotes its URL, password included, in an error: it is scrubbed.
     await api.ok(
@@ -229,8 +256,8 @@ async def _scenario(
 
     generated: dict[str, str] = {}
     for label, data in (("first", first), ("second", second)):
-        for var in ("DATABASE_URL", "BAD_URL"):
+        for var in ("DATABASE_URL", "BAD_URL", "PG_URL"):
             url = data[var]
             generated[f"{var} ({label})"] = url
-            generated[f"password in {var} ({label})"] = url.split(":")[2].split("@")[0]
+            generated[f"password in {var} ({label})"] = unquote(url.split(":")[2].split("@")[0])
     return generated

@@ -170,11 +170,22 @@ class RuntimeSecrets:
                 )
 
     async def request_new(self, info: SecretInfo, actor: str) -> SecretInfo:
-        """Mark a generated secret as to be generated again (see the module)."""
-        return await self.store.rotate(
-            application=info.application,
-            environment=info.environment,
-            name=info.name,
-            value="",
-            actor=actor,
-        )
+        """Mark every output its resource generated as to be generated again (see the
+        module): each one's version grows, so every deployment using any of them is updated
+        by the run that follows, after the resource."""
+        marked = info
+        for other in await self.store.list(
+            application=info.application, environment=info.environment
+        ):
+            if other.generated_by != info.generated_by:
+                continue
+            done = await self.store.rotate(
+                application=other.application,
+                environment=other.environment,
+                name=other.name,
+                value="",
+                actor=actor,
+            )
+            if other.name == info.name:
+                marked = done
+        return marked

@@ -1019,6 +1019,11 @@ class Supervisor:
             owned, state, run, Status.PROGRESSING, "apply", _apply, step
         )
         if observation is not None:
+            # What an apply generated is kept there and nowhere else. Not what an observation
+            # echoes: it may predate a rotation asked for since (and would undo it).
+            keep = getattr(self.hooks, "generated", None)
+            if observation.secrets and keep is not None and state.resource and state.target:
+                await keep(state.resource, state.target, observation.secrets)
             await self._observed(owned, state, observation, run, step)
 
     async def _retrying(
@@ -1063,9 +1068,6 @@ class Supervisor:
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
-        keep = getattr(self.hooks, "generated", None)
-        if observation.secrets and keep is not None:  # kept there, and nowhere else
-            await keep(state.resource, state.target, observation.secrets)
         seen = ObservedResource(
             node=state.node,
             source=state.node,
