@@ -1,8 +1,9 @@
 """No secret value appears anywhere but in the secret store (encrypted) and the Kubernetes
 Secret: a real `ztdp serve` process (Redis graph, state and secret stores, the Postgres event
 store, the Kubernetes sandbox, the Postgres provider on a real server and a test provider that
-generates secrets) creates, rotates, injects, regenerates and fails with them; then its output, events, event store, plans, state in Redis,
-API answers and errors are searched for every value, plain and in base64."""
+generates secrets) creates, rotates, injects, regenerates and fails with them; then its
+output, events, event store, plans, state in Redis, API answers and errors are searched for
+every value, plain and in base64."""
 
 from __future__ import annotations
 
