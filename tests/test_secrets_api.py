@@ -169,3 +169,12 @@ async def test_a_reference_names_a_secret(world: World) -> None:  # noqa: F811
     body = {"version": "2.0.0", "env": {"A": {"secret": "Not A Name"}}}
     code, problem = await world.admin.call("POST", VERSIONS, body)
     assert code == 422 and "env.A" in problem["detail"], problem
+
+
+async def test_a_reference_cannot_reach_another_application_s_secrets(
+    world: World,  # noqa: F811
+) -> None:
+    """Only ZTDP's own injected references name another application (a resource's owner)."""
+    body = {"version": "2.0.0", "env": {"A": {"secret": "db-pass", "application": "other"}}}
+    code, problem = await world["dev-x"].call("POST", VERSIONS, body)
+    assert code == 422 and "application" in json.dumps(problem), problem
