@@ -295,6 +295,7 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "create_secret": (*TEAM_X, lambda: {"name": _n("s"), "value": "v"}),
     "rotate_secret": (*TEAM_X, lambda: {"value": "v2"}),
     "delete_secret": (*TEAM_X, None),
+    "reencrypt_secrets": (*ADMIN_ONLY, lambda: None),
 }
 
 

@@ -240,3 +240,14 @@ def test_serve_on_redis_without_a_key_is_one_line_naming_it(redis_url: str) -> N
     )
     assert code == 1
     assert "ZTDP_SECRETS_KEY is not set" in one_line(out), out
+
+
+async def test_purge_deletes_what_it_matches(store: SecretStore) -> None:
+    await store.put(**SCOPE, name="a", value="1", actor="x")
+    await store.put(**SCOPE, name="db.url", value="2", actor="x", generated_by="resource/db@dev")
+    await store.put(application="blog", environment="dev", name="a", value="3", actor="x")
+    assert await store.purge(match=lambda i: i.generated_by is not None) == 1
+    assert [i.name for i in await store.list(**SCOPE)] == ["a"]
+    assert await store.purge(match=lambda i: i.application == "shop") == 1
+    assert await store.list(**SCOPE) == []
+    assert await store.value(application="blog", environment="dev", name="a") == "3"

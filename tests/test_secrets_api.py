@@ -178,3 +178,20 @@ async def test_a_reference_cannot_reach_another_application_s_secrets(
     body = {"version": "2.0.0", "env": {"A": {"secret": "db-pass", "application": "other"}}}
     code, problem = await world["dev-x"].call("POST", VERSIONS, body)
     assert code == 422 and "application" in json.dumps(problem), problem
+
+
+async def test_a_deleted_application_s_secrets_go_with_it(world: World) -> None:  # noqa: F811
+    """Another team's new application of the same name must not inherit them."""
+    await world["dev-x"].ok("POST", BASE, {"name": "db-pass", "value": VALUE})
+    await world.admin.ok("DELETE", "/v1/applications/checkout?cascade=true")
+    await world.admin.ok(
+        "POST", "/v1/applications", {"metadata": {"name": "checkout", "owner": "team-y"}}
+    )
+    assert await world["dev-y"].ok("GET", BASE) == []
+    code, _ = await world["dev-y"].call("GET", BASE + "/db-pass")
+    assert code == 404
+
+
+async def test_reencrypting_with_the_same_key_rewrites_nothing(world: World) -> None:  # noqa: F811
+    await world.admin.ok("POST", BASE, {"name": "db-pass", "value": VALUE})
+    assert await world.admin.ok("POST", "/v1/secrets/reencrypt") == {"reencrypted": 0}

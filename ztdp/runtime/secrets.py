@@ -189,3 +189,23 @@ class RuntimeSecrets:
             if other.name == info.name:
                 marked = done
         return marked
+
+    async def forget_deleted(self, deleted: Collection[str]) -> int:
+        """Delete the secrets of deleted applications and environments, and the outputs of
+        deleted resources: a new object of the same name (another team's, perhaps) must not
+        inherit them."""
+        apps = {n.split("/", 1)[1] for n in deleted if n.startswith("application/")}
+        envs = {n.split("/", 1)[1] for n in deleted if n.startswith("environment/")}
+        resources = {n.split("/", 1)[1] for n in deleted if n.startswith("resource/")}
+        if not (apps or envs or resources):
+            return 0
+
+        def gone(info: SecretInfo) -> bool:
+            made_by = (info.generated_by or "").removeprefix("resource/").rsplit("@", 1)[0]
+            return (
+                info.application in apps
+                or info.environment in envs
+                or (info.generated_by is not None and made_by in resources)
+            )
+
+        return await self.store.purge(match=gone)

@@ -162,6 +162,8 @@ class Runtime:
         the real objects (dependents before what they depend on), started as a run unless the
         delete was a dry run."""
         assert removed.after is not None
+        if not removed.dry_run:
+            await self.secrets.forget_deleted(removed.deleted)
         plans = []
         for env in removed.environments:
             plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))

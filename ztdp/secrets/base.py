@@ -7,6 +7,7 @@ returns it, for the runtime handing resolved values to a provider.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +75,11 @@ class SecretStore(Protocol):
 
     async def delete(self, *, application: str, environment: str, name: str) -> None:
         """Remove a secret; `NotFound` if it does not exist."""
+        ...
+
+    async def purge(self, *, match: Callable[[SecretInfo], bool]) -> int:
+        """Delete every secret `match` selects (of a deleted application, environment or
+        resource); the number deleted."""
         ...
 
     async def reencrypt(self) -> int:

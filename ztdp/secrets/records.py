@@ -8,7 +8,7 @@ Redis cannot differ in what they encrypt or how versions grow.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -161,6 +161,13 @@ class EncryptedSecretStore:
     async def delete(self, *, application: str, environment: str, name: str) -> None:
         if not await self._records.remove(application, environment, name):
             raise NotFound(f"{_what(application, environment, name)} does not exist")
+
+    async def purge(self, *, match: Callable[[SecretInfo], bool]) -> int:
+        count = 0
+        async for app, env, name, raw in self._records.everything():
+            if match(_info(app, env, name, json.loads(raw))):
+                count += await self._records.remove(app, env, name)
+        return count
 
     async def reencrypt(self) -> int:
         """Every value not sealed with the current key, sealed again with it."""

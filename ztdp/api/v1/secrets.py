@@ -12,7 +12,7 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
-from ztdp.api.access import READ, path_app, team
+from ztdp.api.access import READ, admin, path_app, team
 from ztdp.api.keys import CATALOG, EVENTS, RUNTIME, SECRETS, SETTINGS, identity_of
 from ztdp.api.routing import Reply
 from ztdp.api.v1.common import READ_ERRORS, WRITE, param, router
@@ -225,3 +225,30 @@ async def delete_secret(request: web.Request, body: None) -> Reply:
     await store.delete(application=app, environment=env, name=name)
     await _record(request, "deleted", info)
     return 200, _shown(info)
+
+
+class Reencrypted(BaseModel):
+    reencrypted: int = Field(description="values encrypted again with the current key")
+
+
+@router.add(
+    "POST",
+    "/v1/secrets/reencrypt",
+    "Encrypt every secret again with the current key (after a key rotation)",
+    tag="secrets",
+    responses={200: Reencrypted},
+    access=admin("re-encrypt every secret"),
+)
+async def reencrypt_secrets(request: web.Request, body: None) -> Reply:
+    """Values encrypted with an older key (`ZTDP_SECRETS_KEYS`) are encrypted with
+    `ZTDP_SECRETS_KEY`; versions do not change. Afterwards the older keys can be removed."""
+    count = await request.app[SECRETS].reencrypt()
+    await request.app[EVENTS].publish(
+        make_event(
+            "secret.reencrypted",
+            subject="secrets",
+            data={"count": count},
+            actor=identity_of(request).principal,
+        )
+    )
+    return 200, Reencrypted(reencrypted=count)
