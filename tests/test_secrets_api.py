@@ -195,3 +195,33 @@ async def test_a_deleted_application_s_secrets_go_with_it(world: World) -> None:
 async def test_reencrypting_with_the_same_key_rewrites_nothing(world: World) -> None:  # noqa: F811
     await world.admin.ok("POST", BASE, {"name": "db-pass", "value": VALUE})
     assert await world.admin.ok("POST", "/v1/secrets/reencrypt") == {"reencrypted": 0}
+
+
+async def test_a_stored_version_with_a_plain_credential_still_loads() -> None:
+    """Versions stored before the check are read, planned and deployed as they were."""
+    from ztdp.graph import NodeKind, PutNode, node_id
+    from ztdp.graph.store import MemoryGraphStore
+
+    store = MemoryGraphStore()
+    async with TestClient(TestServer(create_app(Settings(), store=store), host="127.0.0.1")) as c:
+        for path, body in (
+            ("/v1/environments", {"metadata": {"name": "dev"}}),
+            ("/v1/applications", {"metadata": {"name": "shop"}}),
+            (
+                "/v1/applications/shop/services",
+                {"metadata": {"name": "api"}, "spec": {"application": "shop"}},
+            ),
+            ("/v1/applications/shop/services/api/versions", {"version": "1.0.0"}),
+        ):
+            assert (await c.post(path, json=body)).status == 201
+        graph = await store.read()
+        vid = node_id(NodeKind.VERSION, "shop", "api", "1.0.0")
+        old = {**(graph.data(vid) or {}), "env": {"DB_PASSWORD": "legacy-plain"}}
+        await store.commit([PutNode(vid, NodeKind.VERSION, old)], expected_revision=graph.revision)
+        resp = await c.get("/v1/applications/shop/services/api/versions/1.0.0")
+        assert resp.status == 200 and (await resp.json())["env"] == {"DB_PASSWORD": "legacy-plain"}
+        await c.post("/v1/applications/shop/environments/allowed", json=["dev"])
+        resp = await c.post(
+            "/v1/applications/shop/services/api/versions/1.0.0/deploy", json={"environment": "dev"}
+        )
+        assert resp.status == 202, await resp.text()
