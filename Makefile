@@ -36,6 +36,7 @@ bench: setup
 	$(PY) benchmarks/cel_budget.py
 	$(PY) benchmarks/event_store.py
 	$(PY) benchmarks/postgres_provider.py
+	$(PY) benchmarks/reconcile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

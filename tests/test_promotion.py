@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.helpers import Api
 from tests.test_runtime import SETTINGS, FakeProvider, finished, registry
 from ztdp.api import create_app
+from ztdp.api.keys import EVENT_STORE, RUNTIME
+from ztdp.events import Event, make_event
 from ztdp.graph import EdgeType, Graph, NodeKind, PutEdge, PutNode, node_id
 from ztdp.policy import NodeHealth, Transition, evaluate
 from ztdp.providers import Observation, Resource, Target
@@ -222,3 +224,72 @@ async def test_a_deployment_drifted_in_a_report_only_environment_is_not_ready(
     assert deployment["status"] == "Drifted"
     drifts = await watched.ok("GET", f"/v1/events?node={node}&type=drift.detected")
     assert len(drifts) == 1  # said once, not at every observation
+
+
+def _status_event(status: str, at: datetime) -> Event:
+    return make_event("actor.status", subject=DEV, data={"status": status})._replace(
+        time=at.timestamp()
+    )
+
+
+async def _ready_since(api: Api) -> datetime | None:
+    health = await api.client.app[RUNTIME].health("checkout", "checkout-api")
+    seen = health("checkout", "checkout-api", "dev")
+    assert seen is not None and seen.status == "Ready"
+    return seen.since
+
+
+async def _prod_check(api: Api) -> dict[str, Any]:
+    decision = await api.ok(
+        "POST",
+        "/v1/policies/evaluate",
+        {
+            "application": "checkout",
+            "service": "checkout-api",
+            "version": "1.0.0",
+            "environment": "prod",
+        },
+        200,
+    )
+    [result] = [r for r in decision["results"] if r["policy"] == "dev-before-prod"]
+    return result  # type: ignore[no-any-return]
+
+
+async def test_min_ready_reads_the_status_history_in_the_event_store(api: Api) -> None:
+    """The history, not only the actor's record, says since when dev has been Ready. Here
+    the history is rewritten to hold an unbroken run of Ready statuses that began two hours
+    ago (as a history kept across a restart does), and promotion counts from its start."""
+    await api.ok("POST", "/v1/policies", promotion("1h"))
+    await deploy_to_dev(api)
+    assert (await _prod_check(api))["passed"] is False  # Ready for seconds only
+    record = await _ready_since(api)
+    assert record is not None
+    earlier = record - timedelta(hours=2)
+    await api.client.app[EVENT_STORE].append(
+        [
+            _status_event("Degraded", earlier - timedelta(hours=1)),
+            _status_event("Ready", earlier),
+            _status_event("Ready", record),  # the history's newest status is the record's
+        ]
+    )
+    assert await _ready_since(api) == earlier
+    result = await _prod_check(api)
+    assert result["passed"] is True, result
+    assert "Ready in dev since " + earlier.strftime("%Y-%m-%dT%H:%M:%S") in result["reason"]
+
+
+async def test_a_history_behind_the_record_does_not_stretch_min_ready(api: Api) -> None:
+    """A history whose newest status is not the record's has not caught up (the NATS feed
+    lags): the record's `since` decides, never an older Ready the history still shows."""
+    await api.ok("POST", "/v1/policies", promotion("1h"))
+    await deploy_to_dev(api)
+    record = await _ready_since(api)
+    assert record is not None
+    await api.client.app[EVENT_STORE].append(
+        [
+            _status_event("Ready", record - timedelta(hours=2)),
+            _status_event("Degraded", record - timedelta(hours=1)),
+        ]
+    )
+    assert await _ready_since(api) == record
+    assert (await _prod_check(api))["passed"] is False

@@ -339,7 +339,9 @@ def create_app(
                 settings=settings,
                 run_actors=settings.actors == "on",
             )
-            app[RUNTIME] = Runtime(catalog, supervisor, settings, secret_store)
+            app[RUNTIME] = Runtime(
+                catalog, supervisor, settings, secret_store, history=backends.event_store
+            )
             async with _hosted(backends.event_keeper, supervisor):
                 log.info(
                     "ZTDP %s ready: graph store %s, event store %s, providers: %s",

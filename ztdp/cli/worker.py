@@ -57,7 +57,8 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
             mailbox=backends.mailbox,
             settings=settings,
         )
-        Runtime(catalog, supervisor, settings, secrets)  # gives the supervisor its step hooks
+        # The step hooks; a status history only where this worker's store has one.
+        Runtime(catalog, supervisor, settings, secrets, history=backends.event_store)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with backends.event_keeper, supervisor:
                 log.info(

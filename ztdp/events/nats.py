@@ -57,6 +57,7 @@ from ztdp.events.store import EventStore
 from ztdp.nats_client import UNREACHABLE
 
 log = logging.getLogger("ztdp.events")
+_HEADROOM = 4096  # bytes of a message NATS counts besides the payload (headers, id)
 
 _FEED_AWAY: tuple[type[Exception], ...] = (*UNREACHABLE, BackendUnavailable)
 _INFO_AWAY: tuple[type[Exception], ...] = (*UNREACHABLE, NotFoundError)
@@ -171,6 +172,29 @@ class NatsEventBus:
             raise
         return bus
 
+    def _shrunk(self, event: Event, size: int) -> tuple[Event, bytes]:
+        """The event with its largest data fields replaced by a note, to fit NATS's payload
+        limit: a graph change of a batch near the body limit, say. What happened (type,
+        subject, actor, run, id) is kept and the record is not lost; the full batch stays in
+        the graph store's change log."""
+        data = dict(event.data)
+        limit = self._nc.max_payload - _HEADROOM
+        for key in sorted(data, key=lambda k: -len(json.dumps(data[k], default=str))):
+            data[key] = f"(omitted: {size} bytes is over the event bus's limit of {limit})"
+            shrunk = event._replace(data=data)
+            payload = json.dumps(shrunk.cloudevent(), separators=(",", ":")).encode()
+            if len(payload) <= limit:
+                log.warning(
+                    "event %s (%s on %s) is %d bytes, over NATS's limit: published without "
+                    "its largest data fields",
+                    event.id,
+                    event.type,
+                    event.subject,
+                    size,
+                )
+                return shrunk, payload
+        raise AssertionError("an event without data fits any NATS payload limit")
+
     async def _ensure_stream(self, prefix: str, *, max_age: float, max_bytes: int) -> StreamInfo:
         config = StreamConfig(
             name=self._stream,
@@ -208,6 +232,8 @@ class NatsEventBus:
                 "published"
             )
         payload = json.dumps(event.cloudevent(), separators=(",", ":")).encode()
+        if len(payload) > self._nc.max_payload - _HEADROOM:
+            event, payload = self._shrunk(event, len(payload))
         try:
             ack = await self._js.publish(
                 subject,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from ztdp.catalog import Catalog, DeployResult, Removed
 from ztdp.catalog.actor import current_actor
 from ztdp.contracts import Environment, provider_section
-from ztdp.errors import PermanentError
+from ztdp.errors import BackendUnavailable, PermanentError
+from ztdp.events import EventQuery, EventStore
 from ztdp.graph import EdgeType, Graph, NodeKind, Op, node_id
 from ztdp.planner import (
     Plan,
@@ -74,6 +76,8 @@ class Runtime:
         supervisor: Supervisor,
         settings: Settings,
         secrets: SecretStore | None = None,
+        *,
+        history: EventStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.supervisor = supervisor
@@ -81,6 +85,7 @@ class Runtime:
         store = secrets or EncryptedSecretStore(MemoryRecords(), Keyring(new_key()))
         self.secrets = RuntimeSecrets(store, catalog, supervisor.providers)
         catalog.secrets_seen = self.secrets.seen
+        self._history = history  # the event store: status histories, read by promotion rules
         supervisor.hooks = self
         catalog.check_environment = self.check_environment
 
@@ -359,21 +364,61 @@ class Runtime:
         environments = [n.split("/", 1)[1] for n, _ in graph.nodes(NodeKind.ENVIRONMENT)]
         nodes = [deployment_node(a, s, e) for a, s in pairs for e in environments]
         actors = await self.supervisor.actor_states(nodes)
+        timed = _timed_promotions(graph)  # else `since` is only shown: the record's will do
+        known = {
+            node: NodeHealth(
+                status=state.status.value,
+                since=await self._ready_since(node, state) if timed else state.since,
+                version=(state.desired or {}).get("version"),
+            )
+            for node, state in actors.items()
+        }
 
         def health(application: str, service: str, environment: str) -> NodeHealth | None:
-            state = actors.get(deployment_node(application, service, environment))
-            return None if state is None else _node_health(state)
+            return known.get(deployment_node(application, service, environment))
 
         return health
+
+    async def _ready_since(self, node: str, state: ActorState) -> datetime | None:
+        """When the node's current status began. For Ready: where its unbroken run of Ready
+        statuses begins in the event store's history, which outlives the actor's record (a
+        state store replaced or wiped while the event store was kept; docs/decisions.md). The record
+        decides when the history cannot: no store, an outage, or a history that has not yet
+        caught up with the record (its newest status is another, or older than the record's)."""
+        if state.status is not Status.READY or self._history is None or state.since is None:
+            return state.since
+        try:
+            page = await self._history.query(
+                EventQuery(node=node, type="actor.status", limit=_HISTORY)
+            )
+        except BackendUnavailable:
+            return state.since
+        zone, began = state.since.tzinfo, state.since
+        events = page.events
+        if events and datetime.fromtimestamp(events[-1].time, zone) < state.since - _CLOCK_SLACK:
+            return state.since  # the record changed after the newest status the store has
+        for event in reversed(events):
+            if event.data.get("status") != "Ready":
+                break
+            began = min(began, datetime.fromtimestamp(event.time, zone))
+        return began
 
     async def status_of(self, node: str) -> Status:
         state = await self.supervisor.actor(node)
         return Status.PENDING if state is None else state.status
 
 
-def _node_health(state: ActorState) -> NodeHealth:
-    version = (state.desired or {}).get("version")
-    return NodeHealth(status=state.status.value, since=state.since, version=version)
+def _timed_promotions(graph: Graph) -> bool:
+    """Whether a promotion rule counts time (`min_ready`): only then is the history read."""
+    for _, data in graph.nodes(NodeKind.POLICY):
+        rule = (data.get("spec") or {}).get("rule") or {}
+        if rule.get("type") == "promotion" and rule.get("min_ready"):
+            return True
+    return False
+
+
+_HISTORY = 100  # status changes read back: a Ready run longer than that starts at the oldest
+_CLOCK_SLACK = timedelta(seconds=1)  # an event is stamped just after the record it reports
 
 
 def _no_health(application: str, service: str, environment: str) -> NodeHealth | None:

@@ -103,16 +103,23 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(
     api: Api, kube: Any, namespace: str
 ) -> None:
     assert "kubernetes" in [p["kind"] for p in await api.ok("GET", "/v1/providers")]
-    where = {"dev": namespace, "prod": f"{namespace}-prod"}
-    for env, ns in where.items():
+    # dev names its cluster as every provider's section is named; prod as it was spelt first.
+    where = {
+        "dev": {"providers": {"kubernetes": {"namespace": namespace}}},
+        "prod": {"kubernetes": {"namespace": f"{namespace}-prod"}},
+    }
+    for env, spec in where.items():
         await api.ok(
             "POST",
             "/v1/environments",
-            {
-                "metadata": {"name": env, "owner": "platform"},
-                "spec": {"kubernetes": {"namespace": ns}},
-            },
+            {"metadata": {"name": env, "owner": "platform"}, "spec": spec},
         )
+    # The plugin's settings model checks the section, merged with ZTDP_KUBECONFIG.
+    bad = {"providers": {"kubernetes": {"namespace": "Not_A_Label"}}}
+    code, problem = await api.call(
+        "POST", "/v1/environments", {"metadata": {"name": "bad", "owner": "platform"}, "spec": bad}
+    )
+    assert code == 422 and problem["errors"][0]["loc"] == "spec.providers.kubernetes.namespace"
     await api.ok("POST", "/v1/applications", {"metadata": {"name": "checkout", "owner": "team-x"}})
     await api.ok("POST", "/v1/applications/checkout/environments/allowed", ["dev"])
     await api.ok(

@@ -23,10 +23,11 @@ gives a pull consumer the messages due for redelivery before new ones. "Due" is 
 a delivery that was not acknowledged becomes due only when its ack wait expires (or at once
 when it is nacked); until then the consumer hands out newer messages. So when a worker takes
 over a partition whose previous consumer left deliveries unacknowledged (it crashed, or gave
-the partition up mid-message), `consume` first waits one ack wait: everything the previous
-consumer held is then due, and is delivered again before anything newer, which keeps per-actor
-order across a failover. Failover thus costs up to the lease TTL plus one ack wait; handlers of
-long steps call `in_progress()` to stay within the ack wait. Messages fetched in a batch and
+the partition up mid-message), `consume` first deletes that durable consumer and creates it
+again: the stream holds only what was not acknowledged, and the new consumer delivers all of
+it at once, oldest first, which keeps per-actor order across a failover without sitting out an
+ack wait. Failover thus costs the lease TTL plus a renewal round. Handlers of long steps call
+`in_progress()` to stay within the ack wait. Messages fetched in a batch and
 not handed out yet may pass their ack wait behind a slow handler; that is harmless: JetStream
 redelivers only in answer to a pull, a consumer pulls again only once its batch is handed out,
 and an ack after the ack wait still counts. `nack(delay)` is the exception on purpose: newer
@@ -45,7 +46,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
 import anyio
@@ -87,10 +88,10 @@ class NatsDelivery:
 
     __slots__ = ("_msg", "_settled", "envelope", "redelivered", "sequence")
 
-    def __init__(self, msg: Msg, envelope: Envelope) -> None:
+    def __init__(self, msg: Msg, envelope: Envelope, *, redelivered: bool = False) -> None:
         self._msg = msg
         self.envelope = envelope
-        self.redelivered = msg.metadata.num_delivered > 1
+        self.redelivered = redelivered or msg.metadata.num_delivered > 1
         self.sequence = msg.metadata.sequence.stream
         self._settled = False
 
@@ -211,7 +212,7 @@ class NatsMailbox:
             raise RuntimeError(f"partition {partition} already has a consumer")
         self._consuming.add(partition)
         try:
-            await self._await_previous_consumer(partition)
+            redelivered_through = await self._await_previous_consumer(partition)
             try:
                 sub = await self._js.pull_subscribe_bind(durable, stream=self.stream)
             except UNREACHABLE as exc:
@@ -219,7 +220,7 @@ class NatsMailbox:
                     f"cannot consume partition {partition}: NATS at {self.url}: {exc!r}"
                 ) from exc
             try:
-                yield _Deliveries(self, partition, sub)
+                yield _Deliveries(self, partition, sub, redelivered_through)
             finally:
                 # What was not acknowledged is delivered again after the ack wait.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
@@ -392,27 +393,52 @@ class NatsMailbox:
             ) from exc
         return cast(ConsumerInfo, info)
 
-    async def _await_previous_consumer(self, partition: int) -> None:
-        """Let what a previous consumer left unacknowledged fall due, so it comes first."""
+    async def _await_previous_consumer(self, partition: int) -> int:
+        """Make what a previous consumer left unacknowledged due at once, so it comes first;
+        return the stream sequence up to which a delivery may have been delivered before.
+
+        The consumer is deleted and created again: the stream keeps only what was not
+        acknowledged (work-queue retention), and a new consumer delivers all of it from the
+        start, in stream order, with no ack wait to sit out. Whoever consumed before has
+        stopped handling (a live owner stops before it releases the lease; a dead one cannot
+        handle), so nothing it still holds is handled twice at once. A new consumer counts
+        deliveries from one again: what the stream held when it was renewed is marked as
+        redelivered by its sequence instead (some of it never was: that costs a handler a
+        look at its records, never a second effect)."""
         info = await self._consumer_info(partition)
-        if info.num_ack_pending:
-            log.info(
-                "partition %d: %d deliveries of a previous consumer unacknowledged; waiting "
-                "%gs (the ack wait) for them to be due again, so they come before newer ones",
-                partition,
-                info.num_ack_pending,
-                self.ack_wait,
-            )
-            await anyio.sleep(self.ack_wait + max(0.1, self.ack_wait / 10))
+        if not info.num_ack_pending:
+            return 0
+        log.info(
+            "partition %d: %d deliveries of a previous consumer unacknowledged; renewing the "
+            "consumer so that they are delivered again at once, before newer ones",
+            partition,
+            info.num_ack_pending,
+        )
+        self._consumers.discard(partition)
+        try:
+            held = await self._js.stream_info(self.stream)
+            with suppress(nats.js.errors.NotFoundError):  # gone already: created again below
+                await self._js.delete_consumer(self.stream, self._durable(partition))
+        except UNREACHABLE as exc:
+            raise BackendUnavailable(
+                f"cannot renew the consumer of partition {partition}: NATS at {self.url}: {exc!r}"
+            ) from exc
+        await self._ensure_consumer(partition)
+        return int(held.state.last_seq)
 
 
 class _Deliveries:
     """A partition's deliveries, fetched in batches; waits through outages."""
 
     def __init__(
-        self, box: NatsMailbox, partition: int, sub: JetStreamContext.PullSubscription
+        self,
+        box: NatsMailbox,
+        partition: int,
+        sub: JetStreamContext.PullSubscription,
+        redelivered_through: int,
     ) -> None:
         self._box, self._partition, self._sub = box, partition, sub
+        self._redelivered_through = redelivered_through  # see `_await_previous_consumer`
         self._buffer: deque[Msg] = deque()
 
     def __aiter__(self) -> _Deliveries:
@@ -454,7 +480,8 @@ class _Deliveries:
             except nats.errors.Error as term_exc:
                 log.warning("terminating undecodable message: %r", term_exc)
             return None
-        return NatsDelivery(msg, envelope)
+        redelivered = msg.metadata.sequence.stream <= self._redelivered_through
+        return NatsDelivery(msg, envelope, redelivered=redelivered)
 
     async def _wait_connected(self) -> bool:
         """Wait for the connection; False if the mailbox was closed."""
