@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import os
@@ -32,6 +33,10 @@ from ztdp.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+# An installation on Redis refuses to start without the key of its secrets: the tests' own
+# servers and processes (which inherit the environment) share one made for this run.
+os.environ.setdefault("ZTDP_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
 
 
 def _redis_answers(url: str) -> bool:

@@ -32,6 +32,7 @@ PATH_VALUES = {
     "name": "unit-1",
     "dep_app": "checkout",
     "dep_svc": "worker",
+    "secret": "db-pass",
 }
 
 
@@ -291,6 +292,10 @@ EXAMPLES: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "list_tokens": (*ADMIN_ONLY, lambda: None),
     "get_token": (*ADMIN_ONLY, lambda: None),
     "revoke_token": (*ADMIN_ONLY, lambda: None),
+    "create_secret": (*TEAM_X, lambda: {"name": _n("s"), "value": "v"}),
+    "rotate_secret": (*TEAM_X, lambda: {"value": "v2"}),
+    "delete_secret": (*TEAM_X, None),
+    "reencrypt_secrets": (*ADMIN_ONLY, lambda: None),
 }
 
 
@@ -319,6 +324,12 @@ async def _prepare_delete(world: World, op_id: str) -> None:
             "POST",
             "/v1/applications/checkout/services/checkout-api/dependencies",
             {"service": "worker"},
+        )
+    elif op_id in ("rotate_secret", "delete_secret"):
+        await admin.ok(
+            "POST",
+            "/v1/applications/checkout/environments/dev/secrets",
+            {"name": "db-pass", "value": "v1"},
         )
     elif op_id == "undeploy":
         await admin.ok(

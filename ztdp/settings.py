@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -155,6 +155,24 @@ class Settings(BaseSettings):
         "(ZTDP_PROVIDERS__KUBERNETES__KUBECONFIG wins when both are set)",
     )
 
+    secret_store: Literal["memory", "redis"] | None = Field(
+        default=None,
+        description="where secrets are kept, encrypted; unset: follows the graph store",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="the key encrypting secrets: 32 random bytes in base64; required with the "
+        "redis secret store, else a key is made for the process and dies with it",
+    )
+    secrets_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="older keys (base64, JSON list), still decrypting what they encrypted "
+        "until every secret is encrypted again with secrets_key (docs/secrets.md)",
+    )
+    secret_max_bytes: int = Field(
+        default=65536, ge=1, le=1_048_576, description="largest value of one secret, in bytes"
+    )
+
     @field_validator("providers", mode="after")
     @classmethod
     def _kinds_in_lower_case(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -202,6 +220,11 @@ class Settings(BaseSettings):
         """The state store: as set, else where the graph is (so processes that share a graph
         share what was realised of it, instead of each repairing from its own memory)."""
         return self.state_store or self.graph_store
+
+    @property
+    def secrets_backend(self) -> Literal["memory", "redis"]:
+        """The secret store: as set, else where the graph is."""
+        return self.secret_store or self.graph_store
 
     @property
     def event_backend(self) -> Literal["memory", "nats"]:

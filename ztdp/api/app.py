@@ -25,6 +25,7 @@ from ztdp.api.keys import (
     EVENTS,
     GRAPH_CACHE,
     RUNTIME,
+    SECRETS,
     SETTINGS,
     TELEMETRY,
 )
@@ -51,6 +52,7 @@ from ztdp.graph.store import GraphStore, open_graph_store
 from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, Supervisor
 from ztdp.runtime.backends import open_backends
+from ztdp.secrets import SecretStore, open_secret_store
 from ztdp.settings import Settings
 from ztdp.state import StateStore
 from ztdp.telemetry import Telemetry
@@ -263,6 +265,7 @@ def create_app(
     state: StateStore | None = None,
     tokens: TokenStore | None = None,
     providers: ProviderRegistry | None = None,
+    secrets: SecretStore | None = None,
     announce: Callable[[str], None] = _stderr,
     telemetry: Telemetry | None = None,
     sandbox: str | None = None,
@@ -339,6 +342,10 @@ def create_app(
             registry = providers or ProviderRegistry.from_entry_points()
             if providers is None:
                 opened.push_async_callback(registry.aclose)
+            # Then the secrets' key: a shared store without one refuses to start.
+            secret_store = secrets if secrets is not None else open_secret_store(settings)
+            if secrets is None:
+                opened.push_async_callback(secret_store.aclose)
             graph_store = store if store is not None else open_graph_store(settings)
             if store is None:
                 opened.push_async_callback(graph_store.aclose)
@@ -364,6 +371,7 @@ def create_app(
             app[CATALOG] = catalog
             app[EVENTS] = events
             app[EVENT_STORE] = backends.event_store
+            app[SECRETS] = secret_store
             app[AUTH] = await authenticator(settings, token_store, limiter, announce)
             supervisor = Supervisor(
                 providers=registry,
@@ -374,7 +382,9 @@ def create_app(
                 run_actors=settings.actors == "on",
                 telemetry=observing,
             )
-            app[RUNTIME] = Runtime(catalog, supervisor, settings, history=backends.event_store)
+            app[RUNTIME] = Runtime(
+                catalog, supervisor, settings, secret_store, history=backends.event_store
+            )
             async with _hosted(backends.event_keeper, supervisor):
                 log.info(
                     "ZTDP %s ready: graph store %s, event store %s, providers: %s",

@@ -11,6 +11,7 @@ from ztdp.auth import Authenticator, Identity
 from ztdp.catalog import Catalog
 from ztdp.events import EventBus, EventStore
 from ztdp.runtime import Runtime
+from ztdp.secrets import SecretStore
 from ztdp.settings import Settings
 from ztdp.telemetry import Telemetry
 
@@ -22,6 +23,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 EVENTS = web.AppKey("events", EventBus)
 EVENT_STORE = web.AppKey("event_store", EventStore)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+SECRETS = web.AppKey("secrets", SecretStore)
 # Set when the server starts shutting down: live streams end so that shutdown need not wait.
 CLOSING = web.AppKey("closing", asyncio.Event)
 # Where deployments land when an environment names no cluster of its own: the local sandbox

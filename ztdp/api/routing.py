@@ -32,7 +32,7 @@ from ztdp.api.problems import (
 from ztdp.auth import ANONYMOUS, Identity
 from ztdp.catalog.actor import reset_actor, set_actor
 from ztdp.catalog.guard import WriteGuard, guarded
-from ztdp.contracts import DNS_LABEL_PATTERN, DnsLabel, SemVer
+from ztdp.contracts import DNS_LABEL_PATTERN, DnsLabel, SecretName, SemVer
 from ztdp.errors import NotFound
 
 Reply = tuple[int, Any]
@@ -609,7 +609,7 @@ EVENT_STREAM = "text/event-stream"
 # What `If-Match` takes: a revision, optionally quoted, optionally weak.
 IF_MATCH_PATTERN = r'^(?:W/)?(?:"[0-9]{1,18}"|[0-9]{1,18})$'
 # Path parameters are DNS labels, except these.
-PATH_PARAMETERS: dict[str, Any] = {"version": SemVer}
+PATH_PARAMETERS: dict[str, Any] = {"version": SemVer, "secret": SecretName}
 
 _REASONS = {
     200: "OK",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -53,7 +53,13 @@ from ztdp.graph import (
 )
 from ztdp.graph.store import Change, GraphStore
 from ztdp.graph.store.memory import LOG_MAX_LENGTH, MemoryGraphStore
-from ztdp.planner import Plan, desired_application, desired_in_environment, make_plan
+from ztdp.planner import (
+    Plan,
+    SecretsSeen,
+    desired_application,
+    desired_in_environment,
+    make_plan,
+)
 from ztdp.policy import (
     Decision,
     HealthOf,
@@ -151,6 +157,10 @@ def _name(nid: str) -> str:
     return nid.rsplit("/", 1)[1]
 
 
+# The secrets a plan of some applications in an environment sees (set by the runtime).
+SecretsSource = Callable[[Collection[str], str], Awaitable[SecretsSeen]]
+
+
 class Catalog:
     def __init__(
         self,
@@ -170,6 +180,13 @@ class Catalog:
         self._lock = asyncio.Lock()  # one writer per process; other processes via revisions
         # Set by the runtime: the installed providers validate an environment's sections.
         self.check_environment: Callable[[Environment], None] | None = None
+        # Set by the runtime: what plans show of secrets (versions, injected outputs).
+        self.secrets_seen: SecretsSource | None = None
+
+    async def _secrets(self, applications: Collection[str], environment: str) -> SecretsSeen:
+        if self.secrets_seen is None or not applications:
+            return SecretsSeen()
+        return await self.secrets_seen(applications, environment)
 
     async def graph(self) -> Graph:
         return await self._store.read()
@@ -1031,7 +1048,9 @@ class Catalog:
             f"environment {environment}",
             "environment",
         )
-        desired = desired_in_environment(graph, environment, [app])
+        desired = desired_in_environment(
+            graph, environment, [app], await self._secrets([app], environment)
+        )
         observed = await self._state.observed(environment=environment, application=app)
         # Resources belong to no one application (they are realised once per environment for
         # every application linking them): those this application wants are its to compare.
@@ -1053,7 +1072,9 @@ class Catalog:
                 {}, everything, application=None, environment=environment, revision=graph.revision
             )
         existing = [a for a in apps if node_id(NodeKind.APPLICATION, a) in graph]
-        desired = desired_in_environment(graph, environment, existing)
+        desired = desired_in_environment(
+            graph, environment, existing, await self._secrets(existing, environment)
+        )
         observed: dict[str, ObservedResource] = {}
         for app in apps:
             observed.update(await self._state.observed(environment=environment, application=app))
@@ -1084,7 +1105,9 @@ class Catalog:
             "query.env",
         )
         apps = [_name(nid) for nid, _ in graph.nodes(NodeKind.APPLICATION)]
-        desired = desired_in_environment(graph, environment, apps)
+        desired = desired_in_environment(
+            graph, environment, apps, await self._secrets(apps, environment)
+        )
         observed = await self._state.observed(environment=environment)
         return make_plan(
             desired, observed, application=None, environment=environment, revision=revision

@@ -26,6 +26,7 @@ from ztdp.graph.store import open_graph_store
 from ztdp.providers import ProviderRegistry
 from ztdp.runtime import Runtime, StartRefused, Supervisor
 from ztdp.runtime.backends import open_backends
+from ztdp.secrets import open_secret_store
 from ztdp.settings import Settings
 from ztdp.telemetry import Telemetry
 from ztdp.telemetry.logging import configure_logging, said_as_logs
@@ -48,6 +49,8 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
         opened.push_async_callback(telemetry.aclose)
         registry = ProviderRegistry.from_entry_points()
         opened.push_async_callback(registry.aclose)
+        secrets = open_secret_store(settings)  # the API's: it resolves what steps reference
+        opened.push_async_callback(secrets.aclose)
         graph = open_graph_store(settings)
         opened.push_async_callback(graph.aclose)
         backends = await opened.enter_async_context(open_backends(settings, queries=False))
@@ -67,7 +70,7 @@ async def run_worker(settings: Settings, ready: Callable[[Supervisor], None]) ->
             telemetry=telemetry,
         )
         # The step hooks; a status history only where this worker's store has one.
-        runtime = Runtime(catalog, supervisor, settings, history=backends.event_store)
+        runtime = Runtime(catalog, supervisor, settings, secrets, history=backends.event_store)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with backends.event_keeper, supervisor, _metrics(settings, telemetry, runtime):
                 log.info(

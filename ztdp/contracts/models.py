@@ -116,6 +116,66 @@ class Service(Envelope):
 # --- ServiceVersion (flat, as the original clients send it) ------------------------------
 
 
+# A secret's name: a DNS label; a provider-generated one is `<resource>.<output>`.
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"
+SecretName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=127, pattern=SECRET_NAME_PATTERN),
+    Field(
+        description="a secret's name: a DNS label, or `<resource>.<output>` for the outputs "
+        "a resource's provider generated (e.g. orders-db.url)"
+    ),
+]
+
+
+class SecretRef(Strict):
+    """An environment variable whose value is a secret's, resolved only when it is applied."""
+
+    secret: SecretName
+
+
+EnvValue = Annotated[str, StringConstraints(max_length=32768)] | SecretRef
+
+# Names and values that say "credential": such a value belongs in a secret, not in the graph
+# (where every viewer reads it, and /v1/changes keeps it). Decided in docs/decisions.md.
+_CREDENTIAL_NAME = re.compile(
+    r"(^|_)(PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|"
+    r"SECRET_?KEY|CREDENTIALS?)(_|$)",
+    re.IGNORECASE,
+)
+_CREDENTIAL_VALUES = (
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*-----"), "it holds a PEM block (-----BEGIN ...)"),
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "it holds an AWS access key id"),
+    (
+        re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
+        "it is a URL with a password in it",
+    ),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "it holds a GitHub token"),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), "it holds a Slack token"),
+)
+
+
+def credential_reason(name: str, value: str) -> str | None:
+    """Why a plain environment variable looks like a credential, or None."""
+    if value and _CREDENTIAL_NAME.search(name):
+        return "its name says credential"
+    for pattern, reason in _CREDENTIAL_VALUES:
+        if pattern.search(value):
+            return reason
+    return None
+
+
+def _refuse_plain_credentials(env: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
+    for name, value in env.items():
+        reason = credential_reason(name, value) if isinstance(value, str) else None
+        if reason is not None:
+            raise ValueError(
+                f"env.{name} refused in plain text: {reason}; store it as a secret and "
+                'reference it: {"secret": "<name>"}'
+            )
+    return env
+
+
 class ServiceVersionIn(Strict):
     version: SemVer
     config_ref: Annotated[str, StringConstraints(max_length=253)] = ""
@@ -126,13 +186,18 @@ class ServiceVersionIn(Strict):
         "version written '_' (an image tag cannot hold '+')",
     )
     replicas: int = Field(default=1, ge=0, le=1000)
-    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
-        default_factory=dict, max_length=256, description="environment variables of the container"
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="environment variables of the container: a plain value, or a reference "
+        'to a secret of the application in the environment deployed to, {"secret": "<name>"}; '
+        "a plain value that looks like a credential is refused",
     )
 
     _image = field_validator("image", mode="after")(
         lambda v: None if v is None else _check_image(v)
     )
+    _env = field_validator("env", mode="after")(lambda v: _refuse_plain_credentials(v))
 
 
 class ServiceVersion(ServiceVersionIn):
@@ -265,6 +330,11 @@ class ResourceSpec(Strict):
         default=False,
         description="set by the platform team (needs platform-admin): any team may link it "
         "to its applications; otherwise linking needs the resource's team too",
+    )
+    inject_as: EnvName | None = Field(
+        default=None,
+        description="the environment variable in which a service using this resource gets "
+        "the URL its provider generated (through a Kubernetes Secret); default DATABASE_URL",
     )
 
 

@@ -7,7 +7,7 @@ order (dependents before what they depend on). A plan is a preview and changes n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -116,8 +116,63 @@ def _name(nid: str) -> str:
     return nid.rsplit("/", 1)[1]
 
 
+@dataclass(frozen=True)
+class SecretsSeen:
+    """What a plan knows of secrets: their versions, and which providers generate outputs.
+
+    A reference in a desired env shows the secret's version (a rotation is an update of every
+    deployment using it), never a value.
+    """
+
+    versions: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # app -> name -> v
+    # Whether a provider (by kind) generates a `url` output to inject into using services.
+    injects: Callable[[str | None], bool] = lambda provider: False
+    output: str = "url"
+
+
+NO_SECRETS = SecretsSeen()
+DEFAULT_INJECT_AS = "DATABASE_URL"
+
+
+def _env(app: str, env: Mapping[str, Any], secrets: SecretsSeen) -> dict[str, Any]:
+    """A version's env as desired: each secret reference with the secret's current version
+    (None: it does not exist yet; applying then fails, naming it)."""
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if isinstance(value, Mapping) and "secret" in value:
+            scope = value.get("application") or app
+            version = secrets.versions.get(scope, {}).get(value["secret"])
+            out[name] = {**value, "version": version}
+        else:
+            out[name] = value
+    return out
+
+
+def _injected(graph: Graph, app: str, used: Iterable[str], secrets: SecretsSeen) -> dict[str, Any]:
+    """The env a service gets from the resources it uses whose provider generates a URL:
+    `{spec.inject_as: {"secret": "<resource>.url"}}`, the secret of the resource's application."""
+    out: dict[str, Any] = {}
+    for dep in used:
+        if graph.kind(dep) is not NodeKind.RESOURCE:
+            continue
+        spec = (graph.data(dep) or {}).get("spec", {})
+        rtype = graph.data(node_id(NodeKind.RESOURCE_TYPE, spec.get("type", ""))) or {}
+        if not secrets.injects(rtype.get("spec", {}).get("provider")):
+            continue
+        owners = graph.predecessors(dep, EdgeType.OWNS)
+        scope = _name(owners[0]) if owners else app
+        ref: dict[str, Any] = {"secret": f"{_name(dep)}.{secrets.output}"}
+        if scope != app:
+            ref["application"] = scope
+        out[str(spec.get("inject_as") or DEFAULT_INJECT_AS)] = ref
+    return out
+
+
 def desired_in_environment(
-    graph: Graph, environment: str, applications: Iterable[str]
+    graph: Graph,
+    environment: str,
+    applications: Iterable[str],
+    secrets: SecretsSeen = NO_SECRETS,
 ) -> dict[str, Desired]:
     """What the applications want realised in one environment, with dependencies."""
     env_id = node_id(NodeKind.ENVIRONMENT, environment)
@@ -147,7 +202,15 @@ def desired_in_environment(
                     "port": spec["port"],
                     "public": spec["public"],
                     "replicas": ver.get("replicas", 1),
-                    "env": ver.get("env", {}),
+                    # What the version sets itself wins over what a resource injects.
+                    "env": _env(
+                        app,
+                        {
+                            **_injected(graph, app, graph.out(owned, EdgeType.USES), secrets),
+                            **ver.get("env", {}),
+                        },
+                        secrets,
+                    ),
                 }
                 desired = out[nid] = Desired(nid, vid, "deployment", DEPLOYMENT_PROVIDER, state)
                 users.append((desired, graph.out(owned, EdgeType.USES)))

@@ -53,6 +53,17 @@ class StepHooks(Protocol):
         """Why policy refuses the step now, or None if it may go on."""
         ...
 
+    async def resolve(self, resource: Resource, target: Target) -> Resource:
+        """`resource` as a provider call (apply, observe) gets it: its secrets' values in
+        `Resource.secrets`, read now and never kept (snapshots do not encode them)."""
+        ...
+
+    async def generated(
+        self, resource: Resource, target: Target, secrets: Mapping[str, str]
+    ) -> None:
+        """Keep the values a provider generated for `resource` (`Observation.secrets`)."""
+        ...
+
 
 def encode_resource(r: Resource) -> dict[str, Any]:
     """What is kept of a resource: never its `secrets` (handed over for one call only)."""

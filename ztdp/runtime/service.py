@@ -25,7 +25,16 @@ from ztdp.providers import Provider, Resource, Target
 from ztdp.providers.settings import check_sections, resolve
 from ztdp.runtime.actor import ActorState, Status
 from ztdp.runtime.runs import Run, Trigger
+from ztdp.runtime.secrets import RuntimeSecrets
 from ztdp.runtime.supervisor import Supervisor
+from ztdp.secrets import (
+    EncryptedSecretStore,
+    Keyring,
+    MemoryRecords,
+    SecretInfo,
+    SecretStore,
+    new_key,
+)
 from ztdp.settings import Settings
 
 HealthOf = Callable[[str, str, str], NodeHealth | None]
@@ -66,12 +75,16 @@ class Runtime:
         catalog: Catalog,
         supervisor: Supervisor,
         settings: Settings,
+        secrets: SecretStore | None = None,
         *,
         history: EventStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.supervisor = supervisor
         self._settings = settings
+        store = secrets or EncryptedSecretStore(MemoryRecords(), Keyring(new_key()))
+        self.secrets = RuntimeSecrets(store, catalog, supervisor.providers)
+        catalog.secrets_seen = self.secrets.seen
         self._history = history  # the event store: status histories, read by promotion rules
         supervisor.hooks = self
         catalog.check_environment = self.check_environment
@@ -158,6 +171,8 @@ class Runtime:
         the real objects (dependents before what they depend on), started as a run unless the
         delete was a dry run."""
         assert removed.after is not None
+        if not removed.dry_run:
+            await self.secrets.forget_deleted(removed.deleted)
         plans = []
         for env in removed.environments:
             plan = deletions(await self.catalog.plan_on(removed.after, env, removed.applications))
@@ -267,6 +282,39 @@ class Runtime:
             spec=section,
         )
         return resource, target
+
+    async def resolve(self, resource: Resource, target: Target) -> Resource:
+        return await self.secrets.resolve(resource, target)
+
+    async def generated(
+        self, resource: Resource, target: Target, secrets: Mapping[str, str]
+    ) -> None:
+        await self.secrets.generated(resource, target, secrets)
+
+    async def regenerate(self, info: SecretInfo) -> tuple[SecretInfo, Run | None]:
+        """Rotate a provider-generated secret: its resource is applied again without its
+        outputs (its provider generates new ones) and the deployments using them follow in the
+        same run. None: the resource is not realised there (nothing to apply now)."""
+        marked = await self.secrets.request_new(info, current_actor())
+        plan = await self.catalog.plan(info.application, info.environment)
+        node = info.generated_by
+        found = False
+        for wave in plan.waves:
+            for step in wave["steps"]:
+                if step["node"] == node and step["action"] == "noop":
+                    step["action"] = "update"  # same desired state; new outputs wanted
+                    plan.summary["noop"] -= 1
+                    plan.summary["update"] += 1
+                found = found or step["node"] == node
+        if not found:
+            return marked, None
+        run = await self._start(
+            await self.preview(plan),
+            trigger="apply",
+            environment=info.environment,
+            application=info.application,
+        )
+        return marked, run
 
     async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
         """Policy is evaluated again before each step: it may have changed since the plan."""

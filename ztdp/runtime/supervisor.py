@@ -67,6 +67,7 @@ from ztdp.runtime.actor import (
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
 from ztdp.runtime.telemetry import TracedMailbox, TracedProvider, handling, traced
+from ztdp.secrets.redaction import scrubbed
 from ztdp.settings import Settings
 from ztdp.state import (
     DeleteObserved,
@@ -1028,9 +1029,24 @@ class Supervisor:
         await self._status(owned, state, starting, run=run, intent=step)
 
         async def call() -> Observation:
-            return await action(provider, resource, self._settled(provider, target))
+            # Secrets are read for each attempt (an apply, not a delete): never kept.
+            settled = self._settled(provider, target)
+            given = (
+                resource if action is _delete_resource else await self._resolved(resource, settled)
+            )
+            try:
+                return await action(provider, given, settled)
+            except Exception as exc:  # its text may quote a secret: never pass that on
+                if not given.secrets or isinstance(exc, BackendUnavailable | Fenced):
+                    raise
+                raise scrubbed(exc, given.secrets.values(), f"provider {provider.kind}") from None
 
         return await self._call(owned, state, run, provider, call, what, step)
+
+    async def _resolved(self, resource: Resource, target: Target) -> Resource:
+        # Hooks without secrets (a test's own, say) hand the resource over as it is.
+        resolve = getattr(self.hooks, "resolve", None)
+        return resource if resolve is None else await resolve(resource, target)
 
     async def _apply(
         self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
@@ -1039,6 +1055,11 @@ class Supervisor:
             owned, state, run, Status.PROGRESSING, "apply", _apply, step
         )
         if observation is not None:
+            # What an apply generated is kept there and nowhere else. Not what an observation
+            # echoes: it may predate a rotation asked for since (and would undo it).
+            keep = getattr(self.hooks, "generated", None)
+            if observation.secrets and keep is not None and state.resource and state.target:
+                await keep(state.resource, state.target, observation.secrets)
             await self._observed(owned, state, observation, run, step)
 
     async def _retrying(
@@ -1131,11 +1152,17 @@ class Supervisor:
         try:
             with anyio.fail_after(self._settings.step_timeout):
                 target = self._settled(provider, state.target)
-                seen = await provider.observe(resource=state.resource, target=target)
+                resource = await self._resolved(state.resource, target)
+                try:
+                    seen = await provider.observe(resource=resource, target=target)
+                except Exception as exc:  # its text may quote a secret
+                    if not resource.secrets:
+                        raise
+                    raise scrubbed(exc, resource.secrets.values(), provider.kind) from None
                 changes = (
                     []
                     if seen is None
-                    else await provider.diff(desired=state.resource.desired, observed=seen.state)
+                    else await provider.diff(desired=resource.desired, observed=seen.state)
                 )
         except (ZtdpError, TimeoutError, OSError) as exc:
             await self._publish(

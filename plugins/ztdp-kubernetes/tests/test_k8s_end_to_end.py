@@ -103,7 +103,7 @@ async def api(kube: Any) -> AsyncIterator[Api]:
 async def test_readme_flow_creates_the_deployment_and_reaches_ready(
     api: Api, kube: Any, namespace: str
 ) -> None:
-    assert [p["kind"] for p in await api.ok("GET", "/v1/providers")] == ["kubernetes"]
+    assert "kubernetes" in [p["kind"] for p in await api.ok("GET", "/v1/providers")]
     # dev names its cluster as every provider's section is named; prod as it was spelt first.
     where = {
         "dev": {"providers": {"kubernetes": {"namespace": namespace}}},

@@ -42,6 +42,10 @@ INSTANCE = "app.kubernetes.io/instance"
 MERGE_PATCH = "application/merge-patch+json"
 ANNOTATION = "ztdp.io/"
 NODE = f"{ANNOTATION}node"
+# The Deployment's secret references (JSON: env var -> {secret, version}), never values, so
+# that observe reports them as the plan shows them; and their digest on the pod template.
+SECRET_REFS = f"{ANNOTATION}secret-refs"
+SECRETS_DIGEST = f"{ANNOTATION}secrets-digest"
 
 NAME_LIMIT = 63  # a Service's name is a DNS-1035 label: at most 63 characters
 HASH_CHARS = 10  # 50 bits of SHA-256, in lower-case base32 (a-z, 2-7)
@@ -75,6 +79,11 @@ def _labels(resource: Resource, name: str) -> dict[str, str]:
     }
 
 
+def secret_refs(env: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The env vars that reference secrets, each as the plan shows it (name and version)."""
+    return {k: dict(v) for k, v in env.items() if isinstance(v, Mapping) and "secret" in v}
+
+
 def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
     """The objects ZTDP wants for a deployment node: Namespace, Deployment and maybe Service."""
     d = resource.desired
@@ -100,8 +109,20 @@ def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
     container: dict[str, Any] = {"name": resource.name, "image": d["image"]}
     if d.get("port"):
         container["ports"] = [{"containerPort": d["port"], "name": "http"}]
+    refs = secret_refs(d.get("env") or {})
     if d.get("env"):
-        container["env"] = [{"name": k, "value": str(v)} for k, v in sorted(d["env"].items())]
+        container["env"] = [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": k}}}
+            if k in refs
+            else {"name": k, "value": str(v)}
+            for k, v in sorted(d["env"].items())
+        ]
+    template_meta: dict[str, Any] = {"labels": labels}
+    if refs:
+        shown = json.dumps(refs, sort_keys=True, separators=(",", ":"))
+        annotations[SECRET_REFS] = shown
+        # A rotation changes a version, so the digest, so the pod template: the pods roll.
+        template_meta["annotations"] = {SECRETS_DIGEST: hashlib.sha256(shown.encode()).hexdigest()}
     out: dict[str, dict[str, Any]] = {
         "namespace": {
             "apiVersion": "v1",
@@ -115,10 +136,26 @@ def manifests(resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
             "spec": {
                 "replicas": int(d.get("replicas", 1)),
                 "selector": {"matchLabels": selector},
-                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+                "template": {"metadata": template_meta, "spec": {"containers": [container]}},
             },
         },
     }
+    if refs:
+        missing = sorted(set(refs) - set(resource.secrets))
+        if missing:
+            raise PermanentError(
+                f"{resource.node}: no value was resolved for env {', '.join(missing)} "
+                "(a secret reference); refusing to deploy without it"
+            )
+        out["secret"] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": metadata(),
+            "data": {
+                k: base64.b64encode(resource.secrets[k].encode()).decode() for k in sorted(refs)
+            },
+        }
     if d.get("port"):
         out["service"] = {
             "apiVersion": "v1",
@@ -145,7 +182,8 @@ class _Kind:
     list: Callable[..., Awaitable[Any]]  # also the watch, with watch=True
 
 
-def _kinds(api: ApiClient) -> tuple[_Kind, _Kind]:
+def _kinds(api: ApiClient) -> tuple[_Kind, _Kind, _Kind]:
+    """Deployment, Service and Secret (of the env vars referencing secrets), in that order."""
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     return (
         _Kind(
@@ -165,6 +203,15 @@ def _kinds(api: ApiClient) -> tuple[_Kind, _Kind]:
             core.patch_namespaced_service,
             core.delete_namespaced_service,
             core.list_namespaced_service,
+        ),
+        _Kind(
+            "Secret",
+            "secret",
+            core.read_namespaced_secret,
+            core.create_namespaced_secret,
+            core.patch_namespaced_secret,
+            core.delete_namespaced_secret,
+            core.list_namespaced_secret,
         ),
     )
 
@@ -208,7 +255,21 @@ def _patch(manifest: Mapping[str, Any], seen: Any) -> dict[str, Any]:
     metadata = {"labels": meta.get("labels", {}), "annotations": meta.get("annotations", {})}
     if seen.metadata.resource_version:
         metadata["resourceVersion"] = seen.metadata.resource_version
-    return {"metadata": metadata, "spec": manifest["spec"]}
+    # Annotations no longer wanted are removed (null), as a merge patch removes keys.
+    before = seen.metadata.annotations or {}
+    metadata["annotations"] = {
+        **{
+            k: None for k in before if k.startswith(ANNOTATION) and k not in metadata["annotations"]
+        },
+        **metadata["annotations"],
+    }
+    patch: dict[str, Any] = {"metadata": metadata}
+    if "spec" in manifest:
+        patch["spec"] = manifest["spec"]
+    if "data" in manifest:  # a Secret: keys no longer wanted are removed
+        old = getattr(seen, "data", None) or {}
+        patch["data"] = {**{k: None for k in old if k not in manifest["data"]}, **manifest["data"]}
+    return patch
 
 
 async def _delete(kind: _Kind, obj: Any, namespace: str) -> None:
@@ -238,7 +299,7 @@ async def _retire_previous(api: ApiClient, namespace: str, resource: Resource, n
     previous = resource.name
     if previous == name:
         return
-    for kind in _kinds(api):
+    for kind in _kinds(api)[:2]:  # that scheme had no Secret
         obj = await _read(kind, previous, namespace)
         if obj is not None and _owner(obj) == resource.node:
             await _delete(kind, obj, namespace)
@@ -526,7 +587,7 @@ class KubernetesProvider:
         """The node's own Deployment; one that belongs to anything else counts as missing."""
         api = await self._api(target)
         ns = _namespace(target)
-        deployments, _ = _kinds(api)
+        deployments = _kinds(api)[0]
         try:
             dep = await _read(deployments, object_name(resource.application, resource.name), ns)
         except (TimeoutError, ApiException, aiohttp.ClientError, OSError) as exc:
@@ -543,7 +604,7 @@ class KubernetesProvider:
             "port": ports[0].container_port if ports else None,
             "public": annotations.get(f"{ANNOTATION}public") == "true",
             "replicas": dep.spec.replicas if dep.spec.replicas is not None else 1,
-            "env": {e.name: e.value for e in container.env or []},
+            "env": _observed_env(container.env or [], annotations),
         }
         health, message = _health(dep)
         return Observation(state=state, health=health, message=message)
@@ -583,7 +644,8 @@ class KubernetesProvider:
         """
         api = await self._api(target, watches=True)
         ns = _namespace(target)
-        followed = [_Followed(kind, ns) for kind in _kinds(api)]
+        # Deployments and Services: a Secret follows its Deployment (its annotation).
+        followed = [_Followed(kind, ns) for kind in _kinds(api)[:2]]
         for one in followed:
             one.listed(await self._list(one))  # what is there now is no change
         send, receive = anyio.create_memory_object_stream[_Item](BUFFER)
@@ -707,6 +769,23 @@ class KubernetesProvider:
         for api in self._clients.values():
             await api.close()
         self._clients.clear()
+
+
+def _observed_env(env: Sequence[Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+    """The container's env as the plan shows it: a variable from a Secret as its reference
+    (secret and version, from the Deployment's annotation), never the value."""
+    try:
+        refs = json.loads(annotations.get(SECRET_REFS) or "{}")
+    except ValueError:
+        refs = {}
+    out: dict[str, Any] = {}
+    for e in env:
+        if e.value_from is not None:
+            ref = e.value_from.secret_key_ref
+            out[e.name] = refs.get(e.name) or {"secret": None if ref is None else ref.name}
+        else:
+            out[e.name] = e.value
+    return out
 
 
 _COMPARED = ("version", "image", "config_ref", "port", "public", "replicas", "env")

@@ -69,6 +69,7 @@ MERGE_PATCH = "application/merge-patch+json"
 RESOURCES = {
     "v1/namespaces": references.ResourceInfo(kind="Namespace", namespaced=False),
     "v1/services": references.ResourceInfo(kind="Service", namespaced=True),
+    "v1/secrets": references.ResourceInfo(kind="Secret", namespaced=True),
     "apps/v1/deployments": references.ResourceInfo(
         kind="Deployment", namespaced=True, subresources={"status", "scale"}
     ),

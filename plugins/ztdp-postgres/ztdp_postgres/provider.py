@@ -116,6 +116,8 @@ class PostgresProvider:
 
     kind = KIND
     settings_model = PostgresSettings
+    # What it generates (Observation.secrets); the core injects `url` into using services.
+    outputs = ("password", "url")
 
     def __init__(self) -> None:
         self._pools: dict[tuple[str, str | None], asyncpg.Pool] = {}

@@ -14,6 +14,7 @@ from ztdp.api.v1 import (  # noqa: F401  (imported to register their routes)
     observation,
     policies,
     resources,
+    secrets,
     services,
     system,
 )
