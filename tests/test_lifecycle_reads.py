@@ -371,3 +371,14 @@ async def test_deployments_say_why_they_failed_or_are_blocked(
     assert blocked["since"] is not None
     one = await runtime.ok("GET", "/v1/environments/dev/deployments/checkout/checkout-api")
     assert one == blocked
+
+
+async def test_an_environment_read_can_be_written_back_whole(memory_client: TestClient) -> None:  # type: ignore[type-arg]
+    """Read, change, write back: the read-only `status` a read adds is ignored, not refused."""
+    api = Api(memory_client)
+    await api.ok("POST", "/v1/environments", {"metadata": {"name": "dev"}}, 201)
+    read = await api.ok("GET", "/v1/environments/dev")
+    assert "status" in read
+    read["spec"]["description"] = "changed"
+    written = await api.ok("PUT", "/v1/environments/dev", read)
+    assert written["spec"]["description"] == "changed" and "status" not in written

@@ -61,6 +61,15 @@ class EnvironmentRead(Environment):
     status: EnvironmentStatus | None = None
 
 
+class EnvironmentWrite(Environment):
+    """An environment as written. A `status` (as a read gives it) is accepted and ignored, so
+    that what was read can be changed and written back whole."""
+
+    status: dict[str, Any] | None = Field(
+        default=None, exclude=True, max_length=16, description="read-only: ignored on writes"
+    )
+
+
 def _with_status(request: web.Request, env: dict[str, Any]) -> dict[str, Any]:
     own = _kubeconfig_in(env.get("spec"))
     target = f"the cluster of kubeconfig {own}" if own else request.app.get(DEFAULT_TARGET)
@@ -83,11 +92,11 @@ def _kubeconfig_in(spec: object) -> str | None:
     "/v1/environments",
     "Create an environment",
     tag="environments",
-    body=Environment,
+    body=EnvironmentWrite,
     responses={201: Environment, **WRITE},
     access=admin("create environments"),
 )
-async def create_environment(request: web.Request, body: Environment) -> Reply:
+async def create_environment(request: web.Request, body: EnvironmentWrite) -> Reply:
     return 201, await request.app[CATALOG].create_environment(body)
 
 
@@ -123,12 +132,12 @@ async def get_environment(request: web.Request, body: None) -> Reply:
     "Change an environment (its cluster, namespace, reconcile mode); "
     "what runs there takes it up at its next run",
     tag="environments",
-    body=Environment,
+    body=EnvironmentWrite,
     responses={200: Environment, **WRITE},
     if_match=True,
     access=admin("change environments"),
 )
-async def update_environment(request: web.Request, body: Environment) -> Reply:
+async def update_environment(request: web.Request, body: EnvironmentWrite) -> Reply:
     catalog = request.app[CATALOG]
     return 200, await catalog.update_environment(
         param(request, "env"), body, if_match=if_match(request)
