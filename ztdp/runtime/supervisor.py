@@ -1032,7 +1032,9 @@ class Supervisor:
             # Secrets are read for each attempt (an apply, not a delete): never kept.
             settled = self._settled(provider, target)
             given = (
-                resource if action is _delete_resource else await self._resolved(resource, settled)
+                resource
+                if action is _delete_resource
+                else await self._resolved(resource, settled, provider)
             )
             try:
                 return await action(provider, given, settled)
@@ -1043,10 +1045,14 @@ class Supervisor:
 
         return await self._call(owned, state, run, provider, call, what, step)
 
-    async def _resolved(self, resource: Resource, target: Target) -> Resource:
-        # Hooks without secrets (a test's own, say) hand the resource over as it is.
+    async def _resolved(self, resource: Resource, target: Target, provider: Provider) -> Resource:
+        # Hooks without secrets (a test's own, say) hand the resource over as it is; so does a
+        # resource whose provider generates nothing (no store to read on its every call).
         resolve = getattr(self.hooks, "resolve", None)
-        return resource if resolve is None else await resolve(resource, target)
+        if resolve is None or (resource.kind == "resource" and not _outputs(provider)):
+            return resource
+        resolved: Resource = await resolve(resource, target)
+        return resolved
 
     async def _apply(
         self, owned: _Owned, state: ActorState, run: str | None, step: _StepRun | None = None
@@ -1152,7 +1158,7 @@ class Supervisor:
         try:
             with anyio.fail_after(self._settings.step_timeout):
                 target = self._settled(provider, state.target)
-                resource = await self._resolved(state.resource, target)
+                resource = await self._resolved(state.resource, target, provider)
                 try:
                     seen = await provider.observe(resource=resource, target=target)
                 except Exception as exc:  # its text may quote a secret
@@ -1526,3 +1532,8 @@ def _step_status(status: Status | None) -> Any:
 
 
 __all__ = ["ShuttingDown", "Supervisor"]
+
+
+def _outputs(provider: Provider) -> tuple[str, ...]:
+    """What a provider says it generates (`outputs`, e.g. a database's password and url)."""
+    return tuple(getattr(provider, "outputs", ()) or ())

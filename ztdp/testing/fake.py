@@ -84,6 +84,7 @@ class FakeProvider:
         self.kind = kind
         self.settings_model = settings_model  # None: the merged section is taken as it is
         self.secret_outputs = tuple(secret_outputs)
+        self.outputs = self.secret_outputs  # declared, as a generating provider must
         self.objects: dict[tuple[str, str], _Object] = {}
         self.calls: list[tuple[str, str]] = []  # (method, node or environment), oldest first
         self.targets: dict[str, Target] = {}  # node -> the target of its latest call
