@@ -3,6 +3,7 @@ sandbox), the start-up times, and the first run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,9 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import yaml
 
@@ -430,3 +433,62 @@ def test_a_command_sent_while_the_server_starts_waits_for_it() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_examples_deploy_to_ready_with_their_database(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    """`ztdp apply -f config/examples` on a fresh server: every node Ready, the shop's database
+    made on the Postgres server the environments name (here the tests' own, under a name
+    prefix of this run), and the services given its URL through a Kubernetes Secret."""
+    prefix = f"ex{uuid.uuid4().hex[:8]}"
+    for source in (REPO / "config" / "examples").glob("*.yaml"):
+        text = source.read_text().replace(
+            "postgresql://postgres@127.0.0.1:5432/postgres", postgres_database
+        )
+        (tmp_path / source.name).write_text(text)
+    started = ServerProcess(
+        {
+            "ZTDP_GRAPH_STORE": "memory",
+            "ZTDP_SANDBOX": "auto",
+            "ZTDP_PROVIDERS__POSTGRES__PREFIX": prefix,
+        }
+    ).start()
+    try:
+        done = ztdp("apply", "-f", str(tmp_path), "--yes", server=started.url, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "All Ready." in done.stdout, done.stdout
+        described = ztdp("get", "deployments", "-o", "json", server=started.url)
+        assert described.returncode == 0, described.stderr
+        deployments = json.loads(described.stdout)
+        assert sorted(d["service"] for d in deployments) == ["shop-api", "shop-worker"]
+        assert all(d["status"] == "Ready" for d in deployments), deployments
+        databases = asyncio.run(_databases(postgres_database, prefix))
+        assert len(databases) == 1 and "shop_db" in databases[0], databases
+    finally:
+        out = started.stop()
+        asyncio.run(_drop(postgres_database, prefix))
+    assert "Traceback" not in out, out
+
+
+async def _databases(url: str, prefix: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "%"
+        )
+        return [r["datname"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _drop(url: str, prefix: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for name in await _databases(url, prefix):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        roles = await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", prefix + "%")
+        for row in roles:
+            await conn.execute(f'DROP ROLE IF EXISTS "{row["rolname"]}"')
+    finally:
+        await conn.close()
