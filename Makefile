@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PLUGINS := plugins/ztdp-kubernetes/pyproject.toml plugins/ztdp-eventstore-postgres/pyproject.toml \
 	plugins/ztdp-postgres/pyproject.toml
+# the example provider is for reading and copying: the tests install it, `make serve` does not
+EXAMPLE := plugins/ztdp-example-provider/pyproject.toml
 
 .PHONY: setup runtime serve demo test lint bench clean
 
@@ -15,9 +17,10 @@ $(VENV)/.runtime: pyproject.toml $(PLUGINS)
 		-e plugins/ztdp-eventstore-postgres -e plugins/ztdp-postgres
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.runtime
+$(VENV)/.installed: $(VENV)/.runtime $(EXAMPLE)
 	$(PY) -m pip install --quiet -e '.[test]' -e 'plugins/ztdp-kubernetes[test]' \
-		-e 'plugins/ztdp-eventstore-postgres[test]' -e 'plugins/ztdp-postgres[test]'
+		-e 'plugins/ztdp-eventstore-postgres[test]' -e 'plugins/ztdp-postgres[test]' \
+		-e 'plugins/ztdp-example-provider[test]'
 	touch $@
 
 runtime: $(VENV)/.runtime
@@ -37,7 +40,8 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest tests plugins/ztdp-kubernetes/tests plugins/ztdp-postgres/tests
+	$(PY) -m pytest tests plugins/ztdp-kubernetes/tests plugins/ztdp-postgres/tests \
+		plugins/ztdp-example-provider/tests
 
 bench: setup
 	$(PY) benchmarks/plan.py

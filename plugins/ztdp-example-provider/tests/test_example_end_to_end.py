@@ -1,0 +1,83 @@
+"""The example provider inside ZTDP, over HTTP, loaded through its entry point as `ztdp serve`
+loads it: a resource of type `files` is realised by an apply's run as a file in the directory
+its environment names, and its delete's run removes the file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.helpers import Api
+from ztdp.api import create_app
+from ztdp.providers import GROUP, ProviderRegistry
+from ztdp.settings import Settings
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    settings = Settings(step_timeout=20, retry_backoff=0.01, provider_retries=2, observe_interval=0)
+    # Only this plugin: the installed distribution's entry point, as the server finds it.
+    registry = ProviderRegistry.from_entry_points(
+        [ep for ep in entry_points(group=GROUP) if ep.name == "files"]
+    )
+    app = create_app(settings, providers=registry)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Api(client)
+
+
+async def finished(api: Api, run_id: str) -> dict[str, Any]:
+    with anyio.fail_after(30):
+        while True:
+            run = await api.ok("GET", f"/v1/runs/{run_id}")
+            if run["status"] != "Running":
+                return run  # type: ignore[no-any-return]
+            await asyncio.sleep(0.05)
+
+
+async def test_an_apply_writes_the_file_and_a_delete_removes_it(api: Api, tmp_path: Path) -> None:
+    [info] = await api.ok("GET", "/v1/providers")
+    assert info["kind"] == "files" and info["distribution"] == "ztdp-example-provider"
+    spec = {"providers": {"files": {"directory": str(tmp_path)}}}
+    await api.ok("POST", "/v1/environments", {"metadata": {"name": "dev"}, "spec": spec})
+    rtype = {"kind": "ResourceType", "metadata": {"name": "files"}, "spec": {"provider": "files"}}
+    await api.ok("POST", "/v1/resources", rtype)
+    await api.application("shop")
+    notes = {"kind": "resource", "metadata": {"name": "notes", "owner": "team-x"}}
+    notes["spec"] = {"type": "files", "config_ref": "notes-v1"}
+    await api.ok("POST", "/v1/resources", notes)
+    await api.ok("POST", "/v1/applications/shop/resources/notes")
+
+    applied = await api.ok("POST", "/v1/apply?env=dev", status=202)
+    [step] = [s for wave in applied["plan"]["waves"] for s in wave["steps"]]
+    assert (step["node"], step["action"], step["provider"]) == (
+        "resource/notes@dev",
+        "create",
+        "files",
+    )
+    run = await finished(api, applied["run"])
+    assert run["status"] == "Succeeded", run
+    assert (tmp_path / "notes@dev.json").is_file()
+
+    # The last application letting go of it removes it: 202 and the run doing it (docs/api.md).
+    deleted = await api.ok("DELETE", "/v1/applications/shop/resources/notes", status=202)
+    [run_id] = deleted["runs"]
+    assert (await finished(api, run_id))["status"] == "Succeeded"
+    assert os.listdir(tmp_path) == []
+    await api.ok("DELETE", "/v1/resources/notes")  # nothing real left: 200
+
+
+async def test_an_environment_naming_a_relative_directory_is_refused(api: Api) -> None:
+    spec = {"providers": {"files": {"directory": "relative/path"}}}
+    code, problem = await api.call(
+        "POST", "/v1/environments", {"metadata": {"name": "dev"}, "spec": spec}
+    )
+    assert code == 422, problem
+    assert problem["errors"][0]["loc"] == "spec.providers.files.directory"
