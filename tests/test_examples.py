@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import TypeAdapter
 
 from tests.conftest import REPO
@@ -33,3 +34,10 @@ def test_example_contract_is_valid(name: str) -> None:
 def test_every_example_is_checked() -> None:
     files = {p.stem for p in (REPO / "config" / "examples" / "api").glob("*.json")}
     assert files == set(MODELS)
+
+
+def test_the_readme_policy_examples_are_valid() -> None:
+    section = (REPO / "README.md").read_text().split("## Policies\n", 1)[1]
+    docs = list(yaml.safe_load_all(section.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    rules = [TypeAdapter(Policy).validate_python(doc).spec.rule.type for doc in docs]
+    assert rules == ["promotion", "approval", "expression"]

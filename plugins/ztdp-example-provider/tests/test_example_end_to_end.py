@@ -13,8 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.conftest import REPO
 from tests.helpers import Api
 from ztdp.api import create_app
 from ztdp.providers import GROUP, ProviderRegistry
@@ -81,3 +83,19 @@ async def test_an_environment_naming_a_relative_directory_is_refused(api: Api) -
     )
     assert code == 422, problem
     assert problem["errors"][0]["loc"] == "spec.providers.files.directory"
+
+
+async def test_the_readme_walkthrough_does_what_it_says(api: Api, tmp_path: Path) -> None:
+    """README, "Writing a provider plugin": its contracts, an apply of the environment, the
+    file, and the application's delete removing it."""
+    section = (REPO / "README.md").read_text().split("## Writing a provider plugin", 1)[1]
+    text = section.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    contracts = list(yaml.safe_load_all(text.replace("/tmp/ztdp-files", str(tmp_path))))
+    await api.ok("POST", "/v1/contracts", contracts, status=200)
+    applied = await api.ok("POST", "/v1/apply?env=scratch", status=202)
+    assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+    assert os.listdir(tmp_path) == ["notes-store@scratch.json"]
+    deleted = await api.ok("DELETE", "/v1/applications/notes?cascade=true", status=202)
+    [run_id] = deleted["runs"]
+    assert (await finished(api, run_id))["status"] == "Succeeded"
+    assert os.listdir(tmp_path) == []
