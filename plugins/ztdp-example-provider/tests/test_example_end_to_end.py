@@ -99,3 +99,34 @@ async def test_the_readme_walkthrough_does_what_it_says(api: Api, tmp_path: Path
     [run_id] = deleted["runs"]
     assert (await finished(api, run_id))["status"] == "Succeeded"
     assert os.listdir(tmp_path) == []
+
+
+async def test_a_file_changed_behind_ztdps_back_is_repaired(tmp_path: Path) -> None:
+    """No watch: the core polls the provider (`observe`), sees the drift and applies again."""
+    settings = Settings(retry_backoff=0.01, observe_interval=0.2)
+    registry = ProviderRegistry.from_entry_points(
+        [ep for ep in entry_points(group=GROUP) if ep.name == "files"]
+    )
+    app = create_app(settings, providers=registry)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        api = Api(client)
+        spec = {"providers": {"files": {"directory": str(tmp_path)}}}
+        await api.ok("POST", "/v1/environments", {"metadata": {"name": "dev"}, "spec": spec})
+        rtype = {"kind": "ResourceType", "metadata": {"name": "files"}}
+        await api.ok("POST", "/v1/resources", {**rtype, "spec": {"provider": "files"}})
+        await api.application("shop")
+        notes = {"kind": "resource", "metadata": {"name": "notes", "owner": "team-x"}}
+        await api.ok("POST", "/v1/resources", {**notes, "spec": {"type": "files"}})
+        await api.ok("POST", "/v1/applications/shop/resources/notes")
+        applied = await api.ok("POST", "/v1/apply?env=dev", status=202)
+        assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+        file = tmp_path / "notes@dev.json"
+        written = file.read_text()
+        file.write_text(written.replace('"config_ref": ""', '"config_ref": "edited"'))
+        node = "node=resource/notes@dev"
+        with anyio.fail_after(10):
+            while not await api.ok("GET", f"/v1/events?type=drift.repaired&{node}"):  # noqa: ASYNC110 - polls the API as a client does
+                await asyncio.sleep(0.05)
+        assert file.read_text() == written
+        [drift] = await api.ok("GET", f"/v1/events?type=drift.detected&{node}")
+        assert drift["data"]["changes"] == [{"path": "config_ref", "before": "edited", "after": ""}]
