@@ -693,3 +693,41 @@ async def test_a_run_start_before_its_record_waits_for_it_and_one_without_is_dro
         await supervisor.send(orphan)
         assert (await apply(supervisor, "b")).status is Status.READY  # the partition goes on
     assert (await supervisor.state.run(run.id)).status == "Succeeded"
+
+
+class CountingProvider(FakeProvider):
+    """Counts the applies running at once."""
+
+    def __init__(self) -> None:
+        super().__init__("kubernetes", delay=0.01)
+        self.now = self.most = 0
+
+    async def apply(self, *, resource: Resource, target: Target) -> Observation:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            return await super().apply(resource=resource, target=target)
+        finally:
+            self.now -= 1
+
+
+async def test_a_burst_of_messages_is_handled_a_bounded_number_at_a_time() -> None:
+    """A takeover or a resync hands a process thousands of messages at once: it handles at
+    most `actor_concurrency` of them at a time (the rest wait in their actors' queues), so
+    they do not all wait at once on the stores' connection pools and time out there."""
+    kube, events = CountingProvider(), MemoryEventBus()
+    settings = SETTINGS.model_copy(update={"actor_concurrency": 3})
+    nodes = [f"deployment/app/s{i}@dev" for i in range(40)]
+    async with (
+        supervisor_of(kube, events=events, settings=settings) as supervisor,
+        events.subscribe(EventFilter(type="actor.status")) as seen,
+    ):
+        for node in nodes:
+            await send_apply(supervisor, node)
+        ready: set[str] = set()
+        with anyio.fail_after(10):
+            while len(ready) < len(nodes):
+                event = await seen.receive()
+                if event["data"]["status"] == "Ready":
+                    ready.add(event["subject"])
+    assert kube.most == 3  # bounded, and reached: the messages did run side by side

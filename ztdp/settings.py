@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         default="uvloop", description="uvloop where installed, else the standard asyncio loop"
     )
     apply_parallelism: int = Field(default=16, ge=0, description="steps at once; 0: unbounded")
+    actor_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="actor messages handled at once in one process (each actor still handles "
+        "one at a time); the rest wait in their actors' queues, so a burst (a takeover, a "
+        "resync) does not run the stores' connection pools dry",
+    )
     worker_parallelism: int = Field(
         default=0,
         ge=0,

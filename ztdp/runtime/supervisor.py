@@ -275,6 +275,10 @@ class Supervisor:
         self._ids, self._sent = f"{uuid.uuid4().hex}-", itertools.count(1)
         limit = settings.worker_parallelism
         self._calls = anyio.CapacityLimiter(limit) if limit else None  # provider calls at once
+        # Messages handled at once, over all partitions: the backlog of a takeover or a
+        # resync waits its turn in the actors' queues (heartbeats keep it), instead of
+        # thousands of handlers at once timing out on the stores' connection pools.
+        self._handlers = anyio.CapacityLimiter(settings.actor_concurrency)
         self._accepting = False
         self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
         self._reconciling = run_actors and settings.observe_interval > 0
@@ -574,7 +578,8 @@ class Supervisor:
                 batch = [queue.popleft()]
             owned.handling.update(batch)
             try:
-                await self._deliver(owned, batch)
+                async with self._handlers:
+                    await self._deliver(owned, batch)
             except Fenced as exc:
                 await self._lost(owned, exc)  # cancels this task too
                 return
