@@ -578,8 +578,14 @@ class Supervisor:
                 batch = [queue.popleft()]
             owned.handling.update(batch)
             try:
-                async with self._handlers:
+                try:  # without a checkpoint while there is room (most of the time)
+                    self._handlers.acquire_nowait()
+                except anyio.WouldBlock:
+                    await self._handlers.acquire()
+                try:
                     await self._deliver(owned, batch)
+                finally:
+                    self._handlers.release()
             except Fenced as exc:
                 await self._lost(owned, exc)  # cancels this task too
                 return
