@@ -28,14 +28,53 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from ztdp.errors import PermanentError, TemporaryError
 from ztdp.planner import diff as field_diff
 from ztdp.providers import Change, Health, Observation, Provider, Resource, Target, Watching
 from ztdp_kubernetes.settings import KubernetesSettings
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client, config, watch
+    from kubernetes_asyncio.client import ApiClient
+    from kubernetes_asyncio.client.exceptions import ApiException
+else:
+    # kubernetes-asyncio takes half a second to import (its models): loaded in a thread at the
+    # first call that needs a cluster (`_api`), not when ZTDP loads its plugins at start-up.
+    # Until then these names are stand-ins that nothing raises or uses.
+    client = config = watch = None
+
+    class ApiException(Exception):  # replaced by kubernetes-asyncio's by `_load`
+        pass
+
+    ApiClient = None
+
+
+def _load() -> None:
+    """Bind kubernetes-asyncio's modules to this module's names (idempotent, thread-safe)."""
+    import kubernetes_asyncio.client as real_client
+    import kubernetes_asyncio.client.exceptions as exceptions
+    import kubernetes_asyncio.config as real_config
+    import kubernetes_asyncio.watch as real_watch
+
+    globals().update(
+        client=real_client,
+        config=real_config,
+        watch=real_watch,
+        ApiClient=real_client.ApiClient,
+        ApiException=exceptions.ApiException,
+    )
+
+
+_loaded = False
+
+
+async def _loading() -> None:
+    global _loaded
+    if not _loaded:
+        await asyncio.to_thread(_load)
+        _loaded = True
+
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
@@ -504,6 +543,7 @@ class KubernetesProvider:
                 "(ZTDP_PROVIDERS__KUBERNETES__KUBECONFIG, or ZTDP_KUBECONFIG)"
             )
         key = (str(kubeconfig), target.settings.get("context"), watches)
+        await _loading()
         async with self._lock:
             if key not in self._clients:
                 settings = client.Configuration()
