@@ -17,82 +17,33 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ztdp.cli.process import loop_factory, settle_heap
 from ztdp.events import EventFilter, MemoryEventBus
-from ztdp.providers import Change, Observation, ProviderInfo, ProviderRegistry, Resource, Target
+from ztdp.providers import ProviderInfo, ProviderRegistry, Resource, Target
 from ztdp.runtime import Supervisor
 from ztdp.runtime.mailbox import MemoryMailbox
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore
+from ztdp.testing import FakeProvider
 
 ACTORS, RESYNC, DRIFTS = 10_000, 30.0, 50
+DEV = Target("dev")
 
 
-class WatchedMemoryProvider:
-    """Objects in a dict; `edit` changes one behind ZTDP's back and notifies the watches."""
+def provider() -> FakeProvider:
+    """The kit's in-memory provider, in the place of the Kubernetes one: it notifies the
+    changes `tamper` makes behind ZTDP's back, as a watch would."""
+    return FakeProvider("kubernetes", settings_model=None)
 
-    kind = "kubernetes"
 
-    def __init__(self) -> None:
-        self.live: dict[str, dict[str, Any]] = {}
-        self.watches: list[MemoryObjectSendStream[Change]] = []
-        self.observed = 0
-
-    async def validate(self, *, resource: Resource) -> None:
-        return None
-
-    async def diff(
-        self, *, desired: Mapping[str, Any], observed: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
-        return [
-            {"path": k, "before": observed.get(k), "after": v}
-            for k, v in desired.items()
-            if observed.get(k) != v
-        ]
-
-    async def apply(self, *, resource: Resource, target: Target) -> Observation:
-        self.live[resource.node] = dict(resource.desired)
-        return Observation(state=dict(resource.desired), health="Ready")
-
-    async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
-        self.observed += 1
-        state = self.live.get(resource.node)
-        return None if state is None else Observation(state=state, health="Ready")
-
-    async def delete(self, *, resource: Resource, target: Target) -> None:
-        self.live.pop(resource.node, None)
-
-    async def health(self, *, resource: Resource, target: Target) -> str:
-        return "Ready"
-
-    async def aclose(self) -> None:
-        return None
-
-    @asynccontextmanager
-    async def watch(self, *, target: Target) -> AsyncIterator[Any]:
-        send, receive = anyio.create_memory_object_stream[Change](1000)
-        self.watches.append(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            self.watches.remove(send)
-            send.close()
-
-    async def edit(self, node: str) -> None:
-        self.live[node]["image"] = "evil:latest"
-        for stream in self.watches:
-            await stream.send(Change(node=node, event="modified"))
+def observations(fake: FakeProvider) -> int:
+    return sum(1 for method, _ in fake.calls if method == "observe")
 
 
 def node(i: int) -> str:
@@ -106,7 +57,7 @@ async def populate(sup: Supervisor, events: MemoryEventBus) -> None:
         for i in range(ACTORS):
             desired = {"version": "1.0.0", "image": f"svc-{i}:1.0.0", "replicas": 1}
             resource = Resource(node(i), "deployment", f"svc-{i % 100}", f"app-{i // 100}", desired)
-            await sup.apply(resource, Target("dev"), provider="kubernetes")
+            await sup.apply(resource, DEV, provider="kubernetes")
         with anyio.fail_after(120):
             while (await seen.receive())["data"]["status"] != "Ready":
                 pass
@@ -114,10 +65,10 @@ async def populate(sup: Supervisor, events: MemoryEventBus) -> None:
 
 async def idle_cpu(reconcile: bool) -> tuple[float, int]:
     """Share of one core the process used over two resync intervals, nothing changing."""
-    provider, events = WatchedMemoryProvider(), MemoryEventBus()
+    fake, events = provider(), MemoryEventBus()
     settings = Settings(observe_interval=RESYNC if reconcile else 0, step_timeout=60)
     sup = Supervisor(
-        providers=_registry(provider),
+        providers=_registry(fake),
         state=MemoryStateStore(),
         events=events,
         mailbox=MemoryMailbox(settings.partitions),
@@ -126,18 +77,18 @@ async def idle_cpu(reconcile: bool) -> tuple[float, int]:
     async with sup:
         await populate(sup, events)
         settle_heap()
-        provider.observed = 0
+        before = observations(fake)
         cpu, wall = time.process_time(), time.perf_counter()
         await anyio.sleep(2 * RESYNC)
         share = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    return share, provider.observed
+    return share, observations(fake) - before
 
 
 async def drift_repairs() -> list[float]:
-    provider, events = WatchedMemoryProvider(), MemoryEventBus()
+    fake, events = provider(), MemoryEventBus()
     settings = Settings(observe_interval=RESYNC, step_timeout=60)
     sup = Supervisor(
-        providers=_registry(provider),
+        providers=_registry(fake),
         state=MemoryStateStore(),
         events=events,
         mailbox=MemoryMailbox(settings.partitions),
@@ -146,23 +97,23 @@ async def drift_repairs() -> list[float]:
     latencies = []
     async with sup:
         await populate(sup, events)
-        while not provider.watches:  # noqa: ASYNC110  (the watch starts with the first target)
-            await anyio.sleep(0.01)
+        while not any(method == "watch" for method, _ in fake.calls):  # noqa: ASYNC110
+            await anyio.sleep(0.01)  # the watch starts with the first target
         for k in range(DRIFTS):
-            target = node(k * (ACTORS // DRIFTS))
-            async with events.subscribe(EventFilter(node=target, type="drift.repaired")) as done:
+            edited = node(k * (ACTORS // DRIFTS))
+            async with events.subscribe(EventFilter(node=edited, type="drift.repaired")) as done:
                 start = time.perf_counter()
-                await provider.edit(target)
+                await fake.tamper(node=edited, target=DEV, state={"image": "evil:latest"})
                 with anyio.fail_after(30):
                     await done.receive()
                 latencies.append(time.perf_counter() - start)
-            assert provider.live[target]["image"] != "evil:latest"
+            assert fake.objects[("dev", edited)].state["image"] != "evil:latest"
     return latencies
 
 
-def _registry(provider: WatchedMemoryProvider) -> ProviderRegistry:
+def _registry(fake: FakeProvider) -> ProviderRegistry:
     reg = ProviderRegistry()
-    reg.register(provider, ProviderInfo("kubernetes", "benchmarks", "benchmarks", "0"))
+    reg.register(fake, ProviderInfo("kubernetes", "benchmarks", "benchmarks", "0"))
     return reg
 
 
