@@ -39,6 +39,8 @@ class Cluster:
         self.env = shared_env(REDIS_URL, self.redis_prefix, nats_url, f"bench{tag}")
         # The defaults, said explicitly (the tests' harness shortens them).
         self.env.update(ZTDP_PARTITIONS="16", ZTDP_LEASE_TTL="2", ZTDP_ACK_WAIT="3")
+        # Workers as docs/runtime.md recommends: a takeover's burst waits its turn.
+        self.env.update(ZTDP_ACTOR_CONCURRENCY="256")
         self.env.update(settings)
         self.api: ServerProcess | None = None
         self.workers: list[WorkerProcess] = []

@@ -131,11 +131,11 @@ class Settings(BaseSettings):
     )
     apply_parallelism: int = Field(default=16, ge=0, description="steps at once; 0: unbounded")
     actor_concurrency: int = Field(
-        default=256,
-        ge=1,
+        default=0,
+        ge=0,
         description="actor messages handled at once in one process (each actor still handles "
         "one at a time); the rest wait in their actors' queues, so a burst (a takeover, a "
-        "resync) does not run the stores' connection pools dry",
+        "resync) does not run the stores' connection pools dry. 0: unbounded",
     )
     worker_parallelism: int = Field(
         default=0,

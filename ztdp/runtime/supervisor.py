@@ -278,7 +278,8 @@ class Supervisor:
         # Messages handled at once, over all partitions: the backlog of a takeover or a
         # resync waits its turn in the actors' queues (heartbeats keep it), instead of
         # thousands of handlers at once timing out on the stores' connection pools.
-        self._handlers = anyio.CapacityLimiter(settings.actor_concurrency)
+        bound = settings.actor_concurrency
+        self._handlers = anyio.CapacityLimiter(bound) if bound else None
         self._accepting = False
         self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
         self._reconciling = run_actors and settings.observe_interval > 0
@@ -578,14 +579,17 @@ class Supervisor:
                 batch = [queue.popleft()]
             owned.handling.update(batch)
             try:
-                try:  # without a checkpoint while there is room (most of the time)
-                    self._handlers.acquire_nowait()
-                except anyio.WouldBlock:
-                    await self._handlers.acquire()
-                try:
+                if self._handlers is None:
                     await self._deliver(owned, batch)
-                finally:
-                    self._handlers.release()
+                else:
+                    try:  # without a checkpoint while there is room (most of the time)
+                        self._handlers.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await self._handlers.acquire()
+                    try:
+                        await self._deliver(owned, batch)
+                    finally:
+                        self._handlers.release()
             except Fenced as exc:
                 await self._lost(owned, exc)  # cancels this task too
                 return
