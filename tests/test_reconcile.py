@@ -20,6 +20,7 @@ from ztdp.events import EventFilter, MemoryEventBus
 from ztdp.providers import Change, Observation, Resource, Target, Watching
 from ztdp.runtime import Supervisor
 from ztdp.runtime.mailbox import MemoryMailbox
+from ztdp.runtime.supervisor import SWEEP_BATCH
 from ztdp.settings import Settings
 from ztdp.state import MemoryStateStore
 
@@ -137,3 +138,68 @@ async def test_after_a_restart_an_outside_deletion_is_noticed_and_repaired() -> 
             assert detected["data"]["missing"] is True
             assert (await drift.receive())["type"] == "io.ztdp.drift.repaired"
     assert provider.live[NODE] == {"version": "1"}
+
+
+class GatedProvider(WatchedProvider):
+    """Observations wait at a gate, counting how many are under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.gate.set()  # open until a test closes it
+        self.observing = self.most = self.observed = 0
+        self.expected = 0
+        self.crowded = anyio.Event()  # as many under way as a sweep may have
+        self.all_observed = anyio.Event()
+
+    async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
+        self.observing += 1
+        self.most = max(self.most, self.observing)
+        if self.observing >= SWEEP_BATCH:
+            self.crowded.set()
+        try:
+            await self.gate.wait()
+            return await super().observe(resource=resource, target=target)
+        finally:
+            self.observing -= 1
+            self.observed += 1
+            if self.observed == self.expected:
+                self.all_observed.set()
+
+
+async def test_a_sweep_observes_a_bounded_number_of_nodes_at_once_and_reaches_them_all() -> None:
+    """Thousands of observations at once kept the loop from renewing leases in time: a
+    partition's sweep has at most SWEEP_BATCH in flight, and still observes every node."""
+    settings = SETTINGS.model_copy(update={"partitions": 1})
+    provider, events, state = GatedProvider(), MemoryEventBus(), MemoryStateStore()
+    nodes = [f"deployment/a/s{i}@dev" for i in range(3 * SWEEP_BATCH + 5)]
+
+    def one() -> Supervisor:
+        sup = Supervisor(
+            providers=registry(provider),
+            state=state,
+            events=events,
+            mailbox=MemoryMailbox(1),
+            settings=settings,
+        )
+        sup.hooks = Hooks()
+        return sup
+
+    async with one() as first:
+        async with events.subscribe(EventFilter(node=nodes[-1], type="actor.status")) as seen:
+            for node in nodes:
+                await send_apply(first, node)
+            with anyio.fail_after(5):
+                while (await seen.receive())["data"]["status"] != "Ready":
+                    pass
+    provider.gate, provider.observed, provider.most = anyio.Event(), 0, 0
+    provider.expected = len(nodes)
+    async with one():  # takes the partition over: its sweep starts
+        with anyio.fail_after(5):
+            await provider.crowded.wait()
+        await anyio.wait_all_tasks_blocked()  # anything more the sweep would start, it has
+        assert provider.most == SWEEP_BATCH
+        provider.gate.set()
+        with anyio.fail_after(5):
+            await provider.all_observed.wait()
+    assert provider.most == SWEEP_BATCH

@@ -121,6 +121,9 @@ class Ownership:
 
     async def round(self) -> None:
         members = await self._state.join(self.member, ttl=self._ttl)
+        # Every lease is renewed before any lost one is dropped: stopping a partition's work
+        # takes time, and waiting for it first could let the other leases run out too.
+        lost = []
         for partition, fence in list(self.fences.items()):
             asked = time.monotonic()  # the lease runs from before the call, not after it
             if await self._state.renew(fence, ttl=self._ttl):
@@ -129,7 +132,9 @@ class Ownership:
                 log.warning("lost the lease on partition %d", partition)
                 self.fences.pop(partition, None)  # a fenced write may have let it go already
                 self._held_since.pop(partition, None)
-                await self._drop(partition)
+                lost.append(partition)
+        for partition in lost:
+            await self._drop(partition)
         if self.stopping:
             return  # keep what it holds while it finishes, take nothing new
         share = self._partitions if self.exclusive else self.share(members)

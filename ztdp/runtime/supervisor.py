@@ -97,6 +97,7 @@ PAUSE = 1.0  # seconds before a message is tried again while a backend is away
 WATCH_BACKOFF = 0.5  # seconds before a broken watch starts again, doubling
 IN_FLIGHT = 1024  # deliveries of one partition being handled at once
 IDLE_WORKERS = 16  # worker tasks of one partition kept waiting for the next activation
+SWEEP_BATCH = 64  # observations of one partition's sweep in flight at once
 
 
 START_DEADLINE = 30.0  # seconds a run's start waits for its record (see start_run)
@@ -113,19 +114,35 @@ class ShuttingDown(BackendUnavailable):
     title = "Shutting down"
 
 
+class _Sweep:
+    """The observations of one batch of a sweep that are not handled yet."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, left: int) -> None:
+        self.left, self.done = left, anyio.Event()
+
+    def settle(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
+
+
 class _Local:
     """A delivery that never went through the mailbox (observations this worker schedules)."""
 
-    __slots__ = ("envelope", "redelivered")
+    __slots__ = ("envelope", "redelivered", "sweep")
 
-    def __init__(self, envelope: Envelope) -> None:
-        self.envelope, self.redelivered = envelope, False
+    def __init__(self, envelope: Envelope, sweep: _Sweep | None = None) -> None:
+        self.envelope, self.redelivered, self.sweep = envelope, False, sweep
 
     async def ack(self) -> None:
-        return None
+        if self.sweep is not None:
+            self.sweep.settle()
 
     async def nack(self, delay: float = 0.0) -> None:
-        return None
+        if self.sweep is not None:
+            self.sweep.settle()
 
     async def in_progress(self) -> None:
         return None
@@ -235,6 +252,8 @@ class _Owned:
     # current message or being handled; all get heartbeats, and a redelivered copy is dropped
     unsettled: dict[str, Delivery] = field(default_factory=dict)
     slots: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(IN_FLIGHT))
+    sweeping: bool = False  # a sweep of its nodes is under way
+    quiet: anyio.Event | None = None  # set for a waiting sweep once little mail is in flight
 
 
 class Supervisor:
@@ -364,7 +383,8 @@ class Supervisor:
             await owned.stopped.wait()
 
     async def _lost(self, owned: _Owned, exc: Fenced) -> None:
-        log.warning("partition %d: %s", owned.fence.partition, exc.detail)
+        if not owned.scope.cancel_called:  # said once, not by each of its refused writes
+            log.warning("partition %d: %s", owned.fence.partition, exc.detail)
         self._ownership.fences.pop(owned.fence.partition, None)
         if self._owned.get(owned.fence.partition) is owned:
             del self._owned[owned.fence.partition]
@@ -505,7 +525,7 @@ class Supervisor:
                 async with anyio.create_task_group() as tg:
                     owned.tg = tg
                     if self._reconciling:  # what it owns is observed from the moment it does
-                        tg.start_soon(self._observe_partition, owned)
+                        self._sweep(owned)
                     with owned.intake:  # cancelled at shutdown: what is being handled finishes
                         while True:
                             try:
@@ -599,6 +619,8 @@ class Supervisor:
                     if not isinstance(delivery, _Local):
                         owned.unsettled.pop(delivery.envelope.id, None)
                         owned.slots.release()
+                if owned.quiet is not None and len(owned.unsettled) <= SWEEP_BATCH:
+                    owned.quiet.set()
         del owned.queues[node]  # no await since the empty check: no message slipped in
 
     async def _deliver(self, owned: _Owned, batch: list[Delivery]) -> None:
@@ -1226,21 +1248,42 @@ class Supervisor:
         while True:
             await anyio.sleep(interval * (0.8 + 0.4 * random.random()))  # jitter
             for owned in list(self._owned.values()):
-                await self._observe_partition(owned)
+                self._sweep(owned)
+
+    def _sweep(self, owned: _Owned) -> None:
+        """Start observing every node of a partition, unless a sweep of it is under way."""
+        if owned.tg is not None and not owned.sweeping:
+            owned.sweeping = True
+            owned.tg.start_soon(self._observe_partition, owned)
 
     async def _observe_partition(self, owned: _Owned) -> None:
+        """A sweep: the partition's nodes, SWEEP_BATCH at a time, while its mail leaves room.
+
+        Mail comes first: a takeover's backlog (or a run's steps) is what somebody waits
+        for, and thousands of observations at once would make it wait behind them (and
+        keep the event loop from renewing the leases in time)."""
         try:
-            nodes = await self.state.nodes(owned.fence.partition)
-        except BackendUnavailable as exc:
-            log.warning(
-                "observation of partition %d skipped: %s", owned.fence.partition, exc.detail
-            )
-            return
-        if owned.tg is None or owned.intake.cancel_called:
-            return
-        for node in nodes:
-            if self._accepting:
-                self._dispatch(owned, _Local(Envelope(node=node, kind="observe")))
+            try:
+                nodes = await self.state.nodes(owned.fence.partition)
+            except BackendUnavailable as exc:
+                log.warning(
+                    "observation of partition %d skipped: %s", owned.fence.partition, exc.detail
+                )
+                return
+            for start in range(0, len(nodes), SWEEP_BATCH):
+                while len(owned.unsettled) > SWEEP_BATCH:
+                    owned.quiet = anyio.Event()
+                    await owned.quiet.wait()
+                owned.quiet = None
+                if not self._accepting or owned.tg is None or owned.intake.cancel_called:
+                    return
+                batch = nodes[start : start + SWEEP_BATCH]
+                sweep = _Sweep(len(batch))
+                for node in batch:
+                    self._dispatch(owned, _Local(Envelope(node=node, kind="observe"), sweep))
+                await sweep.done.wait()
+        finally:
+            owned.sweeping, owned.quiet = False, None
 
     # --- run coordinators ------------------------------------------------------------------
 
