@@ -185,13 +185,13 @@ async def test_a_sweep_observes_a_bounded_number_of_nodes_at_once_and_reaches_th
         sup.hooks = Hooks()
         return sup
 
-    async with one() as first:
-        async with events.subscribe(EventFilter(node=nodes[-1], type="actor.status")) as seen:
-            for node in nodes:
-                await send_apply(first, node)
-            with anyio.fail_after(5):
-                while (await seen.receive())["data"]["status"] != "Ready":
-                    pass
+    last = EventFilter(node=nodes[-1], type="actor.status")
+    async with one() as first, events.subscribe(last) as seen:
+        for node in nodes:
+            await send_apply(first, node)
+        with anyio.fail_after(5):
+            while (await seen.receive())["data"]["status"] != "Ready":
+                pass
     provider.gate, provider.observed, provider.most = anyio.Event(), 0, 0
     provider.expected = len(nodes)
     async with one():  # takes the partition over: its sweep starts

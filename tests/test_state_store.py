@@ -448,7 +448,7 @@ async def test_a_fence_on_a_partition_never_leased_is_refused(state_store: State
 async def test_an_expired_lease_is_fenced(state_store: StateStore) -> None:
     fence = await fence_of(state_store, 0, "w1")
     run = await seed_for_fencing(state_store, fence)
-    assert await state_store.renew(fence, ttl=SHORT)
+    assert await state_store.renew([fence], ttl=SHORT) == {0}
 
     await lease_gone(state_store, 0)
 
@@ -493,7 +493,7 @@ async def test_renew_extends_the_lease(state_store: StateStore) -> None:
     control = await state_store.acquire(1, "w1", ttl=SHORT)
     assert renewed is not None and control is not None
 
-    assert await state_store.renew(renewed, ttl=LONG) is True
+    assert await state_store.renew([renewed], ttl=LONG) == {0}
     await lease_gone(state_store, 1)  # the unrenewed one runs out ...
 
     assert await state_store.holders() == {0: "w1"}  # ... the renewed one does not
@@ -508,9 +508,24 @@ async def test_renew_fails_after_a_takeover(state_store: StateStore) -> None:
     await lease_gone(state_store, 0)
     new = await fence_of(state_store, 0, "w2")
 
-    assert await state_store.renew(old, ttl=LONG) is False
+    assert await state_store.renew([old], ttl=LONG) == set()
     assert await state_store.holders() == {0: "w2"}
-    assert await state_store.renew(new, ttl=LONG) is True
+    assert await state_store.renew([new], ttl=LONG) == {0}
+
+
+async def test_renew_renews_many_leases_at_once_and_names_those_still_held(
+    state_store: StateStore,
+) -> None:
+    kept = await fence_of(state_store, 0, "w1")
+    lost = await state_store.acquire(1, "w1", ttl=SHORT)
+    other = await fence_of(state_store, 2, "w2")
+    assert lost is not None
+    await lease_gone(state_store, 1)
+
+    assert await state_store.renew([kept, lost], ttl=LONG) == {0}
+    assert await state_store.renew([], ttl=LONG) == set()
+    assert await state_store.holders() == {0: "w1", 2: "w2"}
+    assert other.partition == 2
 
 
 async def test_renew_fails_once_expired(state_store: StateStore) -> None:
@@ -518,7 +533,7 @@ async def test_renew_fails_once_expired(state_store: StateStore) -> None:
     assert fence is not None
     await lease_gone(state_store, 0)
 
-    assert await state_store.renew(fence, ttl=LONG) is False
+    assert await state_store.renew([fence], ttl=LONG) == set()
     assert await state_store.holders() == {}
 
 

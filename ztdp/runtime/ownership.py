@@ -123,15 +123,21 @@ class Ownership:
         members = await self._state.join(self.member, ttl=self._ttl)
         # Every lease is renewed before any lost one is dropped: stopping a partition's work
         # takes time, and waiting for it first could let the other leases run out too.
+        # All in one round trip: one at a time, each waited its turn on a busy event loop.
+        fences = list(self.fences.values())
+        asked = time.monotonic()  # the leases run from before the call, not after it
+        renewed = await self._state.renew(fences, ttl=self._ttl)
         lost = []
-        for partition, fence in list(self.fences.items()):
-            asked = time.monotonic()  # the lease runs from before the call, not after it
-            if await self._state.renew(fence, ttl=self._ttl):
-                self._held_since[partition] = asked
+        for fence in fences:
+            partition = fence.partition
+            if partition in renewed:
+                if self.fences.get(partition) is fence:
+                    self._held_since[partition] = asked
             else:
                 log.warning("lost the lease on partition %d", partition)
-                self.fences.pop(partition, None)  # a fenced write may have let it go already
-                self._held_since.pop(partition, None)
+                if self.fences.get(partition) is fence:
+                    self.fences.pop(partition, None)  # a fenced write may have let it go
+                    self._held_since.pop(partition, None)
                 lost.append(partition)
         for partition in lost:
             await self._drop(partition)

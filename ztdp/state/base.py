@@ -139,8 +139,9 @@ class StateStore(Protocol):
         any before it on that partition; None if someone else holds it."""
         ...
 
-    async def renew(self, fence: Fence, *, ttl: float) -> bool:
-        """Extend the lease; False if it is no longer this fence's (expired, taken over)."""
+    async def renew(self, fences: Sequence[Fence], *, ttl: float) -> set[int]:
+        """Extend these leases, in one round trip; the partitions whose lease is still the
+        fence's (the others expired or were taken over)."""
         ...
 
     async def release(self, fence: Fence) -> None:

@@ -147,13 +147,16 @@ class MemoryStateStore:
         self._leases[partition] = (owner, token, now + ttl)
         return Fence(partition, owner, token)
 
-    async def renew(self, fence: Fence, *, ttl: float) -> bool:
+    async def renew(self, fences: Sequence[Fence], *, ttl: float) -> set[int]:
         now = time.monotonic()
-        held = self._leases.get(fence.partition)
-        if held is None or held[:2] != (fence.owner, fence.token) or held[2] < now:
-            return False
-        self._leases[fence.partition] = (fence.owner, fence.token, now + ttl)
-        return True
+        renewed = set()
+        for fence in fences:
+            held = self._leases.get(fence.partition)
+            if held is None or held[:2] != (fence.owner, fence.token) or held[2] < now:
+                continue
+            self._leases[fence.partition] = (fence.owner, fence.token, now + ttl)
+            renewed.add(fence.partition)
+        return renewed
 
     async def release(self, fence: Fence) -> None:
         held = self._leases.get(fence.partition)

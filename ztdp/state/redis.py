@@ -114,10 +114,17 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return token
 """
 
-# KEYS: lease. ARGV: "<owner> <token>", ttl (ms).
+# KEYS: leases. ARGV: ttl (ms), then "<owner> <token>" of each lease. Returns 1 or 0 each.
 _RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    renewed[i] = redis.call('PEXPIRE', key, ARGV[1])
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
 """
 
 # KEYS: lease. ARGV: "<owner> <token>".
@@ -363,12 +370,15 @@ class RedisStateStore:
             )
         return None if token is None else Fence(partition, owner, int(token))
 
-    async def renew(self, fence: Fence, *, ttl: float) -> bool:
+    async def renew(self, fences: Sequence[Fence], *, ttl: float) -> set[int]:
+        if not fences:
+            return set()
         with reachable(WHAT):
             done = await self._renew(
-                keys=[self._lease + str(fence.partition)], args=[_lease(fence), _ms(ttl)]
+                keys=[self._lease + str(f.partition) for f in fences],
+                args=[_ms(ttl), *(_lease(f) for f in fences)],
             )
-        return bool(done)
+        return {f.partition for f, ok in zip(fences, cast(list[int], done), strict=True) if ok}
 
     async def release(self, fence: Fence) -> None:
         with reachable(WHAT):
