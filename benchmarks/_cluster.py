@@ -83,6 +83,10 @@ class Cluster:
         """How many applies the recording provider has recorded."""
         return int(self.redis.llen(f"{self.redis_prefix}:recording:applies"))
 
+    def observes(self) -> int:
+        """How many observations the recording provider has recorded."""
+        return int(self.redis.llen(f"{self.redis_prefix}:recording:observes"))
+
     def close(self) -> None:
         for p in [*self.workers, self.api]:
             if p is not None:

@@ -203,3 +203,27 @@ async def test_a_sweep_observes_a_bounded_number_of_nodes_at_once_and_reaches_th
         with anyio.fail_after(5):
             await provider.all_observed.wait()
     assert provider.most == SWEEP_BATCH
+
+
+async def test_an_observation_that_changes_nothing_writes_nothing() -> None:
+    """10,000 unchanged actors observed every resync (or taken over at once) would commit
+    10,000 identical records; only a change is written, and said."""
+    provider, events, state = GatedProvider(), MemoryEventBus(), MemoryStateStore()
+    async with worker(provider, state, events) as supervisor:
+        await send_apply(supervisor, NODE, "1")
+        await until(events, NODE, "actor.status", status="Ready")
+        await anyio.wait_all_tasks_blocked()
+        before, observed = await state.actor(NODE), provider.observed
+
+        await provider.change(NODE)  # the actor observes: nothing changed
+        await anyio.wait_all_tasks_blocked()
+
+        assert provider.observed == observed + 1
+        assert await state.actor(NODE) == before
+        provider.health_now = "Degraded"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(provider.change, NODE)
+            await until(events, NODE, "actor.status", status="Degraded")
+        record = await state.actor(NODE)
+        assert record is not None and before is not None
+        assert record["status"] == "Degraded" and record["updated_at"] > before["updated_at"]

@@ -66,6 +66,7 @@ from ztdp.runtime.actor import (
 )
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
+from ztdp.runtime.records import RecordLoader
 from ztdp.runtime.telemetry import TracedMailbox, TracedProvider, handling, traced
 from ztdp.secrets.redaction import scrubbed
 from ztdp.settings import Settings
@@ -239,6 +240,7 @@ class _Owned:
     """A partition this worker holds the lease of, and the work going on in it."""
 
     fence: Fence
+    records: RecordLoader
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # all of its work
     intake: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # its consumer only
     stopped: anyio.Event = field(default_factory=anyio.Event)
@@ -372,7 +374,7 @@ class Supervisor:
 
     async def _take(self, fence: Fence) -> None:
         assert self._tg is not None
-        owned = _Owned(fence)
+        owned = _Owned(fence, RecordLoader(self.state))
         self._owned[fence.partition] = owned
         self._tg.start_soon(self._serve_partition, owned, name=f"partition {fence.partition}")
 
@@ -712,7 +714,7 @@ class Supervisor:
     async def _load(self, owned: _Owned, node: str, provider: str | None) -> ActorState:
         state = owned.actors.get(node)
         if state is None:
-            raw = await self.state.actor(node)
+            raw = await owned.records.get(node)
             state = ActorState(node, provider) if raw is None else ActorState.from_snapshot(raw)
             owned.actors[node] = state
             self._watched(state)
@@ -1144,6 +1146,16 @@ class Supervisor:
         run: str | None,
         step: _StepRun | None = None,
     ) -> None:
+        status = HEALTH_STATUS[observation.health]
+        if (
+            step is None
+            and status is state.status
+            and state.last_error is None
+            and observation.message == state.message
+            and state.observed_generation == state.generation
+            and state.observed == observation.state
+        ):
+            return  # an observation that changes nothing writes nothing (nor says anything)
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
         assert state.resource is not None and state.target is not None
@@ -1160,7 +1172,7 @@ class Supervisor:
         await self._status(
             owned,
             state,
-            HEALTH_STATUS[observation.health],
+            status,
             message=observation.message,
             run=run,
             also=[PutObserved(seen)],

@@ -12,8 +12,9 @@ Configured by environment variables, read when the plugin is loaded:
   ZTDP_RECORDING_DELAY   seconds each apply takes (default 0)
 
 Keys: <prefix>:live (hash node -> desired JSON), <prefix>:applies (list of nodes, one per
-finished apply), <prefix>:overlaps (list of nodes applied concurrently with themselves),
-<prefix>:applying:<node> (held while an apply runs).
+finished apply), <prefix>:observes (list of nodes, one per observation), <prefix>:overlaps
+(list of nodes applied concurrently with themselves), <prefix>:applying:<node> (held while
+an apply runs).
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ class RecordingProvider:
         url = os.environ.get("ZTDP_RECORDING_REDIS")
         self._prefix = os.environ.get("ZTDP_RECORDING_PREFIX", "ztdp-recording")
         self._delay = float(os.environ.get("ZTDP_RECORDING_DELAY", "0"))
-        self._redis = None if url is None else aioredis.Redis.from_url(url, decode_responses=True)
+        # A blocking pool: thousands of calls at once (a takeover) wait for a connection
+        # instead of failing with "Too many connections".
+        self._redis = (
+            None
+            if url is None
+            else aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    url, decode_responses=True, max_connections=64, timeout=30
+                )
+            )
+        )
         self._live: dict[str, str] = {}
         self._me = uuid.uuid4().hex
 
@@ -75,8 +86,11 @@ class RecordingProvider:
     async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
         if self._redis is None:
             state = self._live.get(resource.node)
-        else:
-            state = await self._redis.hget(f"{self._prefix}:live", resource.node)
+        else:  # the observation is recorded in the same round trip
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hget(f"{self._prefix}:live", resource.node)
+                pipe.rpush(f"{self._prefix}:observes", resource.node)
+                state, _ = await pipe.execute()
         return None if state is None else Observation(state=json.loads(state), health="Ready")
 
     async def delete(self, *, resource: Resource, target: Target) -> None:
