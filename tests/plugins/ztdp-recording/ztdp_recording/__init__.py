@@ -31,6 +31,13 @@ import redis.asyncio as aioredis
 from ztdp.providers import Observation, Resource, Target
 
 
+# KEYS: live, observes. ARGV: node. Returns the node's live state (or nil), recording the call.
+_OBSERVE = """
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+
+
 class RecordingProvider:
     kind = "recording"
 
@@ -50,6 +57,8 @@ class RecordingProvider:
             )
         )
         self._live: dict[str, str] = {}
+        if self._redis is not None:
+            self._observe = self._redis.register_script(_OBSERVE)
         self._me = uuid.uuid4().hex
 
     async def validate(self, *, resource: Resource) -> None:
@@ -86,11 +95,10 @@ class RecordingProvider:
     async def observe(self, *, resource: Resource, target: Target) -> Observation | None:
         if self._redis is None:
             state = self._live.get(resource.node)
-        else:  # the observation is recorded in the same round trip
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hget(f"{self._prefix}:live", resource.node)
-                pipe.rpush(f"{self._prefix}:observes", resource.node)
-                state, _ = await pipe.execute()
+        else:  # the observation is recorded in the same round trip (a script costs less
+            # client CPU than a pipeline, which was a third of a takeover's)
+            p = self._prefix
+            state = await self._observe(keys=[f"{p}:live", f"{p}:observes"], args=[resource.node])
         return None if state is None else Observation(state=json.loads(state), health="Ready")
 
     async def delete(self, *, resource: Resource, target: Target) -> None:
