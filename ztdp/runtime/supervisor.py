@@ -99,6 +99,7 @@ WATCH_BACKOFF = 0.5  # seconds before a broken watch starts again, doubling
 IN_FLIGHT = 1024  # deliveries of one partition being handled at once
 IDLE_WORKERS = 16  # worker tasks of one partition kept waiting for the next activation
 SWEEP_BATCH = 64  # observations of one partition's sweep in flight at once
+BACKLOG = 256  # messages in flight in a process above which its sweeps wait
 
 
 START_DEADLINE = 30.0  # seconds a run's start waits for its record (see start_run)
@@ -255,7 +256,6 @@ class _Owned:
     unsettled: dict[str, Delivery] = field(default_factory=dict)
     slots: anyio.Semaphore = field(default_factory=lambda: anyio.Semaphore(IN_FLIGHT))
     sweeping: bool = False  # a sweep of its nodes is under way
-    quiet: anyio.Event | None = None  # set for a waiting sweep once little mail is in flight
 
 
 class Supervisor:
@@ -303,6 +303,7 @@ class Supervisor:
         self._handlers = anyio.CapacityLimiter(bound) if bound else None
         self._accepting = False
         self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
+        self._quiet: anyio.Event | None = None  # set when sweeps waiting for mail may go on
         self._reconciling = run_actors and settings.observe_interval > 0
         self._watch_nodes: dict[str, set[str]] = {}  # watched target -> its nodes known here
         self._tg: TaskGroup | None = None
@@ -382,6 +383,7 @@ class Supervisor:
         owned = self._owned.pop(partition, None)
         if owned is not None:
             owned.scope.cancel()
+            self._maybe_quiet()  # its mail in flight no longer counts
             await owned.stopped.wait()
 
     async def _lost(self, owned: _Owned, exc: Fenced) -> None:
@@ -390,6 +392,7 @@ class Supervisor:
         self._ownership.fences.pop(owned.fence.partition, None)
         if self._owned.get(owned.fence.partition) is owned:
             del self._owned[owned.fence.partition]
+            self._maybe_quiet()  # its mail in flight no longer counts
         self._stopping[owned.fence.partition] = owned.stopped  # a new tenure waits for it
         owned.scope.cancel()
 
@@ -621,8 +624,7 @@ class Supervisor:
                     if not isinstance(delivery, _Local):
                         owned.unsettled.pop(delivery.envelope.id, None)
                         owned.slots.release()
-                if owned.quiet is not None and len(owned.unsettled) <= SWEEP_BATCH:
-                    owned.quiet.set()
+                self._maybe_quiet()
         del owned.queues[node]  # no await since the empty check: no message slipped in
 
     async def _deliver(self, owned: _Owned, batch: list[Delivery]) -> None:
@@ -1262,6 +1264,16 @@ class Supervisor:
             for owned in list(self._owned.values()):
                 self._sweep(owned)
 
+    def _in_flight(self) -> int:
+        """Messages from the mailbox taken and not settled yet, over the owned partitions."""
+        return sum(len(owned.unsettled) for owned in self._owned.values())
+
+    def _maybe_quiet(self) -> None:
+        """Let waiting sweeps go on once the mail in flight leaves room."""
+        if self._quiet is not None and self._in_flight() <= BACKLOG:
+            self._quiet.set()
+            self._quiet = None
+
     def _sweep(self, owned: _Owned) -> None:
         """Start observing every node of a partition, unless a sweep of it is under way."""
         if owned.tg is not None and not owned.sweeping:
@@ -1269,7 +1281,8 @@ class Supervisor:
             owned.tg.start_soon(self._observe_partition, owned)
 
     async def _observe_partition(self, owned: _Owned) -> None:
-        """A sweep: the partition's nodes, SWEEP_BATCH at a time, while its mail leaves room.
+        """A sweep: the partition's nodes, SWEEP_BATCH at a time, while the process's mail
+        leaves room (at most BACKLOG messages in flight).
 
         Mail comes first: a takeover's backlog (or a run's steps) is what somebody waits
         for, and thousands of observations at once would make it wait behind them (and
@@ -1283,10 +1296,10 @@ class Supervisor:
                 )
                 return
             for start in range(0, len(nodes), SWEEP_BATCH):
-                while len(owned.unsettled) > SWEEP_BATCH:
-                    owned.quiet = anyio.Event()
-                    await owned.quiet.wait()
-                owned.quiet = None
+                while self._in_flight() > BACKLOG:
+                    if self._quiet is None:
+                        self._quiet = anyio.Event()
+                    await self._quiet.wait()
                 if not self._accepting or owned.tg is None or owned.intake.cancel_called:
                     return
                 batch = nodes[start : start + SWEEP_BATCH]
@@ -1295,7 +1308,7 @@ class Supervisor:
                     self._dispatch(owned, _Local(Envelope(node=node, kind="observe"), sweep))
                 await sweep.done.wait()
         finally:
-            owned.sweeping, owned.quiet = False, None
+            owned.sweeping = False
 
     # --- run coordinators ------------------------------------------------------------------
 

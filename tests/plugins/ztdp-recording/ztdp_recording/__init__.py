@@ -30,7 +30,6 @@ import redis.asyncio as aioredis
 
 from ztdp.providers import Observation, Resource, Target
 
-
 # KEYS: live, observes. ARGV: node. Returns the node's live state (or nil), recording the call.
 _OBSERVE = """
 redis.call('RPUSH', KEYS[2], ARGV[1])
