@@ -1,7 +1,7 @@
 """Which worker runs which actors: leases on partitions, shared fairly among live workers.
 
 Every worker says it is alive (`StateStore.join`) and holds leases on partitions, renewing
-them every third of their time to live. Each aims at its share, ceil(partitions / live
+them every sixth of their time to live. Each aims at its share, ceil(partitions / live
 workers): a worker over its share gives partitions up (after stopping their work), one under
 it takes free ones. A worker that dies stops renewing; its leases expire after `lease_ttl` and
 the others take its partitions at their next round. A lease's token is the fence of every
@@ -26,6 +26,8 @@ from ztdp.errors import BackendUnavailable, ZtdpError
 from ztdp.state import Fence, StateStore
 
 log = logging.getLogger("ztdp.runtime.ownership")
+
+ROUNDS_PER_TTL = 6  # lease rounds per lease time to live: two calls each, cheap
 
 
 class StartRefused(ZtdpError):
@@ -96,9 +98,10 @@ class Ownership:
             )
 
     async def run(self) -> None:
-        """Renew, rebalance and take over, every third of the lease's time to live."""
+        """Renew, rebalance and take over, every sixth of the lease's time to live: a dead
+        worker's partitions are taken at most that long after its leases ran out."""
         while True:
-            await anyio.sleep(self._ttl / 3)
+            await anyio.sleep(self._ttl / ROUNDS_PER_TTL)
             try:
                 await self.round()
             except BackendUnavailable as exc:
