@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -54,6 +54,7 @@ from ztdp.graph import (
 from ztdp.graph.store import Change, GraphStore
 from ztdp.graph.store.memory import LOG_MAX_LENGTH, MemoryGraphStore
 from ztdp.planner import (
+    Desired,
     Plan,
     SecretsSeen,
     desired_application,
@@ -159,6 +160,31 @@ def _name(nid: str) -> str:
 
 # The secrets a plan of some applications in an environment sees (set by the runtime).
 SecretsSource = Callable[[Collection[str], str], Awaitable[SecretsSeen]]
+
+
+def _where_allowed(
+    graph: Graph,
+    environment: str,
+    apps: Sequence[str],
+    desired: dict[str, Desired],
+    observed: Mapping[str, Any],
+) -> dict[str, Desired]:
+    """What `POST /v1/apply?env=E` realises: an application's resources only where it may
+    be (no allowed environments: anywhere), unless a deployment there uses them or they
+    exist there already: an allowed list that shrinks stops new creations, it never
+    deletes a database (delete the resource for that)."""
+    refused = {
+        owned
+        for app in apps
+        if (allowed := allowed_environments(graph, app)) and environment not in allowed
+        for owned in graph.out(node_id(NodeKind.APPLICATION, app), EdgeType.OWNS)
+    }
+    used = {dep for d in desired.values() if d.kind == "deployment" for dep in d.depends_on}
+    return {
+        nid: d
+        for nid, d in desired.items()
+        if d.kind != "resource" or d.source not in refused or nid in used or nid in observed
+    }
 
 
 class Catalog:
@@ -1109,6 +1135,7 @@ class Catalog:
             graph, environment, apps, await self._secrets(apps, environment)
         )
         observed = await self._state.observed(environment=environment)
+        desired = _where_allowed(graph, environment, apps, desired, observed)
         return make_plan(
             desired, observed, application=None, environment=environment, revision=revision
         )

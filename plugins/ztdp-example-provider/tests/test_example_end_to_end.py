@@ -130,3 +130,41 @@ async def test_a_file_changed_behind_ztdps_back_is_repaired(tmp_path: Path) -> N
         assert file.read_text() == written
         [drift] = await api.ok("GET", f"/v1/events?type=drift.detected&{node}")
         assert drift["data"]["changes"] == [{"path": "config_ref", "before": "edited", "after": ""}]
+
+
+async def test_an_environment_apply_creates_resources_only_where_their_application_may_be(
+    api: Api, tmp_path: Path
+) -> None:
+    """`POST /v1/apply?env=E` creates an application's resources only where it is allowed
+    (no list: anywhere); what exists stays when the list shrinks (deleting a database is a
+    delete, never a side effect of an allowed list)."""
+    for env in ("dev", "prod"):
+        (tmp_path / env).mkdir()
+        spec = {"providers": {"files": {"directory": str(tmp_path / env)}}}
+        await api.ok("POST", "/v1/environments", {"metadata": {"name": env}, "spec": spec})
+    rtype = {"kind": "ResourceType", "metadata": {"name": "files"}, "spec": {"provider": "files"}}
+    await api.ok("POST", "/v1/resources", rtype)
+    owned = {"billing": ("ledger", ["dev", "prod"]), "lab": ("tmp", None), "beta": ("try", ["dev"])}
+    for app, (name, allowed) in owned.items():
+        await api.application(app)
+        if allowed is not None:
+            await api.ok("PUT", f"/v1/applications/{app}/environments/allowed", allowed, 200)
+        body = {"kind": "resource", "metadata": {"name": name, "owner": "team-x"}}
+        body["spec"] = {"type": "files", "config_ref": f"{name}-v1"}
+        await api.ok("POST", "/v1/resources", body)
+        await api.ok("POST", f"/v1/applications/{app}/resources/{name}")
+
+    async def apply(env: str) -> dict[str, str]:
+        applied = await api.ok("POST", f"/v1/apply?env={env}", status=202)
+        assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+        return {s["node"]: s["action"] for w in applied["plan"]["waves"] for s in w["steps"]}
+
+    assert await apply("prod") == {"resource/ledger@prod": "create", "resource/tmp@prod": "create"}
+    assert sorted(os.listdir(tmp_path / "prod")) == ["ledger@prod.json", "tmp@prod.json"]
+    dev = {"resource/ledger@dev", "resource/tmp@dev", "resource/try@dev"}
+    assert set(await apply("dev")) == dev
+
+    await api.ok("PUT", "/v1/applications/billing/environments/allowed", ["dev"], 200)
+    again = await apply("prod")
+    assert again.get("resource/ledger@prod") in (None, "noop"), again
+    assert (tmp_path / "prod" / "ledger@prod.json").is_file()
