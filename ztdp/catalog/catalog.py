@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,6 +163,9 @@ def _name(nid: str) -> str:
 SecretsSource = Callable[[Collection[str], str], Awaitable[SecretsSeen]]
 
 
+RETRY_PAUSE = 0.002  # seconds: the first pause before a graph write tries again, doubling
+
+
 def _where_allowed(
     graph: Graph,
     environment: str,
@@ -295,7 +299,11 @@ class Catalog:
     async def _write(self, build: Callable[[Graph, int], tuple[Sequence[Op], T]]) -> T:
         """Validate and commit one batch; `build` gets the graph and the revision it will make."""
         async with self._lock:
-            for _ in range(self._retries):
+            for attempt in range(self._retries):
+                if attempt:
+                    # Jittered and growing: against a process writing back to back, retrying
+                    # at once lost every time (a create failed after 8 attempts in CI).
+                    await asyncio.sleep(random.uniform(0, RETRY_PAUSE * 2**attempt))
                 graph = await self._store.read()
                 check_write(graph)  # on this attempt's graph: the one the batch commits on
                 ops, result = build(graph, graph.revision + 1)
