@@ -133,7 +133,7 @@ async def measure(cluster: Cluster) -> None:
                     print()
                     cluster.start_worker()
                     cluster.wait_balanced(2)
-                if not await _measure(cluster, sender, box, state, http, probe):
+                if not await _measure(cluster, sender, box, http, probe):
                     break
     finally:
         await box.aclose()
@@ -144,7 +144,6 @@ async def _measure(
     cluster: Cluster,
     sender: Supervisor,
     box: NatsMailbox,
-    state: RedisStateStore,
     http: aiohttp.ClientSession,
     probe_kind: str,
 ) -> bool:

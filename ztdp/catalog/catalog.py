@@ -75,6 +75,8 @@ from ztdp.state import ObservedResource, StateStore
 T = TypeVar("T")
 E = TypeVar("E", bound=Envelope)
 
+RETRY_PAUSE = 0.002  # seconds: the first pause before a graph write tries again, doubling
+
 
 class Deployment(BaseModel):
     application: str
@@ -161,9 +163,6 @@ def _name(nid: str) -> str:
 
 # The secrets a plan of some applications in an environment sees (set by the runtime).
 SecretsSource = Callable[[Collection[str], str], Awaitable[SecretsSeen]]
-
-
-RETRY_PAUSE = 0.002  # seconds: the first pause before a graph write tries again, doubling
 
 
 def _where_allowed(

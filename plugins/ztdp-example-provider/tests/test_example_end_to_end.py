@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -18,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import REPO
 from tests.helpers import Api
+from tests.test_runtime import finished
 from ztdp.api import create_app
 from ztdp.providers import GROUP, ProviderRegistry
 from ztdp.settings import Settings
@@ -33,15 +33,6 @@ async def api() -> AsyncIterator[Api]:
     app = create_app(settings, providers=registry)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Api(client)
-
-
-async def finished(api: Api, run_id: str) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            run = await api.ok("GET", f"/v1/runs/{run_id}")
-            if run["status"] != "Running":
-                return run  # type: ignore[no-any-return]
-            await asyncio.sleep(0.05)
 
 
 async def test_an_apply_writes_the_file_and_a_delete_removes_it(api: Api, tmp_path: Path) -> None:
@@ -64,14 +55,14 @@ async def test_an_apply_writes_the_file_and_a_delete_removes_it(api: Api, tmp_pa
         "create",
         "files",
     )
-    run = await finished(api, applied["run"])
+    run = await finished(api, applied["run"], 30)
     assert run["status"] == "Succeeded", run
     assert (tmp_path / "notes@dev.json").is_file()
 
     # The last application letting go of it removes it: 202 and the run doing it (docs/api.md).
     deleted = await api.ok("DELETE", "/v1/applications/shop/resources/notes", status=202)
     [run_id] = deleted["runs"]
-    assert (await finished(api, run_id))["status"] == "Succeeded"
+    assert (await finished(api, run_id, 30))["status"] == "Succeeded"
     assert os.listdir(tmp_path) == []
     await api.ok("DELETE", "/v1/resources/notes")  # nothing real left: 200
 
@@ -93,11 +84,11 @@ async def test_the_readme_walkthrough_does_what_it_says(api: Api, tmp_path: Path
     contracts = list(yaml.safe_load_all(text.replace("/tmp/ztdp-files", str(tmp_path))))
     await api.ok("POST", "/v1/contracts", contracts, status=200)
     applied = await api.ok("POST", "/v1/apply?env=scratch", status=202)
-    assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+    assert (await finished(api, applied["run"], 30))["status"] == "Succeeded"
     assert os.listdir(tmp_path) == ["notes-store@scratch.json"]
     deleted = await api.ok("DELETE", "/v1/applications/notes?cascade=true", status=202)
     [run_id] = deleted["runs"]
-    assert (await finished(api, run_id))["status"] == "Succeeded"
+    assert (await finished(api, run_id, 30))["status"] == "Succeeded"
     assert os.listdir(tmp_path) == []
 
 
@@ -119,7 +110,7 @@ async def test_a_file_changed_behind_ztdps_back_is_repaired(tmp_path: Path) -> N
         await api.ok("POST", "/v1/resources", {**notes, "spec": {"type": "files"}})
         await api.ok("POST", "/v1/applications/shop/resources/notes")
         applied = await api.ok("POST", "/v1/apply?env=dev", status=202)
-        assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+        assert (await finished(api, applied["run"], 30))["status"] == "Succeeded"
         file = tmp_path / "notes@dev.json"
         written = file.read_text()
         file.write_text(written.replace('"config_ref": ""', '"config_ref": "edited"'))
@@ -156,7 +147,7 @@ async def test_an_environment_apply_creates_resources_only_where_their_applicati
 
     async def apply(env: str) -> dict[str, str]:
         applied = await api.ok("POST", f"/v1/apply?env={env}", status=202)
-        assert (await finished(api, applied["run"]))["status"] == "Succeeded"
+        assert (await finished(api, applied["run"], 30))["status"] == "Succeeded"
         return {s["node"]: s["action"] for w in applied["plan"]["waves"] for s in w["steps"]}
 
     assert await apply("prod") == {"resource/ledger@prod": "create", "resource/tmp@prod": "create"}

@@ -7,16 +7,14 @@ adds only what applications see (`spec.providers.postgres.host_for_apps`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-import anyio
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.helpers import Api
+from tests.test_runtime import finished
 from ztdp.api import create_app
 from ztdp.providers import ProviderInfo, ProviderRegistry
 from ztdp.settings import Settings
@@ -39,15 +37,6 @@ async def api(admin_url: str, run_prefix: str) -> AsyncIterator[Api]:
     app = create_app(settings, providers=registry)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Api(client)
-
-
-async def finished(api: Api, run_id: str) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while True:
-            run = await api.ok("GET", f"/v1/runs/{run_id}")
-            if run["status"] != "Running":
-                return run  # type: ignore[no-any-return]
-            await asyncio.sleep(0.05)
 
 
 async def test_a_deploy_creates_the_database_its_service_uses(
@@ -76,7 +65,7 @@ async def test_a_deploy_creates_the_database_its_service_uses(
     await api.ok("POST", "/v1/applications/checkout/services/checkout-api/resources/pg-db")
     code, accepted = await api.deploy("checkout", "checkout-api", "1.0.0", "dev")
     assert code == 202, accepted
-    run = await finished(api, accepted["run"])
+    run = await finished(api, accepted["run"], 30)
     assert run["status"] == "Succeeded", run
     name = database_name(run_prefix, "dev", "pg-db")
     conn = await asyncpg.connect(admin_url, timeout=5)
