@@ -12,6 +12,8 @@ import anyio.lowlevel
 import pytest
 import redis.asyncio as aioredis
 
+from tests.ports import free_port
+from ztdp.errors import BackendUnavailable
 from ztdp.runtime.records import RecordLoader
 from ztdp.state import Fence, MemoryStateStore, PutActor, StateStore
 from ztdp.state.redis import RedisStateStore
@@ -135,3 +137,39 @@ async def test_a_loader_is_reusable_after_a_batch(count: int) -> None:
     assert await load_all(loader, nodes) == {n: {"node": n} for n in nodes}
     assert await load_all(loader, nodes) == {n: {"node": n} for n in nodes}
     assert store.calls == [("actors", count), ("actors", count)]
+
+
+async def test_an_outage_during_a_shared_load_is_everyones_answer_at_once() -> None:
+    """The store away mid-takeover: every activation of the batch pauses on the one failed
+    call instead of each asking a dead Redis again and waiting out its own timeout."""
+
+    class Counting(RedisStateStore):
+        calls = 0
+
+        async def actor(self, node: str) -> dict[str, Any] | None:
+            Counting.calls += 1
+            return await super().actor(node)
+
+        async def actors(self, nodes: Sequence[str]) -> dict[str, dict[str, Any]]:
+            Counting.calls += 1
+            return await super().actors(nodes)
+
+    # Nothing listens on this port: the connection is refused.
+    store = Counting.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix="x", timeout=0.5)
+    loader = RecordLoader(store)
+    outcomes: list[str] = []
+
+    async def one(node: str) -> None:
+        try:
+            await loader.get(node)
+        except BackendUnavailable as exc:
+            outcomes.append(exc.detail)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, f"n{i}")
+    finally:
+        await store.aclose()
+    assert len(outcomes) == 50 and "unreachable" in outcomes[0]
+    assert Counting.calls == 1

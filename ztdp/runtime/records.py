@@ -12,15 +12,17 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ztdp.errors import BackendUnavailable
 from ztdp.state import StateStore
 
 
 class _Batch:
-    __slots__ = ("done", "found", "nodes")
+    __slots__ = ("done", "found", "nodes", "outage")
 
     def __init__(self) -> None:
         self.nodes: list[str] = []
         self.found: dict[str, dict[str, Any]] | None = None  # None: the shared call failed
+        self.outage: str | None = None  # why the store could not be reached, if that was why
         self.done = anyio.Event()
 
 
@@ -42,12 +44,16 @@ class RecordLoader:
                 await anyio.lowlevel.checkpoint()  # the others asking now join this batch
                 self._open = None
                 batch.found = await self._state.actors(batch.nodes)
+            except BackendUnavailable as exc:
+                batch.outage = exc.detail  # everyone's answer: no need to ask again, alone
             except Exception:
                 pass  # each asks alone below, and gets its own answer or error
             finally:
                 if self._open is batch:
                     self._open = None  # cancelled before its call: nobody joins it any more
                 batch.done.set()
+        if batch.outage is not None:
+            raise BackendUnavailable(batch.outage)
         if batch.found is None:
             return await self._state.actor(node)
         return batch.found.get(node)
