@@ -187,8 +187,12 @@ async def test_readme_flow_creates_the_deployment_and_reaches_ready(
         return bool(now and now["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE)
 
     await api.until("the outside change to be repaired", repaired, seconds=quick)
-    drift = await api.ok("GET", "/v1/events?type=drift&limit=100")
-    assert {e["type"] for e in drift} >= {"io.ztdp.drift.detected", "io.ztdp.drift.repaired"}
+
+    async def said() -> bool:  # the event follows the repair's commit, after the object
+        drift = await api.ok("GET", "/v1/events?type=drift&limit=100")
+        return {e["type"] for e in drift} >= {"io.ztdp.drift.detected", "io.ztdp.drift.repaired"}
+
+    await api.until("the repair to be recorded as events", said, seconds=quick)
     plan = await api.ok("GET", "/v1/applications/checkout/plan?environment=dev")
     assert plan["summary"]["noop"] == 1  # what is deployed is what is wanted
 
