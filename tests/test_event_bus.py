@@ -328,6 +328,24 @@ async def test_a_process_started_later_replays_the_last_events(nats_bus: OpenBus
         assert ids(await receive(stream, 1)) == [new[0].id]
 
 
+async def test_a_process_that_only_publishes_is_heard_by_those_that_follow(
+    nats_bus: OpenBus,
+) -> None:
+    """A worker's bus (follow=False): its events reach the others, in the stream's order,
+    and it refuses queries rather than answering them from nothing."""
+    api, worker = await nats_bus(), await nats_bus(follow=False)
+    async with api.subscribe(EventFilter()) as stream:
+        events = await publish_all(worker, *(step("app/w", n=n) for n in range(5)))
+        mine = await publish_all(api, step("app/api"))
+        assert ids(await receive(stream, 6)) == [e.id for e in [*events, *mine]]
+    with pytest.raises(RuntimeError, match="only publishes"):
+        await worker.query(EventFilter(), limit=10)
+    with pytest.raises(RuntimeError, match="only publishes"):
+        worker.subscribe(EventFilter())
+    with pytest.raises(ValueError, match="follow=True"):
+        await nats_bus(follow=False, sink=lambda events: None)
+
+
 async def test_an_event_published_twice_appears_once(nats_bus: OpenBus) -> None:
     one, two = await nats_bus(), await nats_bus()
     twice = step("app/a", n="twice")

@@ -11,6 +11,11 @@ process's follower has taken it into the index, so a `query` right after it find
 event is not added locally at once: then each process would order its own events before
 others' published earlier, and processes would disagree about the order.
 
+A process that answers no queries (a `ztdp worker`) connects with `follow=False`: it only
+publishes, and `publish` returns at the stream's ack. Following every event of the
+installation cost a worker about a tenth of its CPU, and waiting for the echo a round trip
+per event.
+
 The event store is fed from the stream, which is the durable outbox between a publisher and
 the store: a store of the installation's own (Postgres, a plugin) by `feed`, one durable pull
 consumer shared by every process (a work queue: each event reaches one process, which acks
@@ -90,8 +95,10 @@ class NatsEventBus:
         buffer: int,
         timeout: float,
         sink: Callable[[Sequence[Event]], object] | None = None,
+        follow: bool = True,
     ) -> None:
         self._nc = nc
+        self._follows = follow
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
         self._url = url
         self._stream = f"{prefix}_EVENTS"
@@ -122,11 +129,14 @@ class NatsEventBus:
         max_age: float = 30 * DAY,
         max_bytes: int = 1 << 30,
         sink: Callable[[Sequence[Event]], object] | None = None,
+        follow: bool = True,
     ) -> NatsEventBus:
         """Connect, create or update the stream, and replay its last `keep` events.
 
         With a `sink` (a per-process event store's synchronous `add`), the follower replays
         the whole stream instead and hands the sink every event it takes, in order.
+        `follow=False`: no follower, for a process that only publishes; `query` and
+        `subscribe` then refuse (there is nothing to answer from).
 
         Raises BackendUnavailable naming `url` when NATS does not answer within `timeout`
         seconds. Once connected, the client reconnects forever. The stream keeps events for
@@ -135,7 +145,18 @@ class NatsEventBus:
         durable event store holds it.
         """
         nc = Client()
-        bus = cls(nc, url=url, prefix=prefix, keep=keep, buffer=buffer, timeout=timeout, sink=sink)
+        if sink is not None and not follow:
+            raise ValueError("a sink is fed by the follower: it needs follow=True")
+        bus = cls(
+            nc,
+            url=url,
+            prefix=prefix,
+            keep=keep,
+            buffer=buffer,
+            timeout=timeout,
+            sink=sink,
+            follow=follow,
+        )
         try:
             with anyio.fail_after(timeout):
                 await nc.connect(
@@ -158,6 +179,8 @@ class NatsEventBus:
             ) from exc
         try:
             info = await bus._ensure_stream(prefix, max_age=max_age, max_bytes=max_bytes)
+            if not follow:
+                return bus
             last = info.state.last_seq
             bus._taken = max(0, info.state.first_seq - 1, last - keep if sink is None else 0)
             bus._follower = asyncio.create_task(bus._follow(), name=f"ztdp events {prefix}")
@@ -247,7 +270,7 @@ class NatsEventBus:
                 f"NATS at {self._url} did not store event {event.id} ({event.type}) on "
                 f"{subject}: {exc!r}"
             ) from exc
-        if not await self._reach(ack.seq) and not self._closed:
+        if self._follows and not await self._reach(ack.seq) and not self._closed:
             log.warning(
                 "event %s is stored in %s (message %d) but this process has not read it back "
                 "within %g s; it will be visible here once the follower catches up",
@@ -258,12 +281,21 @@ class NatsEventBus:
             )
 
     async def query(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        self._must_follow()
         return self._index.query(flt, limit=limit)
 
     def subscribe(
         self, flt: EventFilter
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[dict[str, Any]]]:
+        self._must_follow()
         return self._index.subscribe(flt)
+
+    def _must_follow(self) -> None:
+        if not self._follows:  # an empty answer would look like "no events": refuse instead
+            raise RuntimeError(
+                f"this process's bus on {self._stream} only publishes (follow=False): it "
+                "answers no queries"
+            )
 
     async def feed(
         self,

@@ -66,7 +66,8 @@ async def open_backends(
 ) -> AsyncIterator[Backends]:
     """The backends the settings name, opened; closed when the context ends. A `state`
     passed in is the caller's to close. `queries=False`: this process answers no queries of
-    the event store (a `ztdp worker`), so a store in its memory is not filled from NATS."""
+    the events (a `ztdp worker`): a store in its memory is not filled from NATS, and its
+    NATS event bus only publishes."""
     check(settings)
     async with AsyncExitStack() as opened:
         if state is None:
@@ -92,14 +93,15 @@ async def open_backends(
         if settings.event_backend == "nats":
             from ztdp.events.nats import NatsEventBus
 
-            if isinstance(event_store, MemoryEventStore):  # each process keeps every event
+            # A worker (no queries) only publishes: it follows nobody's events.
+            if isinstance(event_store, MemoryEventStore) and queries:  # each keeps every event
                 bus = await NatsEventBus.connect(
-                    settings.nats_url,
-                    prefix=settings.nats_prefix,
-                    sink=event_store.add if queries else None,
+                    settings.nats_url, prefix=settings.nats_prefix, sink=event_store.add
                 )
             else:  # one store for the installation, fed once through a shared consumer
-                bus = await NatsEventBus.connect(settings.nats_url, prefix=settings.nats_prefix)
+                bus = await NatsEventBus.connect(
+                    settings.nats_url, prefix=settings.nats_prefix, follow=queries
+                )
                 feed = partial(bus.feed, event_store, durable=feed_consumer(settings))
             events = bus
         else:
