@@ -64,6 +64,7 @@ from ztdp.runtime.actor import (
     encode_target,
     run_node,
 )
+from ztdp.runtime.fairness import FairLimiter
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.ownership import Ownership
 from ztdp.runtime.records import RecordLoader
@@ -300,7 +301,8 @@ class Supervisor:
         # resync waits its turn in the actors' queues (heartbeats keep it), instead of
         # thousands of handlers at once timing out on the stores' connection pools.
         bound = settings.actor_concurrency
-        self._handlers = anyio.CapacityLimiter(bound) if bound else None
+        # Shared in turn by the partitions (ztdp/runtime/fairness.py).
+        self._handlers = FairLimiter(bound) if bound else None
         self._accepting = False
         self._stopping: dict[int, anyio.Event] = {}  # partitions lost and still stopping
         self._quiet: anyio.Event | None = None  # set when sweeps waiting for mail may go on
@@ -610,7 +612,7 @@ class Supervisor:
                     try:  # without a checkpoint while there is room (most of the time)
                         self._handlers.acquire_nowait()
                     except anyio.WouldBlock:
-                        await self._handlers.acquire()
+                        await self._handlers.acquire(owned.fence.partition)
                     try:
                         await self._deliver(owned, batch)
                     finally:
