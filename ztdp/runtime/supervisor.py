@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -42,7 +42,7 @@ from ztdp.errors import (
     TemporaryError,
     ZtdpError,
 )
-from ztdp.events import Event, EventBus, make_event
+from ztdp.events import Event, EventBus, MemoryEventBus, make_event
 from ztdp.planner import waits
 from ztdp.providers import (
     Observation,
@@ -408,21 +408,7 @@ class Supervisor:
 
     async def send_all(self, envelopes: Iterable[Envelope]) -> None:
         """Send many at once (a round trip each over NATS, so not one after another)."""
-        batch = list(envelopes)
-        if len(batch) == 1 or self._local:
-            # In-process mailboxes queue without a round trip: a task each would cost more.
-            for envelope in batch:
-                await self.send(envelope)
-            return
-        limit = anyio.Semaphore(64)
-
-        async def one(envelope: Envelope) -> None:
-            async with limit:
-                await self.send(envelope)
-
-        async with anyio.create_task_group() as tg:
-            for envelope in batch:
-                tg.start_soon(one, envelope)
+        await _at_once(list(envelopes), self.send, concurrently=not self._local)
 
     async def tell(
         self, node: str, kind: str, body: Mapping[str, Any] | None = None, *, id: str | None = None
@@ -1354,9 +1340,13 @@ class Supervisor:
         await self._start_ready(progress, writes, sends)
         if writes:
             await self.state.commit(writes, fence=owned.fence)
-        for w in writes:
-            if isinstance(w, PutStep):
-                await self._step_event(run_id, progress.run.actor, w.step)
+        # Before the steps are sent (a step's own events come after it is queued), many at
+        # once: a run of 1,000 steps waited half a second for their events one by one.
+        await _at_once(
+            [w.step for w in writes if isinstance(w, PutStep)],
+            partial(self._step_event, run_id, progress.run.actor),
+            concurrently=not isinstance(self._events, MemoryEventBus),
+        )
         await self.send_all(sends)
         if progress.complete():
             await self._finish_run(owned, progress)
@@ -1570,6 +1560,39 @@ def _record(
         error=error,
         started_at=started_at or datetime.now(UTC),
     )
+
+
+T = TypeVar("T")
+AT_ONCE = 64  # round trips of one batch of sends or publishes in flight at once
+
+
+async def _at_once(
+    items: Sequence[T], do: Callable[[T], Awaitable[None]], *, concurrently: bool
+) -> None:
+    """`do(item)` for each item, `AT_ONCE` at a time if `concurrently` (each a round trip),
+    else in order (in-process backends: a task each would cost more than the call). The
+    first failure is raised as itself, not in a group, for the callers' `except
+    BackendUnavailable`; the others still in flight are cancelled."""
+    if len(items) <= 1 or not concurrently:
+        for item in items:
+            await do(item)
+        return
+    limit = anyio.Semaphore(AT_ONCE)
+    failed: list[Exception] = []
+
+    async def one(item: T) -> None:
+        async with limit:
+            try:
+                await do(item)
+            except Exception as exc:
+                failed.append(exc)
+                tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for item in items:
+            tg.start_soon(one, item)
+    if failed:
+        raise failed[0]
 
 
 async def _quietly(settle: Awaitable[None]) -> None:
