@@ -87,7 +87,7 @@ def set_up(cluster: Cluster) -> None:
     warm = warm_up(cluster, range(RESOURCES))
     link(cluster.url, (i for i in range(RESOURCES) if i not in warm))
     run_id, _ = apply(cluster.url)
-    run = finished(cluster.url, run_id, seconds=3600, poll=1.0)
+    run = finished(cluster.url, run_id, seconds=3600)
     statuses = {s["status"] for s in run["steps"]}
     if run["status"] != "Succeeded" or not statuses <= {"Ready", "Unchanged"}:
         raise SystemExit(f"the set-up run {run_id}: {run['status']}, steps {statuses}")
