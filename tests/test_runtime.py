@@ -31,6 +31,7 @@ from ztdp.providers import (
     Target,
 )
 from ztdp.runtime import ActorState, Run, Supervisor
+from ztdp.runtime import supervisor as supervisor_module
 from ztdp.runtime.actor import Status
 from ztdp.runtime.mailbox import Envelope, MemoryMailbox
 from ztdp.settings import Settings
@@ -344,6 +345,33 @@ async def test_a_check_that_breaks_fails_its_step_not_the_actor() -> None:
         "b": ("Ready", None),
     }
     assert a is not None and a.restarts == 0
+
+
+class SlowToRecord(MemoryStateStore):
+    """The memory store, writing a run's record 50 ms late: a large plan's record is still
+    being written when its start message (sent first) reaches the coordinator."""
+
+    async def create_run(self, run: Run, plan: Mapping[str, Mapping[str, Any]]) -> None:
+        await anyio.sleep(0.05)
+        await super().create_run(run, plan)
+
+
+async def test_a_start_that_comes_before_its_record_starts_the_run_once_it_is_written(
+    kube: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a whole START_RETRY later (made a minute here, so that waiting it out fails)."""
+    monkeypatch.setattr(supervisor_module, "START_RETRY", 60.0)
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=SlowToRecord(),
+        events=MemoryEventBus(),
+        mailbox=MemoryMailbox(SETTINGS.partitions),
+        settings=SETTINGS,
+    )
+    supervisor.hooks = Hooks()
+    async with supervisor:
+        run = await execute(supervisor, [{"index": 0, "steps": [plan_step("deployment/a@dev")]}])
+    assert outcomes(run) == {"deployment/a@dev": ("Ready", None)}
 
 
 async def test_every_message_crosses_the_mailbox_encoded() -> None:
