@@ -141,6 +141,14 @@ def test_api_processes_give_the_same_run_status_and_plan(
     assert [e["id"] for e in events_a] == [
         e["id"] for e in ok(f"{b.url}/v1/events?run={run}&limit=1000")
     ]
+    # Each step's events in the order they happened: queued by its coordinator, then its
+    # actor's (the coordinator publishes "Queued" before it sends the step).
+    by_step: dict[str, list[str]] = {}
+    for e in events_a:
+        if e["type"] == "io.ztdp.run.step":
+            by_step.setdefault(e["subject"], []).append(e["data"]["status"])
+    assert len(by_step) == 3
+    assert all(s == ["Queued", "Progressing", "Ready"] for s in by_step.values()), by_step
     status = ok(f"{b.url}/v1/status")
     assert [w["partitions"] for w in status["workers"]] == [list(range(8))]
 
