@@ -16,7 +16,7 @@ import pytest
 
 from tests.nats_server import NatsServer
 from tests.ports import free_port
-from ztdp.errors import BackendUnavailable
+from ztdp.errors import BackendUnavailable, MessageTooLarge
 from ztdp.runtime.mailbox import Delivery, Envelope, Mailbox, MemoryMailbox
 from ztdp.runtime.mailbox.nats import NatsMailbox
 
@@ -352,6 +352,26 @@ async def test_a_consumer_goes_on_delivering_after_a_nats_restart(own_nats: Nats
     finally:
         await box.aclose()
     assert numbers([after]) == [2]
+
+
+async def test_an_envelope_over_the_nats_payload_limit_is_refused_naming_it(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """Refused before it is sent, as MessageTooLarge (422 where a request caused it), not
+    as the client's MaxPayloadError; the mailbox goes on carrying the rest."""
+    box = await NatsMailbox.connect(
+        nats_url, prefix=nats_prefix, partitions=PARTITIONS, ack_wait=ACK_WAIT
+    )
+    try:
+        huge = Envelope(node="resource/db@dev", kind="apply", body={"blob": "x" * 1_100_000})
+        with pytest.raises(
+            MessageTooLarge, match=r"apply for resource/db@dev is 1,1\d\d,\d+ bytes"
+        ):
+            await box.send(huge, partition=0)
+        await box.send(message(1), partition=0)
+        assert await box.pending(0) == 1
+    finally:
+        await box.aclose()
 
 
 async def test_send_while_nats_is_down_raises_backend_unavailable(own_nats: NatsServer) -> None:

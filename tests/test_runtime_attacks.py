@@ -258,6 +258,37 @@ async def test_an_event_too_big_for_nats_does_not_make_its_step_run_for_ever(
     assert started == ["x"]
 
 
+async def test_a_step_too_big_for_nats_fails_alone_saying_so(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A desired state near the API's body limit makes a step message over NATS's payload
+    limit: that step fails naming its size and the limit, what depends on it is Blocked, and
+    the rest of the run goes on (the whole run broke, as "MaxPayloadError()", before)."""
+    kube = FakeProvider("kubernetes")
+    supervisor, mailbox = await nats_supervisor(nats_url, nats_prefix, kube)
+    big = plan_step("big")
+    big["desired"] = {"version": "1", "blob": "x" * 1_100_000}
+    waves = [
+        {"index": 0, "steps": [big, plan_step("small")]},
+        {"index": 1, "steps": [plan_step("after", "big")]},
+    ]
+    run = run_of(waves)
+    try:
+        async with supervisor:
+            await supervisor.start_run(run, waves)
+            recorded = await until_finished(supervisor, run, 10)
+    finally:
+        await mailbox.aclose()
+    steps = {s.node: s for s in recorded.steps}
+    assert recorded.status == "Failed"
+    assert steps["small"].status == "Ready"
+    assert steps["big"].status == "Failed"
+    error = steps["big"].error or ""
+    assert "step for big is 1,1" in error and "bytes" in error and "NATS" in error, error
+    assert steps["after"].status == "Blocked"
+    assert sorted(kube.started) == ["small"]
+
+
 # --- leases ----------------------------------------------------------------------------------
 
 

@@ -34,6 +34,13 @@ class InvalidInput(ZtdpError):
         self.field = field
 
 
+class MessageTooLarge(InvalidInput):
+    """A message is larger than the mailbox carries in one piece: make what it carries (a
+    node's desired state) smaller, or raise the transport's limit."""
+
+    title = "Message too large"
+
+
 class NotFound(ZtdpError):
     """The named object does not exist: create it first or fix the name."""
 

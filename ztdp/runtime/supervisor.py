@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup
 from ztdp.errors import (
     BackendUnavailable,
     Fenced,
+    MessageTooLarge,
     NotFound,
     PermanentError,
     TemporaryError,
@@ -1347,7 +1348,13 @@ class Supervisor:
             record = recorded.pop(envelope.node, None)
             if record is not None:
                 await self._step_event(run_id, progress.run.actor, record)
-            await self.send(envelope)
+            try:
+                await self.send(envelope)
+            except MessageTooLarge as exc:  # this step fails alone, saying why; not the run
+                if envelope.kind != "step":
+                    raise
+                log.warning("run %s: %s", run_id, exc.detail)
+                await self._answer_unrecorded(envelope, exc.detail)
 
         await _at_once(sends, tell, concurrently=not self._local)
         await _at_once(  # the records of steps not sent: failures their actors did not record

@@ -66,7 +66,7 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 
-from ztdp.errors import BackendUnavailable, ZtdpError
+from ztdp.errors import BackendUnavailable, MessageTooLarge, ZtdpError
 from ztdp.nats_client import UNREACHABLE
 from ztdp.runtime.mailbox.base import Envelope
 
@@ -79,6 +79,7 @@ FETCH_EXPIRY = 1.0  # seconds a pull waits on the server when the partition is e
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts
 PING_INTERVAL = 5  # seconds; two unanswered pings mark a silent connection dead
 RETRY_DELAY = 0.25  # seconds before a consumer retries after an unexpected error
+_HEADROOM = 4096  # bytes of a message NATS counts besides the payload (headers, id)
 POLL = 0.05  # seconds between looks at the connection while it is down
 STREAM_EXISTS = 10058  # JetStream: stream name already in use with a different configuration
 
@@ -176,21 +177,31 @@ class NatsMailbox:
     # -- the seam --------------------------------------------------------------------------
 
     async def send(self, envelope: Envelope, *, partition: int) -> None:
+        """Raises MessageTooLarge if the envelope is over what NATS takes in one message."""
         subject = self._subject(partition)
         headers = {**envelope.headers, "Nats-Msg-Id": envelope.id}
+        payload = envelope.encode()
         deadline = time.monotonic() + self.timeout
         await self._until_connected(deadline, f"cannot send {envelope.kind} to {envelope.node}")
+        limit = self._nc.max_payload - _HEADROOM
+        if len(payload) > limit:  # refused by the client; said in our words, naming the node
+            raise MessageTooLarge(
+                f"{envelope.kind} for {envelope.node} is {len(payload):,} bytes, over the "
+                f"{limit:,} bytes a message to NATS at {self.url} can hold; make its desired "
+                "state smaller (or raise the server's max_payload)",
+                node=envelope.node,
+            )
         try:
             try:
                 await self._js.publish(
-                    subject, envelope.encode(), timeout=self._left(deadline), headers=headers
+                    subject, payload, timeout=self._left(deadline), headers=headers
                 )
             except nats.js.errors.NoStreamResponseError:
                 # No stream took it: NATS lost its store. Create the stream again, then retry.
                 log.warning("stream %s is missing at %s; creating it again", self.stream, self.url)
                 await self._ensure_stream()
                 await self._js.publish(
-                    subject, envelope.encode(), timeout=self._left(deadline), headers=headers
+                    subject, payload, timeout=self._left(deadline), headers=headers
                 )
         except UNREACHABLE as exc:
             raise BackendUnavailable(
