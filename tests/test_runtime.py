@@ -612,6 +612,31 @@ async def test_report_only_environments_record_drift_without_repairing(
     assert await watched.ok("GET", f"/v1/events?node={node}&type=drift.repaired") == []
 
 
+async def test_a_plan_shows_what_an_apply_would_put_back_in_a_report_only_environment(
+    watched: Api, kube: FakeProvider
+) -> None:
+    """Drift is left alone by the runtime there, but not by an explicit apply, and the plan
+    says what that apply will do (it said "noop" for a drifted deployment before)."""
+    await deploy(watched, "checkout-api", env="audit")
+    node = "deployment/checkout/checkout-api@audit"
+    kube.live[node]["image"] = "evil:1"
+    await wait_for_events(watched, f"node={node}&type=drift.detected")
+    plan = await watched.ok("GET", "/v1/applications/checkout/plan?environment=audit")
+    [step] = [s for w in plan["waves"] for s in w["steps"] if s["node"] == node]
+    assert step["action"] == "update"
+    assert {"path": "image", "before": "evil:1", "after": "checkout-api:1.0.0"} in step["diff"]
+    run = await watched.ok("POST", "/v1/apply?env=audit", status=202)
+    assert steps(await finished(watched, run["run"]))[node] == ("Ready", None)
+    assert kube.live[node]["image"] == "checkout-api:1.0.0"
+
+    del kube.live[node]  # gone: the plan creates it again
+    with anyio.fail_after(5):
+        while (await watched.ok("GET", "/v1/applications/checkout/plan?environment=audit"))[
+            "summary"
+        ]["create"] != 1:
+            await asyncio.sleep(0.02)
+
+
 async def test_every_event_is_valid_cloudevents_json(api: Api) -> None:
     await deploy(api, "checkout-api")
     events = await api.ok("GET", "/v1/events?limit=10000")

@@ -1152,24 +1152,13 @@ class Supervisor:
             return  # an observation that changes nothing writes nothing (nor says anything)
         state.observed = dict(observation.state)
         state.observed_generation = state.generation
-        assert state.resource is not None and state.target is not None
-        seen = ObservedResource(
-            node=state.node,
-            source=state.node,
-            kind=state.resource.kind,
-            application=state.resource.application,
-            environment=state.target.environment,
-            provider=state.provider,
-            state=dict(observation.state),
-            depends_on=list(state.resource.depends_on),
-        )
         await self._status(
             owned,
             state,
             status,
             message=observation.message,
             run=run,
-            also=[PutObserved(seen)],
+            also=[_seen(state, observation.state)],
             outcome=step,
         )
 
@@ -1239,11 +1228,23 @@ class Supervisor:
                 await self._publish(event)
             else:
                 # Report-only: it is not what was asked for any more, so it is not Ready (a
-                # promotion must not pass on it); said once, not at every observation.
+                # promotion must not pass on it); said once, not at every observation. What
+                # is there is recorded as observed, so that a plan shows what an apply would
+                # put back (it planned "noop" for a drifted object before).
                 paths = [str(c["path"]) for c in changes]
                 more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
                 what = "missing" if seen is None else ", ".join(paths[:5]) + more
-                await self._status(owned, state, Status.DRIFTED, message=f"drifted: {what}")
+                observed = {} if seen is None else dict(seen.state)
+                message = f"drifted: {what}"
+                if state.status is Status.DRIFTED and (state.message, state.observed) == (
+                    message,
+                    observed,
+                ):
+                    return  # nothing new: nothing written
+                state.observed = observed
+                gone = DeleteObserved(state.node, state.target.environment)
+                recorded = gone if seen is None else _seen(state, seen.state)
+                await self._status(owned, state, Status.DRIFTED, message=message, also=[recorded])
             return
         await self._observed(owned, state, seen, None)
 
@@ -1557,6 +1558,23 @@ def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
         run=run.id,
         actor=run.actor,
         data={"status": run.status, "failed": list(failed)},
+    )
+
+
+def _seen(state: ActorState, observed: Mapping[str, Any]) -> PutObserved:
+    """The write recording what the provider observed of the actor's node."""
+    assert state.resource is not None and state.target is not None
+    return PutObserved(
+        ObservedResource(
+            node=state.node,
+            source=state.node,
+            kind=state.resource.kind,
+            application=state.resource.application,
+            environment=state.target.environment,
+            provider=state.provider,
+            state=dict(observed),
+            depends_on=list(state.resource.depends_on),
+        )
     )
 
 
