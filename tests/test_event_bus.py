@@ -22,6 +22,9 @@ from tests.nats_server import NatsServer
 from ztdp.errors import BackendUnavailable
 from ztdp.events import Event, EventBus, EventFilter, MemoryEventBus, make_event
 from ztdp.events.nats import NatsEventBus
+from ztdp.events.store import EventQuery
+from ztdp.runtime.backends import open_backends
+from ztdp.settings import Settings
 
 OpenBus = Callable[..., Awaitable[EventBus]]
 Stream = MemoryObjectReceiveStream[dict[str, Any]]
@@ -344,6 +347,37 @@ async def test_a_process_that_only_publishes_is_heard_by_those_that_follow(
         worker.subscribe(EventFilter())
     with pytest.raises(ValueError, match="follow=True"):
         await nats_bus(follow=False, sink=lambda events: None)
+
+
+async def test_a_worker_with_a_memory_store_neither_follows_nor_feeds_on_the_events(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A worker (queries=False) with the default store: no share of the events in its memory
+    (a history with gaps would pass a promotion's min_ready early), and no durable consumer
+    left on the stream; an API process (queries=True) keeps every event."""
+    settings = Settings(
+        event_bus="nats", event_store="memory", nats_url=nats_url, nats_prefix=nats_prefix
+    )
+    async with (
+        open_backends(settings, queries=False) as worker,
+        open_backends(settings, queries=True) as api,
+        worker.event_keeper,
+    ):
+        events = await publish_all(worker.events, *(step("app/w", n=n) for n in range(3)))
+        with anyio.fail_after(WAIT):
+            while len((await api.event_store.query(EventQuery(limit=10))).events) < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert (await worker.event_store.query(EventQuery(limit=10))).events == []
+        nc = await nats.connect(nats_url)
+        try:
+            consumers = await nc.jetstream().consumers_info(f"{nats_prefix}_EVENTS")
+        finally:
+            await nc.close()
+        assert not [c for c in consumers if c.config.durable_name], consumers
+        assert [e.id for e in (await api.event_store.query(EventQuery(limit=10))).events] == [
+            e.id for e in events
+        ]
+    await delete_stream(nats_url, nats_prefix)
 
 
 async def test_an_event_published_twice_appears_once(nats_bus: OpenBus) -> None:

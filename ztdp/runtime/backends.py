@@ -93,10 +93,14 @@ async def open_backends(
         if settings.event_backend == "nats":
             from ztdp.events.nats import NatsEventBus
 
-            # A worker (no queries) only publishes: it follows nobody's events.
-            if isinstance(event_store, MemoryEventStore) and queries:  # each keeps every event
+            if isinstance(event_store, MemoryEventStore):  # each API process keeps every event
+                # A worker answers no queries: it only publishes, and its store stays empty
+                # (a share of the events in it would be a wrong history, not a short one).
                 bus = await NatsEventBus.connect(
-                    settings.nats_url, prefix=settings.nats_prefix, sink=event_store.add
+                    settings.nats_url,
+                    prefix=settings.nats_prefix,
+                    sink=event_store.add if queries else None,
+                    follow=queries,
                 )
             else:  # one store for the installation, fed once through a shared consumer
                 bus = await NatsEventBus.connect(
