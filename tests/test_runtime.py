@@ -630,10 +630,9 @@ async def test_a_plan_shows_what_an_apply_would_put_back_in_a_report_only_enviro
     assert kube.live[node]["image"] == "checkout-api:1.0.0"
 
     del kube.live[node]  # gone: the plan creates it again
+    plan_url = "/v1/applications/checkout/plan?environment=audit"
     with anyio.fail_after(5):
-        while (await watched.ok("GET", "/v1/applications/checkout/plan?environment=audit"))[
-            "summary"
-        ]["create"] != 1:
+        while (await watched.ok("GET", plan_url))["summary"]["create"] != 1:  # noqa: ASYNC110 - polls the API as a client does
             await asyncio.sleep(0.02)
 
 
