@@ -104,3 +104,12 @@ async def wait_until(check: Callable[[], bool]) -> None:
     with anyio.fail_after(5):
         while not check():
             await anyio.lowlevel.checkpoint()
+
+
+def test_a_release_without_an_acquire_is_refused() -> None:
+    limit = FairLimiter(1)
+    with pytest.raises(RuntimeError, match="nobody holds"):
+        limit.release()
+    limit.acquire_nowait()
+    limit.release()
+    assert limit.borrowed == 0

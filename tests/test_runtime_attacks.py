@@ -20,6 +20,7 @@ from tests.test_runtime import (
     SETTINGS,
     FakeProvider,
     Hooks,
+    outcomes,
     plan_step,
     registry,
     run_of,
@@ -27,9 +28,10 @@ from tests.test_runtime import (
     supervisor_of,
 )
 from ztdp.errors import BackendUnavailable, NotFound, PermanentError
-from ztdp.events import EventFilter, MemoryEventBus
+from ztdp.events import Event, EventFilter, MemoryEventBus
 from ztdp.providers import Observation, Resource, Target
 from ztdp.runtime import Run, StartRefused, Supervisor
+from ztdp.runtime.actor import Status
 from ztdp.runtime.mailbox import Envelope, MemoryMailbox
 from ztdp.state import Fence, MemoryStateStore, PutActor, Write
 
@@ -86,12 +88,22 @@ async def test_a_step_whose_failure_cannot_be_recorded_does_not_leave_its_run_ru
         lambda ws: RuntimeError("OOM command not allowed") if touches("x", ws) else None
     )
     supervisor = supervisor_on(state, kube)
-    waves = [{"index": 0, "steps": [plan_step("x"), plan_step("y")]}]
+    waves = [
+        {"index": 0, "steps": [plan_step("x"), plan_step("y")]},
+        {"index": 1, "steps": [plan_step("z", "x")]},
+    ]
     run = run_of(waves)
     async with supervisor:
         await supervisor.start_run(run, waves)
         recorded = await until_finished(supervisor, run, 3)
     assert recorded.status == "Failed"
+    assert outcomes(recorded)["z"][0] == "Blocked"
+    # x's failure, recorded by its coordinator, is said before the Blocked it causes.
+    said = await supervisor.events.query(EventFilter(run=run.id, type="run.step"), limit=100)
+    assert [(e["subject"], e["data"]["status"]) for e in said if e["subject"] != "y"][-2:] == [
+        ("x", "Failed"),
+        ("z", "Blocked"),
+    ]
 
 
 async def test_an_undecodable_actor_snapshot_fails_its_step_instead_of_hanging_the_run() -> None:
@@ -287,6 +299,88 @@ async def test_a_step_too_big_for_nats_fails_alone_saying_so(
     assert "step for big is 1,1" in error and "bytes" in error and "NATS" in error, error
     assert steps["after"].status == "Blocked"
     assert sorted(kube.started) == ["small"]
+
+
+class FlakyBus(MemoryEventBus):
+    """A memory bus away for one publish: the first event about `node`."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node: str | None = node
+
+    async def publish(self, event: Event) -> None:
+        if event.subject == self.node:
+            self.node = None
+            raise BackendUnavailable("NATS at nats://test went away")
+        await super().publish(event)
+
+
+class FlakyMailbox(MemoryMailbox):
+    """A memory mailbox away for one send: the first message of `kind`."""
+
+    def __init__(self, partitions: int, kind: str) -> None:
+        super().__init__(partitions)
+        self.kind: str | None = kind
+
+    async def send(self, envelope: Envelope, *, partition: int) -> None:
+        if envelope.kind == self.kind:
+            self.kind = None
+            raise BackendUnavailable("NATS at nats://test went away")
+        await super().send(envelope, partition=partition)
+
+
+async def test_an_outage_while_a_coordinator_queues_steps_loses_no_event_and_no_step() -> None:
+    """The steps are committed as Queued first; an outage in the middle of publishing their
+    events and sending them is waited out in place, and the rest is published and sent
+    (before: the run broke, "ExceptionGroup"; retried from the store, the Queued events of
+    what was not published yet were lost)."""
+    kube = FakeProvider("kubernetes")
+    bus = FlakyBus("n3")
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=bus,
+        mailbox=MemoryMailbox(SETTINGS.partitions),
+        settings=SETTINGS.model_copy(update={"apply_parallelism": 0}),
+    )
+    supervisor.hooks = Hooks()
+    waves = [{"index": 0, "steps": [plan_step(f"n{i}") for i in range(6)]}]
+    run = run_of(waves)
+    async with supervisor:
+        await supervisor.start_run(run, waves)
+        recorded = await until_finished(supervisor, run, 10)
+    assert recorded.status == "Succeeded"
+    said = await bus.query(EventFilter(run=run.id, type="run.step"), limit=100)
+    by_step: dict[str, list[str]] = {}
+    for e in said:
+        by_step.setdefault(e["subject"], []).append(e["data"]["status"])
+    assert by_step == {f"n{i}": ["Queued", "Progressing", "Ready"] for i in range(6)}
+
+
+async def test_a_block_message_lost_to_an_outage_is_sent_when_the_backend_is_back() -> None:
+    kube = FakeProvider("kubernetes")
+    kube.fail["a"] = "refused"
+    supervisor = Supervisor(
+        providers=registry(kube),
+        state=MemoryStateStore(),
+        events=MemoryEventBus(),
+        mailbox=FlakyMailbox(SETTINGS.partitions, "block"),
+        settings=SETTINGS,
+    )
+    supervisor.hooks = Hooks()
+    waves = [
+        {"index": 0, "steps": [plan_step("a")]},
+        {"index": 1, "steps": [plan_step("b", "a")]},
+    ]
+    run = run_of(waves)
+    async with supervisor:
+        await supervisor.start_run(run, waves)
+        recorded = await until_finished(supervisor, run, 10)
+        with anyio.fail_after(5):
+            while (b := await supervisor.actor("b")) is None:  # noqa: ASYNC110 - its own message
+                await anyio.sleep(0.01)
+    assert outcomes(recorded)["b"][0] == "Blocked"
+    assert b.status is Status.BLOCKED
 
 
 # --- leases ----------------------------------------------------------------------------------

@@ -240,7 +240,8 @@ class NatsEventBus:
             ) from exc
 
     async def publish(self, event: Event) -> None:
-        """Store the event in the stream and wait until this process's index has it.
+        """Store the event in the stream and wait until this process's index has it (with
+        `follow=False`: until the stream has it).
 
         Raises BackendUnavailable if NATS is unreachable or does not acknowledge the event
         within the timeout; then the event may or may not have been stored, and publishing it

@@ -58,6 +58,8 @@ class FairLimiter:
 
     def release(self) -> None:
         """Give a slot back: to the next key's oldest waiter, or free."""
+        if self.borrowed <= 0:  # a release without an acquire would let one more in
+            raise RuntimeError("released a slot of a FairLimiter that nobody holds")
         if not self._waiting:
             self.borrowed -= 1
             return

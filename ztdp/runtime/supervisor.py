@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import anyio
@@ -1340,46 +1340,69 @@ class Supervisor:
         await self._start_ready(progress, writes, sends)
         if writes:
             await self.state.commit(writes, fence=owned.fence)
-        # Each step's event ("Queued", "Blocked") before it is sent, so that its actor's
-        # events come after it; 64 steps at once: one after another, and all events before
-        # any step, a run of 1,000 steps waited most of a second for its first step to start.
-        recorded = {w.step.node: w.step for w in writes if isinstance(w, PutStep)}
+        await self._queue_steps(progress.run, writes, sends)
+        if progress.complete():
+            await self._finish_run(owned, progress)
 
-        async def tell(envelope: Envelope) -> None:
-            record = recorded.pop(envelope.node, None)
+    async def _queue_steps(
+        self, run: Run, writes: Sequence[Write], sends: Sequence[Envelope]
+    ) -> None:
+        """Publish the step records just committed and send the steps, 64 at once, each
+        step's record (Queued, Blocked) just before the step, so that its actor's events come
+        after it; the records no step goes with (failures their actors could not record)
+        first, before the Blocked records they caused. While a backend is away, what is left
+        is tried again here after a pause: the records are committed, so a step not sent now
+        would never be."""
+        unpublished = {w.step.node: w.step for w in writes if isinstance(w, PutStep)}
+        unsent = {e.id: e for e in sends}
+        concurrently = not self._local or not isinstance(self._events, MemoryEventBus)
+
+        async def publish(record: RunStep) -> None:
+            await self._step_event(run.id, run.actor, record)
+            unpublished.pop(record.node, None)
+
+        async def queue_step(envelope: Envelope) -> None:
+            record = unpublished.get(envelope.node)
             if record is not None:
-                await self._step_event(run_id, progress.run.actor, record)
+                await publish(record)
             try:
                 await self.send(envelope)
             except MessageTooLarge as exc:  # this step fails alone, saying why; not the run
                 if envelope.kind != "step":
                     raise
-                log.warning("run %s: %s", run_id, exc.detail)
+                log.warning("run %s: %s", run.id, exc.detail)
                 await self._answer_unrecorded(envelope, exc.detail)
+            del unsent[envelope.id]
 
-        await _at_once(sends, tell, concurrently=not self._local)
-        await _at_once(  # the records of steps not sent: failures their actors did not record
-            list(recorded.values()),
-            partial(self._step_event, run_id, progress.run.actor),
-            concurrently=not isinstance(self._events, MemoryEventBus),
-        )
-        if progress.complete():
-            await self._finish_run(owned, progress)
+        while True:
+            try:
+                with_steps = {e.node for e in unsent.values()}
+                alone = [r for node, r in unpublished.items() if node not in with_steps]
+                await _at_once(alone, publish, concurrently=concurrently)
+                await _at_once(list(unsent.values()), queue_step, concurrently=concurrently)
+                return
+            except BackendUnavailable as exc:
+                log.warning("run %s: %s; trying again", run.id, exc.detail)
+                await anyio.sleep(PAUSE)
 
     async def _run_record(self, run_id: str, envelopes: Sequence[Envelope]) -> Run:
-        """The run's record; for a start that came before it, once it is written. Handed back
-        to the mailbox at once, every run (of any size over NATS) started 0.2 s late."""
-        starting = any("node" not in e.body and not e.expired() for e in envelopes)
-        pauses = deque(START_LOOKS)
-        while True:
+        """The run's record. A start is sent before the record is written (see start_run),
+        so it usually arrives first: it looks again after each of START_LOOKS, in place,
+        unless other messages wait for its handler slot; then it is handed back to the
+        mailbox (`_NotRecordedYet`) to come again after START_RETRY."""
+        starting = any(e.id.endswith(":start") and not e.expired() for e in envelopes)
+        busy = self._handlers is not None and self._handlers.waiting > 0
+        for pause in START_LOOKS if starting and not busy else ():
             try:
                 return await self.state.run(run_id)
             except NotFound:
-                if not starting:
-                    raise
-                if not pauses:
-                    raise _NotRecordedYet(run_id) from None
-            await anyio.sleep(pauses.popleft())
+                await anyio.sleep(pause)
+        try:
+            return await self.state.run(run_id)
+        except NotFound:
+            if starting:
+                raise _NotRecordedYet(run_id) from None
+            raise
 
     async def _note(self, progress: _Progress, envelope: Envelope) -> None:
         """One message to a run's coordinator: a step finished, or the run starts."""
