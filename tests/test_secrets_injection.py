@@ -180,6 +180,49 @@ async def test_rotating_a_generated_secret_regenerates_it_and_rolls_the_pods(
     assert plan["summary"]["update"] == 0, plan
 
 
+async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using_it(
+    world: World,
+) -> None:
+    """Another application's service uses shop's database: the rotation's run rolls its
+    deployment too (only shop's were re-planned before, and blog's kept the old URL)."""
+    blog = "/v1/applications/blog"
+    await world.ok("POST", "/v1/applications", {"metadata": {"name": "blog"}})
+    await world.ok("POST", blog + "/environments/allowed", ["dev"])
+    await world.ok("POST", blog + "/resources/orders-db")
+    await world.ok(
+        "POST",
+        blog + "/services",
+        {"metadata": {"name": "web"}, "spec": {"application": "blog", "port": 80}},
+    )
+    await world.ok("POST", blog + "/services/web/resources/orders-db")
+    await world.ok("POST", blog + "/services/web/versions", {"version": "1.0.0"})
+    for app, svc in (("shop", "api"), ("blog", "web")):
+        deployed = await world.ok(
+            "POST",
+            f"/v1/applications/{app}/services/{svc}/versions/1.0.0/deploy",
+            {"environment": "dev"},
+        )
+        assert (await world.finished(deployed["run"]))["status"] == "Succeeded"
+    web = object_name("blog", "web")
+    before = await world.kube.deployment(world.namespace, web)
+    assert before is not None
+
+    rotated = await world.ok("POST", SECRETS + "/orders-db.url/rotate", {})
+    run = await world.finished(rotated["run"])
+    assert run["status"] == "Succeeded", run
+    rolled = {s["node"] for s in run["steps"] if s["action"] == "update"}
+    assert {"deployment/blog/web@dev", "deployment/shop/api@dev", NODE} <= rolled, run
+    after = await world.kube.deployment(world.namespace, web)
+    assert after is not None
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    code, body = await world.kube.get(f"/api/v1/namespaces/{world.namespace}/secrets/{web}")
+    assert code == 200, body
+    url = base64.b64decode(body["data"]["DATABASE_URL"]).decode()
+    assert url.split(":")[2].split("@")[0] == world.gen.passwords[NODE]
+    plan = await world.ok("GET", blog + "/plan?environment=dev")
+    assert plan["summary"]["update"] == 0, plan
+
+
 async def test_a_missing_secret_fails_the_step_naming_it(world: World) -> None:
     await world.ok("DELETE", SECRETS + "/api-key")
     deployed = await world.ok(

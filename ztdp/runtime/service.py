@@ -296,8 +296,18 @@ class Runtime:
         outputs (its provider generates new ones) and the deployments using them follow in the
         same run. None: the resource is not realised there (nothing to apply now)."""
         marked = await self.secrets.request_new(info, current_actor())
-        plan = await self.catalog.plan(info.application, info.environment)
         node = info.generated_by
+        assert node is not None  # only a generated secret is regenerated
+        graph = await self.catalog.graph()
+        # A resource used by other applications' services too: theirs roll in the same run
+        # (they are deployed there, so allowed there: their plan is theirs to apply).
+        users = _users(graph, node.rsplit("@", 1)[0], info.environment) - {info.application}
+        if users:
+            plan = await self.catalog.plan_on(
+                graph, info.environment, [info.application, *sorted(users)]
+            )
+        else:
+            plan = await self.catalog.plan(info.application, info.environment)
         found = False
         for wave in plan.waves:
             for step in wave["steps"]:
@@ -312,7 +322,7 @@ class Runtime:
             await self.preview(plan),
             trigger="apply",
             environment=info.environment,
-            application=info.application,
+            application=None if users else info.application,
         )
         return marked, run
 
@@ -411,6 +421,21 @@ class Runtime:
     async def status_of(self, node: str) -> Status:
         state = await self.supervisor.actor(node)
         return Status.PENDING if state is None else state.status
+
+
+def _users(graph: Graph, resource: str, environment: str) -> set[str]:
+    """The applications with a service deployed in `environment` that uses the resource
+    (graph node `resource`): theirs are the deployments its generated secrets reach there."""
+    env = node_id(NodeKind.ENVIRONMENT, environment)
+    return {
+        owner.rsplit("/", 1)[1]
+        for service in graph.predecessors(resource, EdgeType.USES)
+        if any(
+            graph.has_edge(version, env, EdgeType.DEPLOY)
+            for version in graph.out(service, EdgeType.HAS_VERSION)
+        )
+        for owner in graph.predecessors(service, EdgeType.OWNS)
+    }
 
 
 def _timed_promotions(graph: Graph) -> bool:
