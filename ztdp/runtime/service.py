@@ -299,15 +299,23 @@ class Runtime:
         node = info.generated_by
         assert node is not None  # only a generated secret is regenerated
         graph = await self.catalog.graph()
-        # A resource used by other applications' services too: theirs roll in the same run
-        # (they are deployed there, so allowed there: their plan is theirs to apply).
-        users = _users(graph, node.rsplit("@", 1)[0], info.environment) - {info.application}
+        plan = await self.catalog.plan(info.application, info.environment)
+        # A resource used by other applications' services too: their deployments roll onto
+        # the new secrets in the same run; only that, not whatever else those applications
+        # have not applied yet (theirs to apply, not the rotating team's).
+        resource = node.rsplit("@", 1)[0]
+        users = _users(graph, resource, info.environment) - {info.application}
         if users:
-            plan = await self.catalog.plan_on(
-                graph, info.environment, [info.application, *sorted(users)]
-            )
-        else:
-            plan = await self.catalog.plan(info.application, info.environment)
+            theirs = await self.catalog.plan_on(graph, info.environment, sorted(users))
+            rolls = [
+                step
+                for wave in theirs.waves
+                for step in wave["steps"]
+                if _rolls_only(step, resource.rsplit("/", 1)[1])
+            ]
+            if rolls:  # after the resource: each waits for it (planner.waits)
+                plan.waves.append({"index": len(plan.waves), "steps": rolls})
+                plan.summary["update"] += len(rolls)
         found = False
         for wave in plan.waves:
             for step in wave["steps"]:
@@ -322,7 +330,7 @@ class Runtime:
             await self.preview(plan),
             trigger="apply",
             environment=info.environment,
-            application=None if users else info.application,
+            application=info.application,
         )
         return marked, run
 
@@ -421,6 +429,22 @@ class Runtime:
     async def status_of(self, node: str) -> Status:
         state = await self.supervisor.actor(node)
         return Status.PENDING if state is None else state.status
+
+
+def _rolls_only(step: Mapping[str, Any], resource: str) -> bool:
+    """Whether a plan step only moves a deployment onto new versions of the secrets that
+    resource `resource` generated (`env.<VAR>.version` of references to `<resource>.*`)."""
+    if step["kind"] != "deployment" or step["action"] != "update" or not step["diff"]:
+        return False
+    env = step["desired"].get("env") or {}
+    for change in step["diff"]:
+        path = str(change["path"])
+        if not (path.startswith("env.") and path.endswith(".version")):
+            return False
+        ref = env.get(path[len("env.") : -len(".version")])
+        if not (isinstance(ref, Mapping) and str(ref.get("secret", "")).startswith(f"{resource}.")):
+            return False
+    return True
 
 
 def _users(graph: Graph, resource: str, environment: str) -> set[str]:
