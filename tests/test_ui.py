@@ -235,13 +235,16 @@ async def test_the_page_logs_in_draws_the_graph_shows_a_node_and_follows_status(
         f'#nodes li[data-id="{DEPLOYMENT}"][data-status=Drifted]', timeout=WAIT_MS
     )
     await page.click(f'#nodes li[data-id="{DEPLOYMENT}"] button')
-    # the live object against what was applied, from the drift event; the plan stays a
-    # no-op (it compares with what ZTDP applied, and report-only does not repair)
+    # the live object against what was applied, from the drift event; the plan shows what
+    # an apply would put back (report-only does not repair by itself)
     drift = "#node-events table.drift"
     await page.wait_for_selector(drift, timeout=WAIT_MS)
     rows = await page.locator(drift + " tr").all_text_contents()
     assert any("x:1" in r and IMAGE in r for r in rows), rows
-    await page.wait_for_selector('.plan[data-plan="shop@dev"] .no-change', timeout=WAIT_MS)
+    update = f'.plan[data-plan="shop@dev"] table[data-node="{DEPLOYMENT}"][data-action=update]'
+    await page.wait_for_selector(update, timeout=WAIT_MS)
+    rows = await page.locator(update + " tr").all_text_contents()
+    assert any("x:1" in r and IMAGE in r for r in rows), rows
 
     # a change to the graph arrives too: a new version is drawn without a reload
     await server.call(
