@@ -368,6 +368,18 @@ async def test_an_envelope_over_the_nats_payload_limit_is_refused_naming_it(
             MessageTooLarge, match=r"apply for resource/db@dev is 1,1\d\d,\d+ bytes"
         ):
             await box.send(huge, partition=0)
+        # The payload fits, the headers (a caller's trace state, say) do not: the server
+        # would close the connection over it, for every partition of the process.
+        fits = Envelope(node="resource/db@dev", kind="apply", body={"blob": ""})
+        room = 1024 * 1024 - len(fits.encode())
+        near = Envelope(
+            node="resource/db@dev",
+            kind="apply",
+            body={"blob": "x" * (room - 12000)},
+            headers={"tracestate": "y" * 6000},
+        )
+        with pytest.raises(MessageTooLarge, match="apply for resource/db@dev"):
+            await box.send(near, partition=0)
         await box.send(message(1), partition=0)
         assert await box.pending(0) == 1
     finally:

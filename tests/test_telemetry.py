@@ -417,3 +417,27 @@ async def test_a_bad_traceparent_starts_a_trace_of_its_own(header: str) -> None:
     [span] = [s for s in exporter.get_finished_spans() if s.name == "GET /v1/healthz"]
     assert span.parent is None and span.context is not None and span.context.is_valid
     assert span.attributes is not None and span.attributes["http.response.status_code"] == 200
+
+
+def test_a_callers_long_tracestate_is_not_passed_on_to_every_message() -> None:
+    """The API takes its parent from the request; a tracestate of thousands of characters
+    would ride on every mailbox message of the run, and push one over NATS's limit."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from ztdp.telemetry import Tracing
+
+    tracing = Tracing(TracerProvider())
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for state, passed in (
+        (f"a={'v' * 100}", True),
+        (",".join(f"k{i}={'v' * 200}" for i in range(20)), False),
+    ):
+        token = otel_context.attach(tracing.extract({"traceparent": parent, "tracestate": state}))
+        try:
+            with tracing.span("send"):
+                carrier = tracing.inject({"x-own": "kept"})
+        finally:
+            otel_context.detach(token)
+        assert carrier["x-own"] == "kept" and carrier["traceparent"].startswith("00-0af765")
+        assert ("tracestate" in carrier) is passed

@@ -27,6 +27,7 @@ from opentelemetry.util.types import AttributeValue
 from ztdp import __version__
 
 SHUTDOWN_GRACE = 5.0  # seconds a closing process waits for its last spans to be sent
+TRACESTATE_MAX = 512  # characters of tracestate passed on (W3C: at least 512 must be)
 PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent / tracestate
 TRACE_HEADERS = frozenset(PROPAGATOR.fields)
 
@@ -50,6 +51,10 @@ class Tracing:
             return headers
         carrier = {k: v for k, v in headers.items() if k not in TRACE_HEADERS}
         PROPAGATOR.inject(carrier)
+        if len(carrier.get("tracestate", "")) > TRACESTATE_MAX:
+            # A caller's (the API takes its parent from the request) up to 8,192 characters
+            # would ride on every message of the run: dropped, as W3C lets a vendor do.
+            del carrier["tracestate"]
         return carrier
 
     def extract(self, headers: Mapping[str, str]) -> Context:

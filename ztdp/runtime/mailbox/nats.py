@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
@@ -79,7 +79,6 @@ FETCH_EXPIRY = 1.0  # seconds a pull waits on the server when the partition is e
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts
 PING_INTERVAL = 5  # seconds; two unanswered pings mark a silent connection dead
 RETRY_DELAY = 0.25  # seconds before a consumer retries after an unexpected error
-_HEADROOM = 4096  # bytes of a message NATS counts besides the payload (headers, id)
 POLL = 0.05  # seconds between looks at the connection while it is down
 STREAM_EXISTS = 10058  # JetStream: stream name already in use with a different configuration
 
@@ -183,11 +182,13 @@ class NatsMailbox:
         payload = envelope.encode()
         deadline = time.monotonic() + self.timeout
         await self._until_connected(deadline, f"cannot send {envelope.kind} to {envelope.node}")
-        limit = self._nc.max_payload - _HEADROOM
-        if len(payload) > limit:  # refused by the client; said in our words, naming the node
+        # NATS counts the headers too (nats-py checks only the payload): a message over the
+        # limit makes the server close the connection, for every partition of this process.
+        size = len(payload) + _header_bytes(headers)
+        if size > self._nc.max_payload:
             raise MessageTooLarge(
-                f"{envelope.kind} for {envelope.node} is {len(payload):,} bytes, over the "
-                f"{limit:,} bytes a message to NATS at {self.url} can hold; make its desired "
+                f"{envelope.kind} for {envelope.node} is {size:,} bytes, over the "
+                f"{self._nc.max_payload:,} bytes a message to NATS can hold; make its desired "
                 "state smaller (or raise the server's max_payload)",
                 node=envelope.node,
             )
@@ -521,3 +522,9 @@ class _Deliveries:
                 await self._box._ensure_consumer(self._partition)
             except BackendUnavailable as again:
                 log.warning("partition %d: %s", self._partition, again.detail)
+
+
+def _header_bytes(headers: Mapping[str, str]) -> int:
+    """The size of the header block NATS sends with a message (`NATS/1.0`, a line each)."""
+    lines = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return len(b"NATS/1.0\r\n") + lines + 2
