@@ -629,11 +629,16 @@ async def test_a_plan_shows_what_an_apply_would_put_back_in_a_report_only_enviro
     assert steps(await finished(watched, run["run"]))[node] == ("Ready", None)
     assert kube.live[node]["image"] == "checkout-api:1.0.0"
 
-    del kube.live[node]  # gone: the plan creates it again
+    del kube.live[node]  # gone: the plan makes it again, and an undeploy still deletes it
     plan_url = "/v1/applications/checkout/plan?environment=audit"
     with anyio.fail_after(5):
-        while (await watched.ok("GET", plan_url))["summary"]["create"] != 1:  # noqa: ASYNC110 - polls the API as a client does
+        while (await watched.ok("GET", plan_url))["summary"]["update"] != 1:  # noqa: ASYNC110 - polls the API as a client does
             await asyncio.sleep(0.02)
+    undeployed = await watched.ok(
+        "DELETE", "/v1/environments/audit/deployments/checkout/checkout-api", status=202
+    )
+    [run_id] = undeployed["runs"]
+    assert steps(await finished(watched, run_id))[node] == ("Deleted", None)
 
 
 async def test_every_event_is_valid_cloudevents_json(api: Api) -> None:

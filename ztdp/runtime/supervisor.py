@@ -1242,9 +1242,11 @@ class Supervisor:
                 ):
                     return  # nothing new: nothing written
                 state.observed = observed
-                gone = DeleteObserved(state.node, state.target.environment)
-                recorded = gone if seen is None else _seen(state, seen.state)
-                await self._status(owned, state, Status.DRIFTED, message=message, also=[recorded])
+                # A missing object is recorded as an empty state, not as none: what reads the
+                # record (an undeploy's deletions) must still find it.
+                await self._status(
+                    owned, state, Status.DRIFTED, message=message, also=[_seen(state, observed)]
+                )
             return
         await self._observed(owned, state, seen, None)
 
