@@ -180,22 +180,21 @@ async def test_rotating_a_generated_secret_regenerates_it_and_rolls_the_pods(
     assert plan["summary"]["update"] == 0, plan
 
 
-async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using_it(
-    world: World,
-) -> None:
-    """Another application's service uses shop's database: the rotation's run rolls its
-    deployment too (only shop's were re-planned before, and blog's kept the old URL)."""
-    blog = "/v1/applications/blog"
+BLOG = "/v1/applications/blog"
+
+
+async def both_deployed(world: World) -> None:
+    """A second application, blog, whose service web uses shop's database; both deployed."""
     await world.ok("POST", "/v1/applications", {"metadata": {"name": "blog"}})
-    await world.ok("POST", blog + "/environments/allowed", ["dev"])
-    await world.ok("POST", blog + "/resources/orders-db")
+    await world.ok("POST", BLOG + "/environments/allowed", ["dev"])
+    await world.ok("POST", BLOG + "/resources/orders-db")
     await world.ok(
         "POST",
-        blog + "/services",
+        BLOG + "/services",
         {"metadata": {"name": "web"}, "spec": {"application": "blog", "port": 80}},
     )
-    await world.ok("POST", blog + "/services/web/resources/orders-db")
-    await world.ok("POST", blog + "/services/web/versions", {"version": "1.0.0"})
+    await world.ok("POST", BLOG + "/services/web/resources/orders-db")
+    await world.ok("POST", BLOG + "/services/web/versions", {"version": "1.0.0"})
     for app, svc in (("shop", "api"), ("blog", "web")):
         deployed = await world.ok(
             "POST",
@@ -203,6 +202,14 @@ async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using
             {"environment": "dev"},
         )
         assert (await world.finished(deployed["run"]))["status"] == "Succeeded"
+
+
+async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using_it(
+    world: World,
+) -> None:
+    """Another application's service uses shop's database: the rotation's run rolls its
+    deployment too (only shop's were re-planned before, and blog's kept the old URL)."""
+    await both_deployed(world)
     web = object_name("blog", "web")
     before = await world.kube.deployment(world.namespace, web)
     assert before is not None
@@ -210,7 +217,7 @@ async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using
     await world.ok(
         "POST", "/v1/resources", {"metadata": {"name": "cache"}, "spec": {"type": "gen"}}
     )
-    await world.ok("POST", blog + "/resources/cache")
+    await world.ok("POST", BLOG + "/resources/cache")
 
     rotated = await world.ok("POST", SECRETS + "/orders-db.url/rotate", {})
     run = await world.finished(rotated["run"])
@@ -225,8 +232,39 @@ async def test_rotating_a_shared_resource_s_secret_rolls_every_application_using
     assert code == 200, body
     url = base64.b64decode(body["data"]["DATABASE_URL"]).decode()
     assert url.split(":")[2].split("@")[0] == world.gen.passwords[NODE]
-    plan = await world.ok("GET", blog + "/plan?environment=dev")
+    plan = await world.ok("GET", BLOG + "/plan?environment=dev")
     assert plan["summary"] == {"create": 1, "update": 0, "delete": 0, "noop": 2}, plan
+
+
+async def test_a_rotation_never_rolls_another_application_back_to_what_it_planned(
+    world: World,
+) -> None:
+    """blog deploys 2.0.0 while shop's rotation, planned with blog's 1.0.0, is under way: the
+    rotation does not apply the 1.0.0 it planned (it would undo blog's deploy, landing after
+    it), and says why; blog's own run rolls 2.0.0 onto the new secrets."""
+    await both_deployed(world)
+    held, original = asyncio.Event(), world.gen.apply
+
+    async def apply(*, resource: Any, target: Any) -> Any:
+        if not resource.secrets:  # the rotation's apply: held until blog has deployed
+            await held.wait()
+        return await original(resource=resource, target=target)
+
+    world.gen.apply = apply
+    rotated = await world.ok("POST", SECRETS + "/orders-db.url/rotate", {})
+    await world.ok("POST", BLOG + "/services/web/versions", {"version": "2.0.0"})
+    deployed = await world.ok(
+        "POST", BLOG + "/services/web/versions/2.0.0/deploy", {"environment": "dev"}
+    )
+    held.set()  # blog's run waits behind the rotation's apply of the database: both go on
+    rotation = await world.finished(rotated["run"])
+    [roll] = [s for s in rotation["steps"] if s["node"] == "deployment/blog/web@dev"]
+    assert roll["status"] == "Failed", rotation
+    assert "changed since the rotation of orders-db's secrets was planned" in roll["error"]
+    assert (await world.finished(deployed["run"]))["status"] == "Succeeded"
+    web = await world.kube.deployment(world.namespace, object_name("blog", "web"))
+    assert web is not None
+    assert web["metadata"]["labels"]["app.kubernetes.io/version"] == "2.0.0"
 
 
 async def test_a_missing_secret_fails_the_step_naming_it(world: World) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 import networkx as nx
 from pydantic import BaseModel, Field
@@ -77,6 +77,15 @@ class PlanStep(TypedDict):
             "that is not installed, or a step it waits for that is blocked; null if nothing "
             "known blocks it"
         ),
+    ]
+    roll: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description="only in a secret rotation's run: the rotated resource whose new "
+                "secrets this deployment of another application is rolled onto"
+            ),
+        ]
     ]
 
 

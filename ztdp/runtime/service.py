@@ -14,6 +14,7 @@ from ztdp.events import EventQuery, EventStore
 from ztdp.graph import EdgeType, Graph, NodeKind, Op, node_id
 from ztdp.planner import (
     Plan,
+    PlanStep,
     StepDecision,
     StepPolicyResult,
     deletions,
@@ -255,12 +256,15 @@ class Runtime:
         spec = env_data.get("spec", {})
         if not app and kind == "resource":  # a resource node's id does not name its owner
             app = _owner(graph, node_id(NodeKind.RESOURCE, name))
+        desired = step["desired"]
+        if step.get("roll"):  # another application's deployment, rolled by a rotation
+            desired = await self._still_rolls(step, app, env)
         resource = Resource(
             node=step["node"],
             kind=kind,
             name=name,
             application=app,
-            desired=dict(step["desired"]),
+            desired=dict(desired),
             depends_on=tuple(step["depends_on"]),
         )
         kind_of_provider = step.get("provider") or ""
@@ -307,11 +311,12 @@ class Runtime:
         users = _users(graph, resource, info.environment) - {info.application}
         if users:
             theirs = await self.catalog.plan_on(graph, info.environment, sorted(users))
+            name = resource.rsplit("/", 1)[1]
             rolls = [
-                step
+                PlanStep(**step, roll=name)  # checked again when it runs (`_still_rolls`)
                 for wave in theirs.waves
                 for step in wave["steps"]
-                if _rolls_only(step, resource.rsplit("/", 1)[1])
+                if _rolls_only(step, name)
             ]
             if rolls:  # after the resource: each waits for it (planner.waits)
                 plan.waves.append({"index": len(plan.waves), "steps": rolls})
@@ -333,6 +338,21 @@ class Runtime:
             application=info.application,
         )
         return marked, run
+
+    async def _still_rolls(self, step: Mapping[str, Any], app: str, env: str) -> Mapping[str, Any]:
+        """The desired state a rotation's roll of another application's deployment applies:
+        its application's as it is now, if that still differs from what runs only by the
+        rotated secrets' versions (or not at all, rolled meanwhile by its own run). Anything
+        else changed since the rotation was planned (a deploy of theirs, say): not applied
+        from here, where it would be rolled back or rolled out by another team."""
+        plan = await self.catalog.plan(app, env)
+        now = next((s for w in plan.waves for s in w["steps"] if s["node"] == step["node"]), None)
+        if now is not None and (now["action"] == "noop" or _rolls_only(now, step["roll"])):
+            return dict(now["desired"])
+        raise PermanentError(
+            f"{step['node']} changed since the rotation of {step['roll']}'s secrets was "
+            f"planned; the next apply of application {app} rolls it onto them"
+        )
 
     async def check(self, actor: str, step: Mapping[str, Any]) -> str | None:
         """Policy is evaluated again before each step: it may have changed since the plan."""
