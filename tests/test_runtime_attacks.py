@@ -301,6 +301,35 @@ async def test_a_step_too_big_for_nats_fails_alone_saying_so(
     assert sorted(kube.started) == ["small"]
 
 
+async def test_a_provider_error_of_a_megabyte_fails_its_step_and_blocks_its_dependents(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The error travels in the step's answer and in its dependents' block messages: clipped,
+    it fits them (over NATS's limit, the answer could not be sent and the run waited)."""
+    kube = FakeProvider("kubernetes")
+    kube.fail["a"] = "admission webhook said: " + "x" * 1_100_000
+    supervisor, mailbox = await nats_supervisor(nats_url, nats_prefix, kube)
+    waves = [
+        {"index": 0, "steps": [plan_step("a"), plan_step("c")]},
+        {"index": 1, "steps": [plan_step("b", "a")]},
+    ]
+    run = run_of(waves)
+    try:
+        async with supervisor:
+            await supervisor.start_run(run, waves)
+            recorded = await until_finished(supervisor, run, 10)
+    finally:
+        await mailbox.aclose()
+    steps = {s.node: s for s in recorded.steps}
+    assert (steps["a"].status, steps["b"].status, steps["c"].status) == (
+        "Failed",
+        "Blocked",
+        "Ready",
+    )
+    assert (steps["a"].error or "").startswith("admission webhook said: xxx")
+    assert (steps["a"].error or "").endswith("more characters)")
+
+
 class FlakyBus(MemoryEventBus):
     """A memory bus away for one publish: the first event about `node`."""
 

@@ -677,23 +677,14 @@ class Supervisor:
     async def _answer_unrecorded(self, envelope: Envelope, error: str) -> None:
         """Tell a step's run it failed when the actor could not record it: the coordinator
         records it (under its own lease), so that the run does not wait for ever."""
-        run_id = envelope.body["run"]
         try:
-            await self.send(
-                Envelope(
-                    node=run_node(run_id),
-                    kind="advance",
-                    body={
-                        "node": envelope.node,
-                        "status": "Failed",
-                        "error": error,
-                        "unrecorded": True,
-                    },
-                    id=f"{run_id}:{envelope.node}:done",
-                )
-            )
+            await self.send(_unrecorded(envelope, error))
         except Exception:
-            log.exception("step %s of run %s: its failure could not be told", envelope.node, run_id)
+            log.exception(
+                "step %s of run %s: its failure could not be told",
+                envelope.node,
+                envelope.body["run"],
+            )
 
     async def _heartbeats(self) -> None:
         """Tell the mailbox that long handlers are alive, so it does not redeliver their mail."""
@@ -865,6 +856,7 @@ class Supervisor:
         commit records that step's start as well; with `outcome`, it records the step's
         outcome (this status), and the coordinator is told after."""
         changed = status is not state.status
+        error = _clipped(error)  # it travels in the run's messages and records
         state.status, state.last_error, state.message = status, error, message
         state.updated_at = now = datetime.now(UTC)
         if changed or state.since is None:
@@ -993,7 +985,7 @@ class Supervisor:
             Envelope(
                 node=run_node(run_id),
                 kind="advance",
-                body={"node": node, "status": status, "error": error},
+                body={"node": node, "status": status, "error": _clipped(error)},
                 id=f"{run_id}:{node}:done",
             )
         )
@@ -1373,7 +1365,7 @@ class Supervisor:
                 if envelope.kind != "step":
                     raise
                 log.warning("run %s: %s", run.id, exc.detail)
-                await self._answer_unrecorded(envelope, exc.detail)
+                await self.send(_unrecorded(envelope, exc.detail))  # an outage: tried again
             del unsent[envelope.id]
 
         while True:
@@ -1483,7 +1475,9 @@ class Supervisor:
             entry = progress.plan[node]
             cause = progress.failed_before(node)
             if cause is not None:
-                error = f"blocked by {cause}: {progress.errors[cause] or progress.status[cause]}"
+                error = _clipped(
+                    f"blocked by {cause}: {progress.errors[cause] or progress.status[cause]}"
+                )
                 record = RunStep(
                     node=node,
                     source=entry["step"]["source"],
@@ -1583,6 +1577,32 @@ def _finished(run: Run, failed: Sequence[str] | None = None) -> Event:
         run=run.id,
         actor=run.actor,
         data={"status": run.status, "failed": list(failed)},
+    )
+
+
+ERROR_MAX = 16_384  # characters of an error carried in a run's messages and records
+
+
+def _clipped(error: str | None) -> str | None:
+    """An error short enough to travel in a message (a provider's may quote megabytes)."""
+    if error is None or len(error) <= ERROR_MAX:
+        return error
+    return f"{error[:ERROR_MAX]}... ({len(error) - ERROR_MAX:,} more characters)"
+
+
+def _unrecorded(envelope: Envelope, error: str) -> Envelope:
+    """The message telling a step's run that it failed, for its coordinator to record."""
+    run_id = envelope.body["run"]
+    return Envelope(
+        node=run_node(run_id),
+        kind="advance",
+        body={
+            "node": envelope.node,
+            "status": "Failed",
+            "error": _clipped(error),
+            "unrecorded": True,
+        },
+        id=f"{run_id}:{envelope.node}:done",
     )
 
 
