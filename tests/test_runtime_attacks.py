@@ -209,6 +209,20 @@ async def nats_supervisor(
     return supervisor, mailbox
 
 
+async def run_over_nats(
+    nats_url: str, nats_prefix: str, kube: FakeProvider, waves: list[dict[str, Any]]
+) -> Run:
+    """Run the waves on a supervisor over the session's NATS; the run once it finished."""
+    supervisor, mailbox = await nats_supervisor(nats_url, nats_prefix, kube)
+    run = run_of(waves)
+    try:
+        async with supervisor:
+            await supervisor.start_run(run, waves)
+            return await until_finished(supervisor, run, 10)
+    finally:
+        await mailbox.aclose()
+
+
 async def test_mail_queued_behind_a_slow_apply_is_handled_once_and_in_order(
     nats_url: str, nats_prefix: str
 ) -> None:
@@ -277,20 +291,13 @@ async def test_a_step_too_big_for_nats_fails_alone_saying_so(
     limit: that step fails naming its size and the limit, what depends on it is Blocked, and
     the rest of the run goes on (the whole run broke, as "MaxPayloadError()", before)."""
     kube = FakeProvider("kubernetes")
-    supervisor, mailbox = await nats_supervisor(nats_url, nats_prefix, kube)
     big = plan_step("big")
     big["desired"] = {"version": "1", "blob": "x" * 1_100_000}
     waves = [
         {"index": 0, "steps": [big, plan_step("small")]},
         {"index": 1, "steps": [plan_step("after", "big")]},
     ]
-    run = run_of(waves)
-    try:
-        async with supervisor:
-            await supervisor.start_run(run, waves)
-            recorded = await until_finished(supervisor, run, 10)
-    finally:
-        await mailbox.aclose()
+    recorded = await run_over_nats(nats_url, nats_prefix, kube, waves)
     steps = {s.node: s for s in recorded.steps}
     assert recorded.status == "Failed"
     assert steps["small"].status == "Ready"
@@ -308,18 +315,11 @@ async def test_a_provider_error_of_a_megabyte_fails_its_step_and_blocks_its_depe
     it fits them (over NATS's limit, the answer could not be sent and the run waited)."""
     kube = FakeProvider("kubernetes")
     kube.fail["a"] = "admission webhook said: " + "x" * 1_100_000
-    supervisor, mailbox = await nats_supervisor(nats_url, nats_prefix, kube)
     waves = [
         {"index": 0, "steps": [plan_step("a"), plan_step("c")]},
         {"index": 1, "steps": [plan_step("b", "a")]},
     ]
-    run = run_of(waves)
-    try:
-        async with supervisor:
-            await supervisor.start_run(run, waves)
-            recorded = await until_finished(supervisor, run, 10)
-    finally:
-        await mailbox.aclose()
+    recorded = await run_over_nats(nats_url, nats_prefix, kube, waves)
     steps = {s.node: s for s in recorded.steps}
     assert (steps["a"].status, steps["b"].status, steps["c"].status) == (
         "Failed",

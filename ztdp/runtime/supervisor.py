@@ -981,14 +981,7 @@ class Supervisor:
         await self._answer(run_id, state.node, status, error)
 
     async def _answer(self, run_id: str, node: str, status: str, error: str | None) -> None:
-        await self.send(
-            Envelope(
-                node=run_node(run_id),
-                kind="advance",
-                body={"node": node, "status": status, "error": _clipped(error)},
-                id=f"{run_id}:{node}:done",
-            )
-        )
+        await self.send(_answer_message(run_id, node, status, error))
 
     def _provider(self, state: ActorState) -> Provider | None:
         return self.provider(state.provider)
@@ -1590,20 +1583,20 @@ def _clipped(error: str | None) -> str | None:
     return f"{error[:ERROR_MAX]}... ({len(error) - ERROR_MAX:,} more characters)"
 
 
-def _unrecorded(envelope: Envelope, error: str) -> Envelope:
+def _answer_message(
+    run_id: str, node: str, status: str, error: str | None, *, unrecorded: bool = False
+) -> Envelope:
+    """The message telling a step's run how the step ended; `unrecorded`: its actor could
+    not record that, its coordinator records it."""
+    body: dict[str, Any] = {"node": node, "status": status, "error": _clipped(error)}
+    if unrecorded:
+        body["unrecorded"] = True
+    return Envelope(node=run_node(run_id), kind="advance", body=body, id=f"{run_id}:{node}:done")
+
+
+def _unrecorded(step: Envelope, error: str) -> Envelope:
     """The message telling a step's run that it failed, for its coordinator to record."""
-    run_id = envelope.body["run"]
-    return Envelope(
-        node=run_node(run_id),
-        kind="advance",
-        body={
-            "node": envelope.node,
-            "status": "Failed",
-            "error": _clipped(error),
-            "unrecorded": True,
-        },
-        id=f"{run_id}:{envelope.node}:done",
-    )
+    return _answer_message(step.body["run"], step.node, "Failed", error, unrecorded=True)
 
 
 def _seen(state: ActorState, observed: Mapping[str, Any]) -> PutObserved:
@@ -1669,20 +1662,21 @@ async def _at_once(
         for item in items:
             await do(item)
         return
-    limit = anyio.Semaphore(AT_ONCE)
+    queue = iter(items)
     failed: list[Exception] = []
 
-    async def one(item: T) -> None:
-        async with limit:
+    async def take() -> None:  # one of AT_ONCE tasks, each taking the next item in turn
+        for item in queue:
             try:
                 await do(item)
             except Exception as exc:
                 failed.append(exc)
                 tg.cancel_scope.cancel()
+                return
 
     async with anyio.create_task_group() as tg:
-        for item in items:
-            tg.start_soon(one, item)
+        for _ in range(min(AT_ONCE, len(items))):
+            tg.start_soon(take)
     if failed:
         raise failed[0]
 
